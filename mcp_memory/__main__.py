@@ -1,0 +1,102 @@
+"""The command line: `mcp-memory` runs the server on stdio; a few admin commands share its options."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mcp_memory import __version__
+from mcp_memory.config import EMBEDDER_KINDS, Config, load_configuration_file
+from mcp_memory.errors import MemoryServerError
+
+log = logging.getLogger("mcp_memory")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mcp-memory",
+        description="An MCP server that gives LLM clients a long memory (stdio by default).",
+    )
+    parser.add_argument("--version", action="version", version=f"mcp-memory {__version__}")
+    parser.add_argument("--db", type=Path, help="database file (env MCP_MEMORY_DB; default: user data dir)")
+    parser.add_argument("--embedder", choices=EMBEDDER_KINDS, help="env MCP_MEMORY_EMBEDDER; default local")
+    parser.add_argument("--config", type=Path, help="JSON file with the base session configuration")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (env MCP_MEMORY_LOG_LEVEL)")
+    parser.add_argument(
+        "--transport", choices=("stdio", "streamable-http"), default="stdio", help="default stdio"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="for streamable-http")
+    parser.add_argument("--port", type=int, default=8765, help="for streamable-http")
+    parser.add_argument(
+        "command", nargs="?", choices=("serve", "stats", "reindex"), default="serve",
+        help="serve (default), stats (print statistics as JSON), reindex (re-embed every memory)",
+    )  # fmt: skip
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Config:
+    base = load_configuration_file(args.config) if args.config else None
+    return Config.from_env(
+        db_path=args.db, embedder=args.embedder, log_level=args.log_level, base_configuration=base
+    )
+
+
+def _setup_logging(level: str) -> None:
+    """Everything to stderr: on stdio, stdout carries only the protocol."""
+    logging.basicConfig(
+        level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        config = _config(args)
+        _setup_logging(config.log_level)
+        if args.command == "stats":
+            print(json.dumps(asyncio.run(_stats(config)), indent=2, default=str))
+        elif args.command == "reindex":
+            print(json.dumps(asyncio.run(_reindex(config)), indent=2))
+        else:
+            _serve(config, args)
+    except MemoryServerError as exc:
+        print(f"mcp-memory: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _serve(config: Config, args: argparse.Namespace) -> None:
+    from mcp_memory.server import build_server
+
+    server = build_server(config)
+    log.info("mcp-memory %s serving %s on %s", __version__, config.db_path, args.transport)
+    if args.transport == "stdio":
+        server.run("stdio")
+    else:
+        server.run("streamable-http", host=args.host, port=args.port)
+
+
+async def _stats(config: Config) -> dict[str, object]:
+    from mcp_memory.manager import MemoryManager
+
+    async with MemoryManager(config) as manager:
+        return (await manager.stats()).model_dump(mode="json")
+
+
+async def _reindex(config: Config) -> dict[str, object]:
+    from mcp_memory.manager import MemoryManager
+
+    manager = MemoryManager(config)
+    await manager.start(check_embedder=False)
+    try:
+        return await manager.reindex()
+    finally:
+        await manager.shutdown()
+
+
+if __name__ == "__main__":
+    main()

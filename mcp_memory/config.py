@@ -1,0 +1,159 @@
+"""One frozen `Config`, built once from the command line and the environment."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mcp_memory.errors import ConfigurationError
+
+APP_DIR_NAME = "mcp-memory"
+DB_FILE_NAME = "memory.db"
+MAX_LIFE_TIME_S = 600.0
+SESSION_CACHE_SIZE = 100
+MAX_CONTENT_CHARS = 32_000
+EMBEDDER_KINDS = ("local", "openai", "hashing")
+
+
+class ShortTermConfig(BaseModel):
+    """The session's window of recent episodes."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    max_episodes: int = Field(20, ge=1, le=1000)
+    max_tokens: int = Field(4000, ge=1, le=1_000_000)
+
+
+class LongTermConfig(BaseModel):
+    """Whether the session's episodes are vector-indexed for recall by meaning."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+
+
+class SessionConfig(BaseModel):
+    """A session's effective configuration: defaults, then group base, then session overrides."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    short_term: ShortTermConfig = ShortTermConfig()
+    long_term: LongTermConfig = LongTermConfig()
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge `override` over `base`: nested mappings merge key by key, anything else is replaced."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def effective_session_config(*layers: Mapping[str, Any] | None) -> SessionConfig:
+    """Deep-merge the layers in order (later wins) and validate the result."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = deep_merge(merged, layer or {})
+    try:
+        return SessionConfig.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigurationError(
+            f"invalid session configuration ({problems}); valid keys are short_term.enabled, "
+            "short_term.max_episodes, short_term.max_tokens and long_term.enabled"
+        ) from None
+
+
+def default_data_dir() -> Path:
+    """The user's data directory for this app: XDG on Linux, Application Support on macOS, AppData on Windows."""
+    home = Path.home()
+    if sys.platform == "win32":
+        root = os.environ.get("LOCALAPPDATA") or os.environ.get("APPDATA") or str(home / "AppData" / "Local")
+        return Path(root) / APP_DIR_NAME
+    if sys.platform == "darwin":
+        return home / "Library" / "Application Support" / APP_DIR_NAME
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg and Path(xdg).is_absolute() else home / ".local" / "share") / APP_DIR_NAME
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the server needs to run, decided once at start."""
+
+    db_path: Path = field(default_factory=lambda: default_data_dir() / DB_FILE_NAME)
+    embedder: str = "local"
+    embedding_base_url: str | None = None
+    embedding_api_key: str | None = None
+    embedding_model: str | None = None
+    embedding_dimension: int | None = None
+    max_content_chars: int = MAX_CONTENT_CHARS
+    max_life_time_s: float = MAX_LIFE_TIME_S
+    session_cache_size: int = SESSION_CACHE_SIZE
+    base_configuration: Mapping[str, Any] = field(default_factory=dict)
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.embedder not in EMBEDDER_KINDS:
+            raise ConfigurationError(
+                f"unknown embedder {self.embedder!r}; set MCP_MEMORY_EMBEDDER to one of {', '.join(EMBEDDER_KINDS)}"
+            )
+        if self.max_content_chars < 1 or self.session_cache_size < 1 or self.max_life_time_s < 0:
+            raise ConfigurationError(
+                "max_content_chars and session_cache_size must be at least 1 and max_life_time_s at least 0"
+            )
+        effective_session_config(self.base_configuration)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Build a Config from `MCP_MEMORY_*` variables; keyword overrides (from the CLI) win."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for name, (var, cast) in _ENV_VARS.items():
+            raw = env.get(var)
+            if raw not in (None, ""):
+                values[name] = _cast(var, raw, cast)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "base_configuration" not in values and env.get("MCP_MEMORY_CONFIG"):
+            values["base_configuration"] = load_configuration_file(Path(env["MCP_MEMORY_CONFIG"]))
+        return cls(**values)
+
+
+_ENV_VARS: dict[str, tuple[str, type]] = {
+    "db_path": ("MCP_MEMORY_DB", Path),
+    "embedder": ("MCP_MEMORY_EMBEDDER", str),
+    "embedding_base_url": ("MCP_MEMORY_EMBEDDING_BASE_URL", str),
+    "embedding_api_key": ("MCP_MEMORY_EMBEDDING_API_KEY", str),
+    "embedding_model": ("MCP_MEMORY_EMBEDDING_MODEL", str),
+    "embedding_dimension": ("MCP_MEMORY_EMBEDDING_DIMENSION", int),
+    "max_content_chars": ("MCP_MEMORY_MAX_CONTENT_CHARS", int),
+    "max_life_time_s": ("MCP_MEMORY_MAX_LIFE_TIME_S", float),
+    "session_cache_size": ("MCP_MEMORY_SESSION_CACHE_SIZE", int),
+    "log_level": ("MCP_MEMORY_LOG_LEVEL", str),
+}
+
+
+def _cast(var: str, raw: str, cast: type) -> Any:
+    try:
+        return Path(raw).expanduser() if cast is Path else cast(raw)
+    except ValueError:
+        raise ConfigurationError(f"{var}={raw!r} is not a valid {cast.__name__}") from None
+
+
+def load_configuration_file(path: Path) -> dict[str, Any]:
+    """Read the base session configuration from a JSON file."""
+    try:
+        data = json.loads(path.expanduser().read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigurationError(f"cannot read configuration file {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"configuration file {path} must hold a JSON object")
+    return data

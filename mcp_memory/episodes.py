@@ -1,0 +1,183 @@
+"""Turning what a client sends into episodes, and stored rows back into models."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from mcp_memory.errors import ValidationFailed
+from mcp_memory.models import Episode, MemoryInput
+from mcp_memory.store import NewEpisode
+
+ROLES = ("user", "assistant", "system", "tool")
+DEFAULT_IMPORTANCE = 0.5
+EPOCH_MS_THRESHOLD = 1e12
+MAX_BATCH = 1000
+MAX_METADATA_CHARS = 16_000
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    """Fixed-width UTC ISO 8601, so stored timestamps sort as text."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def normalize_timestamp(value: Any, *, field: str = "timestamp") -> datetime:
+    """An aware UTC datetime from ISO text, a datetime (naive means UTC) or epoch seconds/milliseconds."""
+    if isinstance(value, bool):
+        raise ValidationFailed(_bad_time(field, value))
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, int | float):
+        return _from_epoch(value, field)
+    if isinstance(value, str) and value.strip():
+        text = value.strip()
+        if _is_number(text):
+            return _from_epoch(float(text), field)
+        try:
+            return normalize_timestamp(datetime.fromisoformat(text.replace("Z", "+00:00")), field=field)
+        except ValueError:
+            pass
+    raise ValidationFailed(_bad_time(field, value))
+
+
+def _from_epoch(value: float, field: str) -> datetime:
+    if not math.isfinite(value):
+        raise ValidationFailed(_bad_time(field, value))
+    seconds = value / 1000 if abs(value) > EPOCH_MS_THRESHOLD else value
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ValidationFailed(_bad_time(field, value)) from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _bad_time(field: str, value: Any) -> str:
+    return (
+        f"{field} {value!r} is not a time; give ISO 8601 text such as '2025-03-01T14:30:00Z', "
+        "epoch seconds, or epoch milliseconds"
+    )
+
+
+def parse_memories(items: Sequence[Any]) -> list[MemoryInput]:
+    """Validate a batch of raw items; the first bad one raises, naming its index."""
+    if not items:
+        raise ValidationFailed("memories is empty; pass at least one memory, or use content and producer")
+    if len(items) > MAX_BATCH:
+        raise ValidationFailed(f"a batch holds at most {MAX_BATCH} memories, got {len(items)}; split it")
+    parsed = []
+    for index, item in enumerate(items):
+        try:
+            parsed.append(item if isinstance(item, MemoryInput) else MemoryInput.model_validate(item))
+        except ValidationError as exc:
+            raise ValidationFailed(
+                f"memories[{index}] is invalid: {_first_error(exc)}; nothing was stored"
+            ) from None
+    return parsed
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error["loc"])
+    return f"{where}: {error['msg']}" if where else error["msg"]
+
+
+def prepare_episode(
+    item: MemoryInput, *, participants: Sequence[str], max_content_chars: int, now: datetime
+) -> NewEpisode:
+    """Validate one memory against its group and normalise it; raises ValidationFailed."""
+    content = item.content.strip()
+    if not content:
+        raise ValidationFailed("content is empty; pass the text to remember")
+    if len(content) > max_content_chars:
+        raise ValidationFailed(
+            f"content has {len(content)} characters, more than the maximum {max_content_chars}; "
+            "split it into several memories"
+        )
+    _check_participant(item.producer, participants, "producer")
+    if item.produced_for is not None and not item.produced_for.strip():
+        raise ValidationFailed("produced_for is empty; leave it out or name a participant")
+    importance = DEFAULT_IMPORTANCE if item.importance is None else item.importance
+    if not (0.0 <= importance <= 1.0) or math.isnan(importance):
+        raise ValidationFailed(f"importance {importance} is outside [0, 1]")
+    if not item.memory_type.strip():
+        raise ValidationFailed("memory_type is empty; use 'message' for conversation turns")
+    moment = now if item.timestamp is None else normalize_timestamp(item.timestamp)
+    metadata_json = _metadata_json(item.metadata)
+    content_hash = hashlib.sha256(content.encode()).hexdigest()
+    dedup_key = None if item.timestamp is None else _dedup_key(item.producer, iso(moment), content_hash)
+    return NewEpisode(
+        producer_id=item.producer,
+        producer_role=item.role,
+        produced_for_id=item.produced_for,
+        content=content,
+        memory_type=item.memory_type.strip(),
+        importance=float(importance),
+        metadata_json=metadata_json,
+        timestamp=iso(moment),
+        ts_epoch=moment.timestamp(),
+        content_hash=content_hash,
+        dedup_key=dedup_key,
+    )
+
+
+def _check_participant(name: str, participants: Sequence[str], field: str) -> None:
+    if name not in participants:
+        raise ValidationFailed(
+            f"{field} {name!r} is not a participant of this group; use one of {sorted(participants)}, "
+            "or create a group that includes it"
+        )
+
+
+def _metadata_json(metadata: dict[str, Any] | None) -> str:
+    try:
+        text = json.dumps(metadata or {}, ensure_ascii=False, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValidationFailed(f"metadata must be a JSON object of JSON values: {exc}") from None
+    if len(text) > MAX_METADATA_CHARS:
+        raise ValidationFailed(
+            f"metadata is {len(text)} characters as JSON; keep it under {MAX_METADATA_CHARS}"
+        )
+    return text
+
+
+def _dedup_key(producer: str, timestamp: str, content_hash: str) -> str:
+    return hashlib.sha256(f"{producer}\x1f{timestamp}\x1f{content_hash}".encode()).hexdigest()
+
+
+def embedding_text(producer: str, content: str) -> str:
+    """What the embedder sees: the speaker's name keeps who-said-what in the vector."""
+    return f"{producer}: {content}"
+
+
+def episode_from_row(row: Any) -> Episode:
+    return Episode(
+        id=row["id"],
+        group_id=row["group_id"],
+        session_id=row["session_id"],
+        sequence=row["sequence"],
+        timestamp=datetime.fromisoformat(row["timestamp"]),
+        producer=row["producer_id"],
+        role=row["producer_role"],
+        produced_for=row["produced_for_id"],
+        content=row["content"],
+        memory_type=row["memory_type"],
+        importance=row["importance"],
+        metadata=json.loads(row["metadata"]),
+    )

@@ -1,0 +1,589 @@
+"""The memory manager: groups, reference-counted live sessions, and their lifecycle.
+
+One `MemoryManager` per server process (MemMachine's EpisodicMemoryManager). It holds no
+SQL: persistence goes through the engine's Store, always on worker threads, so the
+event loop never waits on the disk or the embedder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
+from datetime import datetime
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
+import anyio.abc
+
+from mcp_memory.config import Config, effective_session_config
+from mcp_memory.embeddings import Embedder, make_embedder
+from mcp_memory.engine import MemoryEngine, RecallQuery
+from mcp_memory.episodes import iso, normalize_timestamp, parse_memories, prepare_episode, utc_now
+from mcp_memory.errors import (
+    GroupExists,
+    GroupNotFound,
+    ManagerClosed,
+    SessionExists,
+    SessionInUse,
+    SessionNotFound,
+    ValidationFailed,
+)
+from mcp_memory.models import (
+    AddedMemory,
+    AddMemoryResult,
+    DeleteResult,
+    DeleteSessionResult,
+    Episode,
+    GroupDetail,
+    GroupInfo,
+    MemoryInput,
+    RecallResult,
+    SessionDetail,
+    SessionInfo,
+    Stats,
+)
+from mcp_memory.session import MemorySession
+from mcp_memory.store import Filters, Store
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+LOCAL_OWNER = "local"
+SWEEP_INTERVAL_S = 30.0
+BACKFILL_INTERVAL_S = 30.0
+MAX_RECALL_LIMIT = 100
+LIST_LIMIT = 200
+
+
+class MemoryManager:
+    """Registry of live `MemorySession`s keyed by (group, session), over one database."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        embedder: Embedder | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.config = config
+        self.embedder_warning: str | None = None
+        if embedder is None:
+            embedder, self.embedder_warning = make_embedder(
+                config.embedder,
+                base_url=config.embedding_base_url,
+                api_key=config.embedding_api_key,
+                model=config.embedding_model,
+                dimension=config.embedding_dimension,
+            )
+        self.embedder = embedder
+        self._clock = clock
+        self._now = now
+        self._engine: MemoryEngine | None = None
+        self._live: dict[tuple[str, str], MemorySession] = {}
+        self._lock = anyio.Lock()
+        self._closed = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self, *, check_embedder: bool = True) -> MemoryManager:
+        """Open (and migrate) the database; cheap: no model is loaded here."""
+        store = await anyio.to_thread.run_sync(
+            partial(
+                Store,
+                self.config.db_path,
+                embedder_name=self.embedder.name,
+                dimension=self.embedder.dimension,
+                check_embedder=check_embedder,
+            )
+        )
+        self._engine = MemoryEngine(store, self.embedder, clock=self._now)
+        log.info("memory database %s (embedder %s)", self.config.db_path, self.embedder.name)
+        return self
+
+    async def run_background(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Warm the embedder, then keep sweeping idle sessions and indexing pending vectors until cancelled."""
+        task_status.started()
+        await self._warm_up()
+        while not self._closed:
+            with contextlib.suppress(Exception):
+                await self.backfill()
+            await self.sweep()
+            await anyio.sleep(min(SWEEP_INTERVAL_S, BACKFILL_INTERVAL_S))
+
+    async def _warm_up(self) -> None:
+        load = getattr(self.embedder, "load", None)
+        if callable(load):
+            try:
+                await anyio.to_thread.run_sync(load)
+            except Exception as exc:  # noqa: BLE001 - recall falls back to keywords
+                log.warning("could not load the embedder %s: %s", self.embedder.name, exc)
+
+    async def shutdown(self) -> None:
+        """Flush and drop every live session and close the database; later calls fail."""
+        if self._closed:
+            return
+        async with self._lock:
+            self._closed = True
+            for session in list(self._live.values()):
+                await session.flush()
+            self._live.clear()
+            if self._engine is not None:
+                await anyio.to_thread.run_sync(self._engine.store.close)
+
+    async def __aenter__(self) -> MemoryManager:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    @property
+    def engine(self) -> MemoryEngine:
+        if self._closed:
+            raise ManagerClosed("the memory manager has shut down; restart the server to use memory again")
+        if self._engine is None:
+            raise ManagerClosed("the memory manager has not been started; call start() first")
+        return self._engine
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(partial(fn, *args))
+
+    # -- groups -------------------------------------------------------------------------
+
+    async def create_group(
+        self,
+        group_id: str,
+        user_ids: Sequence[str] = (),
+        agent_ids: Sequence[str] = (),
+        description: str | None = None,
+        configuration: Mapping[str, Any] | None = None,
+    ) -> GroupInfo:
+        """Register a group and its permanent participants; an existing id is an error."""
+        users, agents = _participants(user_ids, "user_ids"), _participants(agent_ids, "agent_ids")
+        if not users and not agents:
+            raise ValidationFailed("a group needs at least one participant; pass user_ids and/or agent_ids")
+        effective_session_config(self.config.base_configuration, configuration)
+        row = {
+            "group_id": group_id,
+            "user_ids": json.dumps(users),
+            "agent_ids": json.dumps(agents),
+            "description": description,
+            "configuration": json.dumps(dict(configuration or {})),
+            "created_at": iso(self._now()),
+        }
+        if not await self._run(self.engine.store.insert_group, row):
+            raise GroupExists(
+                f"group {group_id!r} already exists; use it as it is (open_session), or pick another group_id"
+            )
+        return await self.get_group(group_id)
+
+    async def get_group(self, group_id: str) -> GroupInfo:
+        row = await self._run(self.engine.store.get_group, group_id)
+        if row is None:
+            raise GroupNotFound(f"group {group_id!r} does not exist; call create_group first")
+        return _group_info(row)
+
+    async def list_groups(self) -> list[GroupInfo]:
+        rows = await self._run(self.engine.store.list_groups, LIST_LIMIT)
+        return [_group_info(r) for r in rows]
+
+    async def group_detail(self, group_id: str) -> GroupDetail:
+        group = await self.get_group(group_id)
+        rows = await self._run(self.engine.store.list_sessions, group_id, LIST_LIMIT)
+        return GroupDetail(group=group, sessions=[self._session_info(r) for r in rows])
+
+    # -- sessions -----------------------------------------------------------------------
+
+    async def open_session(
+        self,
+        group_id: str,
+        session_id: str,
+        *,
+        mode: str = "open_or_create",
+        configuration: Mapping[str, Any] | None = None,
+        owner: Hashable = LOCAL_OWNER,
+    ) -> tuple[MemorySession, bool]:
+        """Open (or create) a session and take a reference for `owner`; returns it and whether it was created."""
+        if mode not in ("create", "open", "open_or_create"):
+            raise ValidationFailed(f"mode {mode!r} is not valid; use 'create', 'open' or 'open_or_create'")
+        async with self._lock:
+            self.engine  # noqa: B018 - fails once shut down
+            group = await self.get_group(group_id)
+            created = await self._ensure_session(group, session_id, mode, configuration)
+            session = await self._live_session(group_id, session_id)
+            session.references[owner] += 1
+            session.idle_since = None
+            return session, created
+
+    async def _ensure_session(
+        self, group: GroupInfo, session_id: str, mode: str, configuration: Mapping[str, Any] | None
+    ) -> bool:
+        row = await self._run(self.engine.store.get_session, group.group_id, session_id)
+        if row is not None:
+            if mode == "create":
+                raise SessionExists(
+                    f"session {session_id!r} already exists in group {group.group_id!r}; "
+                    "open it with mode='open' or pick another session_id"
+                )
+            if configuration is not None and json.loads(row["overrides"]) != dict(configuration):
+                raise ValidationFailed(
+                    f"session {session_id!r} was created with another configuration, which is frozen; "
+                    "open it without configuration, or create a new session"
+                )
+            return False
+        if mode == "open":
+            raise SessionNotFound(
+                f"session {session_id!r} does not exist in group {group.group_id!r}; "
+                "call open_session with mode='open_or_create' (or 'create') first"
+            )
+        effective = effective_session_config(
+            self.config.base_configuration, group.configuration, configuration
+        )
+        inserted = await self._run(
+            self.engine.store.insert_session,
+            {
+                "group_id": group.group_id,
+                "session_id": session_id,
+                "configuration": effective.model_dump_json(),
+                "overrides": json.dumps(dict(configuration or {})),
+                "created_at": iso(self._now()),
+            },
+        )
+        if not inserted:  # another process created it between our read and write
+            return await self._ensure_session(group, session_id, mode, configuration)
+        return True
+
+    async def _live_session(self, group_id: str, session_id: str) -> MemorySession:
+        session = self._live.get((group_id, session_id))
+        if session is not None:
+            return session
+        row = await self._run(self.engine.store.get_session, group_id, session_id)
+        if row is None:
+            raise SessionNotFound(
+                f"session {session_id!r} does not exist in group {group_id!r}; call open_session first"
+            )
+        session = MemorySession(
+            manager=self,
+            group_id=group_id,
+            session_id=session_id,
+            configuration=effective_session_config(json.loads(row["configuration"])),
+            created_at=datetime.fromisoformat(row["created_at"]),
+            idle_since=self._clock(),
+        )
+        self._live[session.key] = session
+        return session
+
+    async def close_session(
+        self, group_id: str, session_id: str, *, owner: Hashable | None = None
+    ) -> tuple[bool, int]:
+        """Release one of `owner`'s references; returns whether one was released and how many are left."""
+        owner = LOCAL_OWNER if owner is None else owner
+        async with self._lock:
+            self.engine  # noqa: B018
+            session = self._live.get((group_id, session_id))
+            if session is None or session.references[owner] <= 0:
+                return False, 0 if session is None else session.reference_count
+            self._release(session, owner, 1)
+            remaining = session.reference_count
+        await self.sweep()
+        return True, remaining
+
+    def _release(self, session: MemorySession, owner: Hashable, count: int) -> None:
+        session.references[owner] -= count
+        if session.references[owner] <= 0:
+            del session.references[owner]
+        if session.reference_count == 0:
+            session.idle_since = self._clock()
+
+    async def release_owner(self, owner: Hashable) -> int:
+        """Release every reference `owner` holds (its client disconnected); returns how many."""
+        released = 0
+        async with self._lock:
+            for session in self._live.values():
+                count = session.references.get(owner, 0)
+                if count:
+                    self._release(session, owner, count)
+                    released += count
+        if released:
+            log.info("released %d session reference(s) of a closed connection", released)
+        return released
+
+    async def sweep(self) -> list[tuple[str, str]]:
+        """Drop unreferenced sessions idle past max_life_time, and the oldest idle ones over the cache bound."""
+        async with self._lock:
+            if self._closed:
+                return []
+            now = self._clock()
+            idle = sorted(
+                (s for s in self._live.values() if s.reference_count == 0 and s.idle_since is not None),
+                key=lambda s: s.idle_since or 0.0,
+            )
+            expired = [s for s in idle if now - (s.idle_since or now) > self.config.max_life_time_s]
+            overflow = max(0, len(self._live) - len(expired) - self.config.session_cache_size)
+            survivors = [s for s in idle if s not in expired]
+            evicted = expired + survivors[:overflow]
+            for session in evicted:
+                await session.flush()
+                del self._live[session.key]
+            return [s.key for s in evicted]
+
+    async def delete_session(self, group_id: str, session_id: str) -> DeleteSessionResult:
+        """Delete a session and all its episodes; a session someone has open is an error."""
+        async with self._lock:
+            session = self._live.get((group_id, session_id))
+            if session is not None and session.reference_count > 0:
+                raise SessionInUse(
+                    f"session {session_id!r} is open ({session.reference_count} reference(s)); "
+                    "call close_session first"
+                )
+            if await self._run(self.engine.store.get_session, group_id, session_id) is None:
+                raise SessionNotFound(f"session {session_id!r} does not exist in group {group_id!r}")
+            deleted = await self._run(self.engine.store.delete_session, group_id, session_id)
+            self._live.pop((group_id, session_id), None)
+        return DeleteSessionResult(group_id=group_id, session_id=session_id, deleted_episodes=deleted)
+
+    async def session_info(self, group_id: str, session_id: str, *, created: bool = False) -> SessionInfo:
+        row = await self._run(self.engine.store.get_session, group_id, session_id)
+        if row is None:
+            await self.get_group(group_id)
+            raise SessionNotFound(f"session {session_id!r} does not exist in group {group_id!r}")
+        return self._session_info(row, created=created)
+
+    def _session_info(self, row: Any, *, created: bool = False) -> SessionInfo:
+        live = self._live.get((row["group_id"], row["session_id"]))
+        return SessionInfo(
+            group_id=row["group_id"],
+            session_id=row["session_id"],
+            created=created,
+            reference_count=0 if live is None else live.reference_count,
+            configuration=json.loads(row["configuration"]),
+            episode_count=row["episode_count"],
+            created_at=datetime.fromisoformat(row["created_at"]),
+        )
+
+    async def session_detail(self, group_id: str, session_id: str) -> SessionDetail:
+        info = await self.session_info(group_id, session_id)
+        return SessionDetail(session=info, recent=await self.recent(group_id, session_id))
+
+    @contextlib.asynccontextmanager
+    async def opened(
+        self,
+        group_id: str,
+        session_id: str,
+        *,
+        mode: str = "open",
+        configuration: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[MemorySession]:
+        """`async with manager.opened(g, s) as session:`: a reference held for the block, released in finally."""
+        owner = object()
+        session, _ = await self.open_session(
+            group_id, session_id, mode=mode, configuration=configuration, owner=owner
+        )
+        try:
+            yield session
+        finally:
+            await self.close_session(group_id, session_id, owner=owner)
+
+    def created(
+        self, group_id: str, session_id: str, configuration: Mapping[str, Any] | None = None
+    ) -> contextlib.AbstractAsyncContextManager[MemorySession]:
+        """Like `opened`, but the session must not exist yet."""
+        return self.opened(group_id, session_id, mode="create", configuration=configuration)
+
+    # -- memories -----------------------------------------------------------------------
+
+    async def add_memories(
+        self, group_id: str, session_id: str, memories: Sequence[MemoryInput | dict[str, Any]]
+    ) -> AddMemoryResult:
+        """Validate every memory first, then store the batch in one transaction (retries are not duplicated)."""
+        items = parse_memories(memories)
+        async with self.opened(group_id, session_id) as session:
+            group = await self.get_group(group_id)
+            participants = group.user_ids + group.agent_ids
+            now = self._now()
+            episodes = [
+                _prepare(i, item, participants, self.config.max_content_chars, now)
+                for i, item in enumerate(items)
+            ]
+            index = session.configuration.long_term.enabled
+            inserted, pending = await self._run(
+                partial(self.engine.add, group_id, session_id, episodes, index_vectors=index)
+            )
+        added = [AddedMemory(id=r.id, sequence=r.sequence, duplicate=r.duplicate) for r in inserted]
+        duplicates = sum(a.duplicate for a in added)
+        return AddMemoryResult(
+            group_id=group_id,
+            session_id=session_id,
+            memories=added,
+            stored=len(added) - duplicates,
+            duplicates=duplicates,
+            embedding_pending=pending,
+        )
+
+    async def recall(
+        self,
+        group_id: str,
+        query: str,
+        *,
+        session_id: str | None = None,
+        limit: int = 10,
+        since: Any = None,
+        until: Any = None,
+        producer: str | None = None,
+        role: str | None = None,
+        memory_types: Sequence[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        min_importance: float | None = None,
+    ) -> RecallResult:
+        """Hybrid recall over the group, or one session plus its recent window; filters apply inside the search."""
+        if not query.strip():
+            raise ValidationFailed("query is empty; say what to look for")
+        if not 1 <= limit <= MAX_RECALL_LIMIT:
+            raise ValidationFailed(f"limit must be between 1 and {MAX_RECALL_LIMIT}, got {limit}")
+        await self.get_group(group_id)
+        filters = _filters(session_id, since, until, producer, role, memory_types, metadata, min_importance)
+        recent: list[Episode] = []
+        if session_id is not None:
+            await self.session_info(group_id, session_id)
+            recent = await self.recent(group_id, session_id)
+        request = RecallQuery(group_id, query, filters, limit, frozenset(e.id for e in recent))
+        hits, vector_ran = await self._run(self.engine.recall, request)
+        return RecallResult(
+            group_id=group_id, query=query, hits=hits, recent=recent, vector_search=vector_ran
+        )
+
+    async def recent(self, group_id: str, session_id: str) -> list[Episode]:
+        """The session's short-term window (empty when short-term memory is off for it)."""
+        async with self.opened(group_id, session_id) as session:
+            window = session.configuration.short_term
+            if not window.enabled:
+                return []
+            return await self._run(self.engine.recent, group_id, session_id, window.max_episodes)
+
+    async def delete_memories(
+        self, group_id: str, memory_ids: Sequence[int] | None = None, session_id: str | None = None
+    ) -> DeleteResult:
+        """Delete episodes by id and/or session from the table and both indexes, in one transaction."""
+        if memory_ids is None and session_id is None:
+            raise ValidationFailed("pass memory_ids, session_id or both to say what to delete")
+        await self.get_group(group_id)
+        if session_id is not None:
+            await self.session_info(group_id, session_id)
+        deleted = await self._run(self.engine.store.delete_episodes, group_id, memory_ids, session_id)
+        return DeleteResult(group_id=group_id, deleted=deleted)
+
+    async def backfill(self) -> int:
+        """Index episodes whose embedding failed earlier; returns how many were indexed."""
+        total = 0
+        while (done := await self._run(self.engine.backfill)) > 0:
+            total += done
+        return total
+
+    async def reindex(self) -> dict[str, Any]:
+        """Re-embed every memory with the current embedder (after changing it); returns the counts."""
+        store = self.engine.store
+        marked = await self._run(store.reset_vectors, self.embedder.name, self.embedder.dimension)
+        indexed = await self.backfill()
+        return {
+            "embedder": self.embedder.name,
+            "dimension": self.embedder.dimension,
+            "marked": marked,
+            "indexed": indexed,
+        }
+
+    async def stats(self) -> Stats:
+        store = self.engine.store
+        counts = await self._run(store.stats)
+        return Stats(
+            database_path=str(store.path),
+            schema_version=await self._run(lambda: store.schema_version),
+            embedder=self.embedder.name,
+            embedding_dimension=self.embedder.dimension,
+            embedder_warning=self.embedder_warning,
+            live_sessions=len(self._live),
+            open_references=sum(s.reference_count for s in self._live.values()),
+            **counts,
+        )
+
+
+def _participants(ids: Sequence[str], field: str) -> list[str]:
+    cleaned = [i.strip() for i in ids]
+    if any(not i for i in cleaned):
+        raise ValidationFailed(f"{field} contains an empty id; every participant needs a name")
+    return list(dict.fromkeys(cleaned))
+
+
+def _group_info(row: Any) -> GroupInfo:
+    keys = row.keys()
+    return GroupInfo(
+        group_id=row["group_id"],
+        user_ids=json.loads(row["user_ids"]),
+        agent_ids=json.loads(row["agent_ids"]),
+        description=row["description"],
+        configuration=json.loads(row["configuration"]),
+        created_at=datetime.fromisoformat(row["created_at"]),
+        session_count=row["session_count"] if "session_count" in keys else 0,
+        episode_count=row["episode_count"] if "episode_count" in keys else 0,
+    )
+
+
+def _prepare(
+    index: int | None, item: MemoryInput, participants: list[str], max_chars: int, now: datetime
+) -> Any:
+    try:
+        return prepare_episode(item, participants=participants, max_content_chars=max_chars, now=now)
+    except ValidationFailed as exc:
+        where = "" if index is None else f"memories[{index}]: "
+        raise ValidationFailed(f"{where}{exc}; nothing was stored") from None
+
+
+def _filters(
+    session_id: str | None,
+    since: Any,
+    until: Any,
+    producer: str | None,
+    role: str | None,
+    memory_types: Sequence[str] | None,
+    metadata: Mapping[str, Any] | None,
+    min_importance: float | None,
+) -> Filters:
+    start = None if since is None else normalize_timestamp(since, field="since").timestamp()
+    end = None if until is None else normalize_timestamp(until, field="until").timestamp()
+    if start is not None and end is not None and start > end:
+        raise ValidationFailed("since is after until; swap them or widen the range")
+    if role is not None and role not in ("user", "assistant", "system", "tool"):
+        raise ValidationFailed(f"role {role!r} is not valid; use user, assistant, system or tool")
+    if min_importance is not None and not 0 <= min_importance <= 1:
+        raise ValidationFailed(f"min_importance {min_importance} is outside [0, 1]")
+    return Filters(
+        session_id=session_id,
+        since=start,
+        until=end,
+        producer=producer,
+        role=role,
+        memory_types=tuple(memory_types) if memory_types else None,
+        metadata=_metadata_filters(metadata),
+        min_importance=min_importance,
+    )
+
+
+def _metadata_filters(metadata: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
+    pairs = []
+    for path, value in (metadata or {}).items():
+        if not path or any(not part for part in path.split(".")):
+            raise ValidationFailed(
+                f"metadata filter key {path!r} is not a dotted path like 'project' or 'a.b'"
+            )
+        values = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, str | int | float | bool) for v in values):
+            raise ValidationFailed(
+                f"metadata filter {path!r} must be a string, number, boolean, or a list of them (any of)"
+            )
+        pairs.append((path, value))
+    return tuple(pairs)

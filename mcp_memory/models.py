@@ -1,0 +1,168 @@
+"""Pydantic models the tools take and return; their schemas are what clients see."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+Role = Literal["user", "assistant", "system", "tool"]
+OpenMode = Literal["create", "open", "open_or_create"]
+Identifier = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+TimestampInput = datetime | int | float | str
+
+
+class MemoryInput(BaseModel):
+    """One memory to store: what was said, by whom, and when."""
+
+    model_config = ConfigDict(extra="forbid")
+    content: str = Field(description="The text to remember (one turn of the conversation, a note, a result).")
+    producer: str = Field(description="Who said or produced it: one of the group's user_ids or agent_ids.")
+    role: Role = Field("user", description="user, assistant, system or tool.")
+    produced_for: str | None = Field(None, description="Who it was addressed to, if anyone.")
+    timestamp: TimestampInput | None = Field(
+        None, description="When it was said: ISO 8601, or epoch seconds/milliseconds. Default: now (UTC)."
+    )
+    memory_type: str = Field("message", description="message (default), note, fact, summary, action, ...")
+    importance: float | None = Field(None, description="0 to 1; default 0.5.")
+    metadata: dict[str, JsonValue] | None = Field(None, description="Any JSON object, filterable in recall.")
+
+
+class GroupInfo(BaseModel):
+    """A group: the permanent participants who share a memory."""
+
+    group_id: str
+    user_ids: list[str]
+    agent_ids: list[str]
+    description: str | None = None
+    configuration: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    session_count: int = 0
+    episode_count: int = 0
+
+
+class SessionInfo(BaseModel):
+    """A session's identity, configuration and state."""
+
+    group_id: str
+    session_id: str
+    created: bool = Field(False, description="True when this call created the session.")
+    reference_count: int = Field(description="Open references to the live session, across all connections.")
+    configuration: dict[str, Any]
+    episode_count: int
+    created_at: datetime
+
+
+class CloseResult(BaseModel):
+    """What close_session did."""
+
+    group_id: str
+    session_id: str
+    released: bool = Field(description="False when this connection held no reference to the session.")
+    reference_count: int = Field(description="References left on the live session.")
+    message: str
+
+
+class AddedMemory(BaseModel):
+    """The id given to one stored memory; duplicate means an identical memory was already stored."""
+
+    id: int
+    sequence: int
+    duplicate: bool
+
+
+class AddMemoryResult(BaseModel):
+    """The stored memories, in the order given."""
+
+    group_id: str
+    session_id: str
+    memories: list[AddedMemory]
+    stored: int = Field(description="How many were new.")
+    duplicates: int = Field(description="How many were already stored (a retried call) and kept once.")
+    embedding_pending: bool = Field(
+        False, description="True when the embedder failed; the memories are stored and will be indexed later."
+    )
+
+
+class Episode(BaseModel):
+    """One stored memory."""
+
+    id: int
+    group_id: str
+    session_id: str
+    sequence: int
+    timestamp: datetime
+    producer: str
+    role: Role
+    produced_for: str | None = None
+    content: str
+    memory_type: str
+    importance: float
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class RecallHit(Episode):
+    """A recalled memory with its relevance score (higher is better)."""
+
+    score: float
+    matched_by: list[Literal["keyword", "vector"]]
+
+
+class RecallResult(BaseModel):
+    """Memories relevant to a query, best first, and the session's most recent turns when a session was given."""
+
+    group_id: str
+    query: str
+    hits: list[RecallHit]
+    recent: list[Episode] = Field(
+        default_factory=list,
+        description="The session's newest episodes, oldest first (only with session_id).",
+    )
+    vector_search: bool = Field(description="False when only keyword search ran (no embedder available).")
+
+
+class DeleteResult(BaseModel):
+    """How many memories were deleted."""
+
+    group_id: str
+    deleted: int
+
+
+class DeleteSessionResult(BaseModel):
+    """A deleted session."""
+
+    group_id: str
+    session_id: str
+    deleted_episodes: int
+
+
+class SessionDetail(BaseModel):
+    """A session with its recent episodes, for the session resource."""
+
+    session: SessionInfo
+    recent: list[Episode]
+
+
+class GroupDetail(BaseModel):
+    """A group with its most recent sessions, for the group resource."""
+
+    group: GroupInfo
+    sessions: list[SessionInfo]
+
+
+class Stats(BaseModel):
+    """Counts, sizes and the embedder in use."""
+
+    database_path: str
+    database_bytes: int
+    schema_version: int
+    embedder: str
+    embedding_dimension: int
+    embedder_warning: str | None = None
+    episodes_by_type: dict[str, int]
+    groups: list[dict[str, Any]]
+    largest_sessions: list[dict[str, Any]]
+    pending_vectors: int
+    live_sessions: int
+    open_references: int

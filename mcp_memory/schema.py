@@ -1,0 +1,127 @@
+"""The database schema: numbered, append-only migrations and the vector table.
+
+`PRAGMA user_version` holds how many migrations a database has had; `Store` applies
+the rest in order, each in its own transaction. Never edit a released migration:
+add the next one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+M001_INITIAL = """
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE groups (
+    group_id TEXT PRIMARY KEY,
+    user_ids TEXT NOT NULL CHECK (json_valid(user_ids)),
+    agent_ids TEXT NOT NULL CHECK (json_valid(agent_ids)),
+    description TEXT,
+    configuration TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(configuration)),
+    created_at TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE sessions (
+    group_id TEXT NOT NULL REFERENCES groups(group_id) ON DELETE CASCADE,
+    session_id TEXT NOT NULL,
+    configuration TEXT NOT NULL CHECK (json_valid(configuration)),
+    overrides TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(overrides)),
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (group_id, session_id)
+) STRICT;
+
+CREATE TABLE episodes (
+    id INTEGER PRIMARY KEY,
+    group_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    producer_id TEXT NOT NULL,
+    producer_role TEXT NOT NULL CHECK (producer_role IN ('user', 'assistant', 'system', 'tool')),
+    produced_for_id TEXT,
+    content TEXT NOT NULL CHECK (length(content) > 0),
+    memory_type TEXT NOT NULL,
+    importance REAL NOT NULL CHECK (importance BETWEEN 0 AND 1),
+    metadata TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(metadata)),
+    timestamp TEXT NOT NULL,
+    ts_epoch REAL NOT NULL,
+    created_at TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    dedup_key TEXT,
+    retrieval_count INTEGER NOT NULL DEFAULT 0,
+    last_accessed_at TEXT,
+    indexed INTEGER NOT NULL DEFAULT 0,
+    FOREIGN KEY (group_id, session_id) REFERENCES sessions(group_id, session_id) ON DELETE CASCADE,
+    UNIQUE (group_id, session_id, sequence)
+) STRICT;
+
+CREATE UNIQUE INDEX episodes_dedup ON episodes(group_id, session_id, dedup_key) WHERE dedup_key IS NOT NULL;
+CREATE INDEX episodes_group_time ON episodes(group_id, ts_epoch);
+CREATE INDEX episodes_pending ON episodes(indexed) WHERE indexed = 0;
+
+CREATE VIRTUAL TABLE episodes_fts USING fts5(
+    producer_id, content,
+    content='episodes', content_rowid='id',
+    tokenize='porter unicode61 remove_diacritics 2'
+);
+
+CREATE TRIGGER episodes_fts_insert AFTER INSERT ON episodes BEGIN
+    INSERT INTO episodes_fts(rowid, producer_id, content) VALUES (new.id, new.producer_id, new.content);
+END;
+CREATE TRIGGER episodes_fts_delete AFTER DELETE ON episodes BEGIN
+    INSERT INTO episodes_fts(episodes_fts, rowid, producer_id, content)
+    VALUES ('delete', old.id, old.producer_id, old.content);
+END;
+CREATE TRIGGER episodes_fts_update AFTER UPDATE OF producer_id, content ON episodes BEGIN
+    INSERT INTO episodes_fts(episodes_fts, rowid, producer_id, content)
+    VALUES ('delete', old.id, old.producer_id, old.content);
+    INSERT INTO episodes_fts(rowid, producer_id, content) VALUES (new.id, new.producer_id, new.content);
+END;
+"""
+
+
+def _script(sql: str) -> Callable[[Any], None]:
+    def apply(conn: Any) -> None:
+        for statement in _statements(sql):
+            conn.execute(statement)
+
+    return apply
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a script on `;` at line ends, keeping trigger bodies whole."""
+    statements, current = [], []
+    for line in sql.strip().splitlines():
+        current.append(line)
+        text = "\n".join(current).strip()
+        ends_trigger = text.upper().startswith("CREATE TRIGGER") and line.strip().upper() == "END;"
+        if text.endswith(";") and (ends_trigger or not text.upper().startswith("CREATE TRIGGER")):
+            statements.append(text)
+            current = []
+    return [s for s in statements if s.strip(" ;\n")]
+
+
+m001_initial = _script(M001_INITIAL)
+
+MIGRATIONS: list[Callable[[Any], None]] = [m001_initial]
+
+
+def vector_table_sql(dimension: int) -> list[str]:
+    """The vec0 table (partitioned by group, filterable inside the KNN) and the trigger that keeps it in step."""
+    return [
+        f"""CREATE VIRTUAL TABLE episode_vectors USING vec0(
+            group_id TEXT PARTITION KEY,
+            embedding FLOAT[{int(dimension)}] DISTANCE_METRIC=cosine,
+            session_id TEXT,
+            producer_id TEXT,
+            role TEXT,
+            memory_type TEXT,
+            ts FLOAT
+        )""",
+        """CREATE TRIGGER episodes_vectors_delete AFTER DELETE ON episodes BEGIN
+            DELETE FROM episode_vectors WHERE rowid = old.id;
+        END""",
+    ]

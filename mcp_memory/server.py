@@ -1,0 +1,341 @@
+"""The MCP surface: tools, resources and instructions. The only module that imports `mcp`."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp_types import ToolAnnotations
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import Field, JsonValue
+
+from mcp_memory import __version__
+from mcp_memory.config import Config
+from mcp_memory.errors import MemoryServerError
+from mcp_memory.manager import MAX_RECALL_LIMIT, MemoryManager
+from mcp_memory.models import (
+    AddMemoryResult,
+    CloseResult,
+    DeleteResult,
+    DeleteSessionResult,
+    GroupDetail,
+    GroupInfo,
+    Identifier,
+    MemoryInput,
+    OpenMode,
+    RecallResult,
+    Role,
+    SessionDetail,
+    SessionInfo,
+    Stats,
+    TimestampInput,
+)
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+OWNER_KEY = "mcp_memory.owner"
+_CURRENT_STATE: ContextVar[AppState] = ContextVar("mcp_memory_state")
+
+INSTRUCTIONS = """\
+mcp-memory gives you a long memory that lasts across conversations.
+- At the start of a conversation: create_group once per user or project (it fails harmlessly if the group
+  exists), then open_session with a session id for this conversation (mode="open_or_create").
+- Store every turn as it happens with add_memory: the user's words with role="user" and producer set to
+  the user's id, your answers with role="assistant" and your agent id. Use the memories list to store
+  several turns in one call. Retrying a call never stores a turn twice.
+- Before you answer anything about the past (earlier conversations, preferences, names, dates, decisions),
+  call recall with a short query. Leave session_id out to search every session of the group; pass it to
+  search only the current session and also get its most recent turns.
+- close_session when the conversation ends. Memories stay stored; nothing is lost by closing.
+"""
+
+
+@dataclass
+class AppState:
+    """What the lifespan hands every request: the manager and this lifespan's reference owner."""
+
+    manager: MemoryManager
+    owner: Hashable
+
+
+def _tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Show our errors' messages to the model: the SDK hides anything that is not a ToolError."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except MemoryServerError as exc:
+            raise ToolError(str(exc)) from exc
+
+    return wrapper
+
+
+def _resource_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except MemoryServerError as exc:
+            raise ResourceError(str(exc)) from exc
+
+    return wrapper
+
+
+def _state(ctx: Context) -> AppState:
+    state = ctx.request_context.lifespan_context
+    assert isinstance(state, AppState)
+    return state
+
+
+def _owner(ctx: Context) -> Hashable:
+    """Who holds the references a request takes: its connection, released when the client disconnects.
+
+    On the stateless 2026-07-28 protocol every request has a connection of its own, so the
+    references belong to the lifespan instead (one stdio process or in-process client).
+    """
+    state = _state(ctx)
+    connection = getattr(ctx.request_context.session, "_connection", None)
+    if connection is None or connection.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        return state.owner
+    if OWNER_KEY not in connection.state:
+        token = object()
+        connection.state[OWNER_KEY] = token
+        connection.exit_stack.push_async_callback(state.manager.release_owner, token)
+    return connection.state[OWNER_KEY]
+
+
+def build_server(config: Config | None = None, *, manager: MemoryManager | None = None) -> MCPServer:
+    """The MCP server; it owns a manager made in its lifespan unless one is passed in (and then shares it)."""
+    config = config or Config.from_env()
+    server = MCPServer(
+        "mcp-memory",
+        title="mcp-memory",
+        instructions=INSTRUCTIONS,
+        version=__version__,
+        lifespan=_lifespan(config, manager),
+        log_level=config.log_level.upper(),  # type: ignore[arg-type]
+    )
+    _register_tools(server)
+    _register_resources(server)
+    return server
+
+
+def _lifespan(config: Config, shared: MemoryManager | None) -> Callable[[MCPServer], Any]:
+    @asynccontextmanager
+    async def lifespan(_: MCPServer) -> AsyncIterator[AppState]:
+        if shared is not None:
+            state = AppState(shared, object())
+            token = _CURRENT_STATE.set(state)
+            try:
+                yield state
+            finally:
+                _CURRENT_STATE.reset(token)
+                await shared.release_owner(state.owner)
+            return
+        manager = MemoryManager(config)
+        await manager.start()
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(manager.run_background)
+            state = AppState(manager, object())
+            token = _CURRENT_STATE.set(state)
+            try:
+                yield state
+            finally:
+                _CURRENT_STATE.reset(token)
+                tasks.cancel_scope.cancel()
+                await manager.shutdown()
+
+    return lifespan
+
+
+READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, openWorldHint=False)
+WRITES = ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=False)
+IDEMPOTENT_WRITE = ToolAnnotations(
+    readOnlyHint=False, destructiveHint=False, idempotentHint=True, openWorldHint=False
+)
+DESTRUCTIVE = ToolAnnotations(readOnlyHint=False, destructiveHint=True, openWorldHint=False)
+
+GroupId = Annotated[
+    Identifier, Field(description="The group (a user, a team or a project) the memory belongs to.")
+]
+SessionId = Annotated[Identifier, Field(description="The session: one conversation within the group.")]
+
+
+def _register_tools(server: MCPServer) -> None:  # noqa: C901 - one closure per tool keeps each small
+    @server.tool(annotations=WRITES)
+    @_tool_errors
+    async def create_group(
+        group_id: GroupId,
+        ctx: Context,
+        user_ids: list[str] = [],  # noqa: B006 - the SDK copies defaults per call
+        agent_ids: list[str] = [],  # noqa: B006
+        description: str | None = None,
+        configuration: dict[str, JsonValue] | None = None,
+    ) -> GroupInfo:
+        """Create a group: the users and agents who share one memory. Call once per user or project;
+        an existing group_id is an error (then just open_session in it). configuration is the base
+        session configuration, e.g. {"short_term": {"max_episodes": 30}}."""
+        manager = _state(ctx).manager
+        return await manager.create_group(group_id, user_ids, agent_ids, description, configuration)
+
+    @server.tool(annotations=IDEMPOTENT_WRITE)
+    @_tool_errors
+    async def open_session(
+        group_id: GroupId,
+        session_id: SessionId,
+        ctx: Context,
+        mode: OpenMode = "open_or_create",
+        configuration: dict[str, JsonValue] | None = None,
+    ) -> SessionInfo:
+        """Open a session (one conversation) at its start; mode "create" fails if it exists, "open" fails if
+        it is missing. Returns the reference count, the effective configuration and the episode count."""
+        manager = _state(ctx).manager
+        session, created = await manager.open_session(
+            group_id, session_id, mode=mode, configuration=configuration, owner=_owner(ctx)
+        )
+        return await manager.session_info(group_id, session_id, created=created)
+
+    @server.tool(annotations=IDEMPOTENT_WRITE)
+    @_tool_errors
+    async def close_session(group_id: GroupId, session_id: SessionId, ctx: Context) -> CloseResult:
+        """Release this connection's reference to a session when the conversation ends; its memories stay."""
+        manager = _state(ctx).manager
+        released, left = await manager.close_session(group_id, session_id, owner=_owner(ctx))
+        message = "released one reference" if released else "this connection had not opened the session"
+        return CloseResult(
+            group_id=group_id, session_id=session_id, released=released, reference_count=left, message=message
+        )
+
+    @server.tool(annotations=IDEMPOTENT_WRITE)
+    @_tool_errors
+    async def add_memory(
+        group_id: GroupId,
+        session_id: SessionId,
+        ctx: Context,
+        content: Annotated[
+            str, Field(description="The text to remember; leave empty when using memories.")
+        ] = "",
+        producer: Annotated[str, Field(description="Who said it: a user_id or agent_id of the group.")] = "",
+        role: Role = "user",
+        produced_for: str | None = None,
+        timestamp: Annotated[
+            TimestampInput | None, Field(description="When it was said (ISO 8601 or epoch); default now.")
+        ] = None,
+        memory_type: str = "message",
+        importance: Annotated[float | None, Field(ge=0, le=1)] = None,
+        metadata: dict[str, JsonValue] | None = None,
+        memories: Annotated[
+            list[MemoryInput] | None,
+            Field(description="Several memories at once (up to 1000, one transaction); replaces content."),
+        ] = None,
+    ) -> AddMemoryResult:
+        """Store one turn of the conversation (or a batch in memories) in a session of the group. The session
+        must exist (open_session first). An identical retry returns the existing id, marked duplicate."""
+        if memories is None:
+            if not content.strip() or not producer.strip():
+                raise ToolError("pass content and producer, or a memories list")
+            memories = [
+                MemoryInput(
+                    content=content, producer=producer, role=role, produced_for=produced_for,
+                    timestamp=timestamp, memory_type=memory_type, importance=importance, metadata=metadata,
+                )
+            ]  # fmt: skip
+        elif content.strip():
+            raise ToolError("pass either content or memories, not both")
+        return await _state(ctx).manager.add_memories(group_id, session_id, memories)
+
+    @server.tool(annotations=READ_ONLY)
+    @_tool_errors
+    async def recall(
+        group_id: GroupId,
+        query: Annotated[str, Field(description="What to look for, in plain words.")],
+        ctx: Context,
+        session_id: Annotated[
+            str | None, Field(description="Search only this session, and also return its most recent turns.")
+        ] = None,
+        limit: Annotated[int, Field(ge=1, le=MAX_RECALL_LIMIT)] = 10,
+        since: Annotated[
+            TimestampInput | None, Field(description="Only memories at or after this time.")
+        ] = None,
+        until: Annotated[
+            TimestampInput | None, Field(description="Only memories at or before this time.")
+        ] = None,
+        producer: str | None = None,
+        role: Role | None = None,
+        memory_types: list[str] | None = None,
+        metadata: Annotated[
+            dict[str, JsonValue] | None,
+            Field(
+                description='Match metadata values by dotted path, e.g. {"project": "x"}; a list means any of.'
+            ),
+        ] = None,
+        min_importance: Annotated[float | None, Field(ge=0, le=1)] = None,
+    ) -> RecallResult:
+        """Find stored memories by meaning and by keyword, best first, across every session of the group (or
+        one session). Call it before answering questions about earlier conversations."""
+        return await _state(ctx).manager.recall(
+            group_id, query, session_id=session_id, limit=limit, since=since, until=until, producer=producer,
+            role=role, memory_types=memory_types, metadata=metadata, min_importance=min_importance,
+        )  # fmt: skip
+
+    @server.tool(annotations=DESTRUCTIVE)
+    @_tool_errors
+    async def delete_memory(
+        group_id: GroupId,
+        ctx: Context,
+        memory_ids: list[int] | None = None,
+        session_id: str | None = None,
+    ) -> DeleteResult:
+        """Delete memories for good: by id, every memory of a session, or those ids within a session."""
+        return await _state(ctx).manager.delete_memories(group_id, memory_ids, session_id)
+
+    @server.tool(annotations=DESTRUCTIVE)
+    @_tool_errors
+    async def delete_session(group_id: GroupId, session_id: SessionId, ctx: Context) -> DeleteSessionResult:
+        """Delete a session and all its memories for good; fails while the session is open (close it first)."""
+        return await _state(ctx).manager.delete_session(group_id, session_id)
+
+
+def _register_resources(server: MCPServer) -> None:
+    @server.resource("memory://groups", mime_type="application/json")
+    @_resource_errors
+    async def groups() -> list[GroupInfo]:
+        """Every group with its participants and counts."""
+        return await _manager(server).list_groups()
+
+    @server.resource("memory://groups/{group_id}", mime_type="application/json")
+    @_resource_errors
+    async def group(group_id: str) -> GroupDetail:
+        """One group and its sessions."""
+        return await _manager(server).group_detail(group_id)
+
+    @server.resource("memory://groups/{group_id}/sessions/{session_id}", mime_type="application/json")
+    @_resource_errors
+    async def session(group_id: str, session_id: str) -> SessionDetail:
+        """One session: its configuration, counts and recent episodes."""
+        return await _manager(server).session_detail(group_id, session_id)
+
+    @server.resource("memory://stats", mime_type="application/json")
+    @_resource_errors
+    async def stats() -> Stats:
+        """Counts by group, session and type; database size; the embedder in use."""
+        return await _manager(server).stats()
+
+
+def _manager(server: MCPServer) -> MemoryManager:
+    """Static resources take no Context; the lifespan's state reaches them through a context variable."""
+    try:
+        return _CURRENT_STATE.get().manager
+    except LookupError:
+        raise ResourceError("the memory server is not running; restart it") from None

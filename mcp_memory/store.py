@@ -1,0 +1,656 @@
+"""The SQLite layer: the only module that imports a SQLite driver or sqlite-vec.
+
+One database file holds groups, sessions and episodes, an FTS5 keyword index and a
+sqlite-vec `vec0` vector index partitioned by group. WAL, foreign keys and a busy
+timeout let several server processes share the file; writes take the write lock up
+front (`BEGIN IMMEDIATE`) and are retried while another process holds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from mcp_memory.errors import EmbedderMismatch, ExtensionLoadError, StoreError
+from mcp_memory.schema import MIGRATIONS, vector_table_sql
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 5_000
+LOCK_RETRY_BUDGET_S = 60.0
+EPISODE_COLUMNS = (
+    "id, group_id, session_id, sequence, producer_id, producer_role, produced_for_id, content, "
+    "memory_type, importance, metadata, timestamp, created_at, content_hash, retrieval_count, "
+    "last_accessed_at, indexed"
+)
+INDEXED, PENDING, NOT_INDEXED = 1, 0, -1
+
+
+@dataclass(frozen=True)
+class NewEpisode:
+    """An episode ready to be written: validated and normalised by the caller."""
+
+    producer_id: str
+    producer_role: str
+    produced_for_id: str | None
+    content: str
+    memory_type: str
+    importance: float
+    metadata_json: str
+    timestamp: str
+    ts_epoch: float
+    content_hash: str
+    dedup_key: str | None
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Conditions every recalled episode must meet; applied inside each search."""
+
+    session_id: str | None = None
+    since: float | None = None
+    until: float | None = None
+    producer: str | None = None
+    role: str | None = None
+    memory_types: tuple[str, ...] | None = None
+    metadata: tuple[tuple[str, Any], ...] = ()
+    min_importance: float | None = None
+
+
+@dataclass(frozen=True)
+class Inserted:
+    """What happened to one episode of an insert: its id, sequence and whether it already existed."""
+
+    id: int
+    sequence: int
+    duplicate: bool
+
+
+def _driver() -> ModuleType:
+    """The first SQLite driver that can load extensions: the standard library's, else sqlean."""
+    import sqlite3
+
+    if _can_load_extensions(sqlite3):
+        return sqlite3
+    try:
+        import sqlean  # type: ignore[import-untyped]
+    except ImportError:
+        raise ExtensionLoadError(
+            "this Python's sqlite3 cannot load extensions and the sqlean.py package is not installed; "
+            "install it with `pip install sqlean.py` (Linux, macOS) or use a Python whose sqlite3 supports "
+            "enable_load_extension (python.org and Windows builds do)"
+        ) from None
+    if not _can_load_extensions(sqlean):
+        raise ExtensionLoadError("neither sqlite3 nor sqlean can load the sqlite-vec extension here")
+    return sqlean
+
+
+def _can_load_extensions(module: ModuleType) -> bool:
+    try:
+        conn = module.connect(":memory:")
+    except Exception:  # noqa: BLE001 - any failure means "not this driver"
+        return False
+    try:
+        _load_vec(conn)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+    finally:
+        conn.close()
+
+
+def _load_vec(conn: Any) -> None:
+    import sqlite_vec
+
+    conn.enable_load_extension(True)
+    try:
+        sqlite_vec.load(conn)
+    finally:
+        conn.enable_load_extension(False)
+
+
+def vector_blob(vector: np.ndarray) -> bytes:
+    """The float32 little-endian bytes sqlite-vec reads."""
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+class Store:
+    """A SQLite database of memories; every method is synchronous and thread-safe."""
+
+    def __init__(
+        self, path: Path, *, embedder_name: str, dimension: int, check_embedder: bool = True
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.dimension = dimension
+        self._db = _driver()
+        self._local = threading.local()
+        self._connections: list[Any] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._migrate()
+        self._check_embedder(embedder_name, dimension, check_embedder)
+
+    # -- connections and transactions -------------------------------------------------
+
+    def _conn(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise StoreError("the store is closed")
+            conn = self._open_connection()
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def _open_connection(self) -> Any:
+        try:
+            conn = self._db.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=5)
+        except self._db.Error as exc:
+            raise StoreError(f"cannot open the database at {self.path}: {exc}") from None
+        _load_vec(conn)
+        conn.row_factory = self._db.Row
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    def _retry(self, fn: Any) -> Any:
+        """Run `fn`, retrying while another process holds the lock, within LOCK_RETRY_BUDGET_S."""
+        deadline = time.monotonic() + LOCK_RETRY_BUDGET_S
+        delay = 0.01
+        while True:
+            try:
+                return fn()
+            except self._db.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise StoreError(
+                        f"the database {self.path} stayed locked by another process for "
+                        f"{LOCK_RETRY_BUDGET_S:.0f} s; nothing was written, try again"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[Any]:
+        """A write transaction (BEGIN IMMEDIATE), or a savepoint when already inside one."""
+        conn = self._conn()
+        if conn.in_transaction:
+            conn.execute("SAVEPOINT nested")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK TO nested")
+                conn.execute("RELEASE nested")
+                raise
+            conn.execute("RELEASE nested")
+            return
+        self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._retry(lambda: conn.execute("COMMIT"))
+
+    def write(self, fn: Any) -> Any:
+        """Run `fn(conn)` in one write transaction, retried as a whole while the file is locked."""
+
+        def attempt() -> Any:
+            with self.atomic() as conn:
+                return fn(conn)
+
+        return self._retry(attempt)
+
+    def read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        return self._retry(lambda: self._conn().execute(sql, params).fetchall())
+
+    def close(self) -> None:
+        """Close every connection this store opened; later calls fail with StoreError."""
+        self._closed = True
+        with self._lock:
+            for conn in self._connections:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    # -- schema -------------------------------------------------------------------------
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.read("PRAGMA user_version")[0][0])
+
+    def _migrate(self) -> None:
+        def step(conn: Any) -> bool:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    f"the database {self.path} has schema version {version}, newer than this mcp-memory "
+                    f"knows ({len(MIGRATIONS)}); upgrade mcp-memory"
+                )
+            if version == len(MIGRATIONS):
+                return False
+            log.info("migrating %s to schema version %d", self.path, version + 1)
+            MIGRATIONS[version](conn)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            return True
+
+        while self.write(step):
+            pass
+
+    def _check_embedder(self, name: str, dimension: int, strict: bool) -> None:
+        def check(conn: Any) -> tuple[str, int] | None:
+            rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            if "embedder_name" not in rows:
+                conn.execute("INSERT INTO meta(key, value) VALUES ('embedder_name', ?)", (name,))
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES ('embedder_dimension', ?)", (str(dimension),)
+                )
+                _create_vector_table(conn, dimension)
+                return None
+            return rows["embedder_name"], int(rows["embedder_dimension"])
+
+        recorded = self.write(check)
+        if strict and recorded is not None and recorded != (name, dimension):
+            raise EmbedderMismatch(
+                f"the database {self.path} was built with embedder {recorded[0]!r} ({recorded[1]} dims) "
+                f"but this server uses {name!r} ({dimension} dims); start with the embedder it was built "
+                f"with (MCP_MEMORY_EMBEDDER and MCP_MEMORY_EMBEDDING_MODEL), or run "
+                f"`mcp-memory reindex --db {self.path}` to re-embed every memory with the new one"
+            )
+
+    def reset_vectors(self, name: str, dimension: int) -> int:
+        """Drop the vector index, record a new embedder, and mark every indexable episode pending."""
+
+        def reset(conn: Any) -> int:
+            conn.execute("DROP TRIGGER IF EXISTS episodes_vectors_delete")
+            conn.execute("DROP TABLE IF EXISTS episode_vectors")
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'embedder_name'", (name,))
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'embedder_dimension'", (str(dimension),))
+            _create_vector_table(conn, dimension)
+            return conn.execute(f"UPDATE episodes SET indexed = {PENDING} WHERE indexed = {INDEXED}").rowcount
+
+        self.dimension = dimension
+        return int(self.write(reset))
+
+    # -- groups and sessions ------------------------------------------------------------
+
+    def insert_group(self, row: dict[str, Any]) -> bool:
+        """Insert a group; False when one with that id exists already."""
+
+        def insert(conn: Any) -> bool:
+            cur = conn.execute(
+                "INSERT INTO groups(group_id, user_ids, agent_ids, description, configuration, created_at) "
+                "VALUES (:group_id, :user_ids, :agent_ids, :description, :configuration, :created_at) "
+                "ON CONFLICT(group_id) DO NOTHING",
+                row,
+            )
+            return bool(cur.rowcount)
+
+        return bool(self.write(insert))
+
+    def get_group(self, group_id: str) -> Any | None:
+        rows = self.read("SELECT * FROM groups WHERE group_id = ?", (group_id,))
+        return rows[0] if rows else None
+
+    def list_groups(self, limit: int, offset: int = 0) -> list[Any]:
+        return self.read(
+            "SELECT g.*, (SELECT count(*) FROM sessions s WHERE s.group_id = g.group_id) AS session_count, "
+            "(SELECT count(*) FROM episodes e WHERE e.group_id = g.group_id) AS episode_count "
+            "FROM groups g ORDER BY g.group_id LIMIT ? OFFSET ?",
+            (limit, offset),
+        )
+
+    def insert_session(self, row: dict[str, Any]) -> bool:
+        """Insert a session; False when it exists already."""
+
+        def insert(conn: Any) -> bool:
+            cur = conn.execute(
+                "INSERT INTO sessions(group_id, session_id, configuration, overrides, created_at) "
+                "VALUES (:group_id, :session_id, :configuration, :overrides, :created_at) "
+                "ON CONFLICT(group_id, session_id) DO NOTHING",
+                row,
+            )
+            return bool(cur.rowcount)
+
+        return bool(self.write(insert))
+
+    def get_session(self, group_id: str, session_id: str) -> Any | None:
+        rows = self.read(
+            "SELECT s.*, (SELECT count(*) FROM episodes e WHERE e.group_id = s.group_id "
+            "AND e.session_id = s.session_id) AS episode_count FROM sessions s "
+            "WHERE s.group_id = ? AND s.session_id = ?",
+            (group_id, session_id),
+        )
+        return rows[0] if rows else None
+
+    def list_sessions(self, group_id: str, limit: int) -> list[Any]:
+        return self.read(
+            "SELECT s.*, (SELECT count(*) FROM episodes e WHERE e.group_id = s.group_id "
+            "AND e.session_id = s.session_id) AS episode_count FROM sessions s "
+            "WHERE s.group_id = ? ORDER BY s.created_at DESC, s.session_id LIMIT ?",
+            (group_id, limit),
+        )
+
+    def delete_session(self, group_id: str, session_id: str) -> int:
+        """Delete a session and its episodes (both indexes follow); returns the episodes removed."""
+
+        def delete(conn: Any) -> int:
+            count = conn.execute(
+                "DELETE FROM episodes WHERE group_id = ? AND session_id = ?", (group_id, session_id)
+            ).rowcount
+            conn.execute("DELETE FROM sessions WHERE group_id = ? AND session_id = ?", (group_id, session_id))
+            return int(count)
+
+        return int(self.write(delete))
+
+    # -- episodes -----------------------------------------------------------------------
+
+    def insert_episodes(
+        self,
+        group_id: str,
+        session_id: str,
+        episodes: Sequence[NewEpisode],
+        vectors: np.ndarray | None,
+        *,
+        index_vectors: bool,
+        created_at: str,
+        retry_window_start: str,
+    ) -> list[Inserted]:
+        """Write a batch in one transaction; a retried episode returns its existing id instead."""
+
+        def insert(conn: Any) -> list[Inserted]:
+            next_seq = conn.execute(
+                "SELECT coalesce(max(sequence), 0) + 1 FROM episodes WHERE group_id = ? AND session_id = ?",
+                (group_id, session_id),
+            ).fetchone()[0]
+            results = []
+            for i, ep in enumerate(episodes):
+                existing = self._find_duplicate(conn, group_id, session_id, ep, retry_window_start)
+                if existing is not None:
+                    results.append(Inserted(existing[0], existing[1], True))
+                    continue
+                vector = None if vectors is None else vectors[i]
+                new_id = self._insert_one(
+                    conn, group_id, session_id, next_seq, ep, vector, index_vectors, created_at
+                )
+                results.append(Inserted(new_id, next_seq, False))
+                next_seq += 1
+            return results
+
+        return list(self.write(insert))
+
+    def _find_duplicate(
+        self, conn: Any, group_id: str, session_id: str, ep: NewEpisode, retry_window_start: str
+    ) -> tuple[int, int] | None:
+        if ep.dedup_key is not None:
+            row = conn.execute(
+                "SELECT id, sequence FROM episodes WHERE group_id = ? AND session_id = ? AND dedup_key = ?",
+                (group_id, session_id, ep.dedup_key),
+            ).fetchone()
+            return None if row is None else (row[0], row[1])
+        row = conn.execute(
+            "SELECT id, sequence, producer_id, content_hash, created_at FROM episodes "
+            "WHERE group_id = ? AND session_id = ? ORDER BY sequence DESC LIMIT 1",
+            (group_id, session_id),
+        ).fetchone()
+        if row and row[2] == ep.producer_id and row[3] == ep.content_hash and row[4] >= retry_window_start:
+            return row[0], row[1]
+        return None
+
+    def _insert_one(
+        self,
+        conn: Any,
+        group_id: str,
+        session_id: str,
+        sequence: int,
+        ep: NewEpisode,
+        vector: np.ndarray | None,
+        index_vectors: bool,
+        created_at: str,
+    ) -> int:
+        state = NOT_INDEXED if not index_vectors else (PENDING if vector is None else INDEXED)
+        cur = conn.execute(
+            "INSERT INTO episodes(group_id, session_id, sequence, producer_id, producer_role, produced_for_id, "
+            "content, memory_type, importance, metadata, timestamp, ts_epoch, created_at, content_hash, "
+            "dedup_key, indexed) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                group_id, session_id, sequence, ep.producer_id, ep.producer_role, ep.produced_for_id,
+                ep.content, ep.memory_type, ep.importance, ep.metadata_json, ep.timestamp, ep.ts_epoch,
+                created_at, ep.content_hash, ep.dedup_key, state,
+            ),
+        )  # fmt: skip
+        episode_id = int(cur.lastrowid)
+        if state == INDEXED and vector is not None:
+            self._insert_vector(conn, episode_id, group_id, session_id, ep, vector)
+        return episode_id
+
+    def _insert_vector(
+        self, conn: Any, episode_id: int, group_id: str, session_id: str, ep: Any, vector: np.ndarray
+    ) -> None:
+        conn.execute(
+            "INSERT INTO episode_vectors(rowid, group_id, embedding, session_id, producer_id, role, "
+            "memory_type, ts) VALUES (?,?,?,?,?,?,?,?)",
+            (
+                episode_id, group_id, vector_blob(vector), session_id, ep.producer_id, ep.producer_role,
+                ep.memory_type, ep.ts_epoch,
+            ),
+        )  # fmt: skip
+
+    def pending_vectors(self, limit: int) -> list[Any]:
+        """Episodes stored but not yet vector-indexed (the embedder failed or the process died)."""
+        return self.read(
+            f"SELECT id, group_id, session_id, producer_id, producer_role, memory_type, ts_epoch, content "
+            f"FROM episodes WHERE indexed = {PENDING} ORDER BY id LIMIT ?",
+            (limit,),
+        )
+
+    def set_vectors(self, rows: Sequence[Any], vectors: np.ndarray) -> int:
+        """Index vectors for pending episodes that still exist and are still pending."""
+
+        def write(conn: Any) -> int:
+            done = 0
+            for row, vector in zip(rows, vectors, strict=True):
+                cur = conn.execute(
+                    f"UPDATE episodes SET indexed = {INDEXED} WHERE id = ? AND indexed = {PENDING}",
+                    (row["id"],),
+                )
+                if cur.rowcount:
+                    ep = _VectorRow(
+                        row["producer_id"], row["producer_role"], row["memory_type"], row["ts_epoch"]
+                    )
+                    self._insert_vector(conn, row["id"], row["group_id"], row["session_id"], ep, vector)
+                    done += 1
+            return done
+
+        return int(self.write(write))
+
+    def recent_episodes(self, group_id: str, session_id: str, limit: int) -> list[Any]:
+        """The session's newest episodes, oldest first."""
+        rows = self.read(
+            f"SELECT {EPISODE_COLUMNS} FROM episodes WHERE group_id = ? AND session_id = ? "
+            "ORDER BY sequence DESC LIMIT ?",
+            (group_id, session_id, limit),
+        )
+        return rows[::-1]
+
+    def fetch_episodes(self, ids: Sequence[int]) -> dict[int, Any]:
+        rows = self.read(
+            f"SELECT {EPISODE_COLUMNS} FROM episodes WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(ids)),),
+        )
+        return {row["id"]: row for row in rows}
+
+    def keyword_search(self, group_id: str, match: str, filters: Filters, k: int) -> list[tuple[int, float]]:
+        """Episodes of the group matching an FTS5 expression, best BM25 first, filters inside the query."""
+        where, params = _filter_sql(filters, "e")
+        rows = self.read(
+            "SELECT e.id, bm25(episodes_fts, 0.5, 1.0) AS rank FROM episodes_fts "
+            "JOIN episodes e ON e.id = episodes_fts.rowid "
+            f"WHERE episodes_fts MATCH ? AND e.group_id = ? {where} ORDER BY rank LIMIT ?",
+            (match, group_id, *params, k),
+        )
+        return [(row[0], float(row[1])) for row in rows]
+
+    def vector_search(
+        self, group_id: str, query: np.ndarray, filters: Filters, k: int
+    ) -> list[tuple[int, float]]:
+        """The group's k nearest episodes by cosine distance; every filter is a KNN constraint."""
+        where, params = _vector_filter_sql(filters)
+        rows = self.read(
+            "SELECT rowid, distance FROM episode_vectors WHERE embedding MATCH ? AND k = ? "
+            f"AND group_id = ? {where} ORDER BY distance",
+            (vector_blob(query), min(k, 4096), group_id, *params),
+        )
+        return [(row[0], float(row[1])) for row in rows]
+
+    def touch(self, ids: Sequence[int], now: str) -> None:
+        """Count a retrieval of each episode and refresh its last access time."""
+        if not ids:
+            return
+        self.write(
+            lambda conn: conn.execute(
+                "UPDATE episodes SET retrieval_count = retrieval_count + 1, last_accessed_at = ? "
+                "WHERE id IN (SELECT value FROM json_each(?))",
+                (now, json.dumps(list(ids))),
+            )
+        )
+
+    def delete_episodes(self, group_id: str, ids: Sequence[int] | None, session_id: str | None) -> int:
+        """Delete the group's episodes by id and/or session; the FTS and vector rows go with them."""
+        clauses, params = ["group_id = ?"], [group_id]
+        if ids is not None:
+            clauses.append("id IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(list(ids)))
+        if session_id is not None:
+            clauses.append("session_id = ?")
+            params.append(session_id)
+        sql = f"DELETE FROM episodes WHERE {' AND '.join(clauses)}"
+        return int(self.write(lambda conn: conn.execute(sql, params).rowcount))
+
+    # -- statistics ---------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counts by group, session and memory type, pending vectors, and the file's size."""
+        by_type = self.read("SELECT memory_type, count(*) FROM episodes GROUP BY memory_type")
+        by_group = self.read(
+            "SELECT g.group_id, (SELECT count(*) FROM sessions s WHERE s.group_id = g.group_id), "
+            "(SELECT count(*) FROM episodes e WHERE e.group_id = g.group_id) FROM groups g ORDER BY g.group_id"
+        )
+        by_session = self.read(
+            "SELECT group_id, session_id, count(*) FROM episodes GROUP BY group_id, session_id "
+            "ORDER BY count(*) DESC LIMIT 100"
+        )
+        pending = self.read(f"SELECT count(*) FROM episodes WHERE indexed = {PENDING}")[0][0]
+        page = self.read("PRAGMA page_count")[0][0] * self.read("PRAGMA page_size")[0][0]
+        return {
+            "episodes_by_type": {row[0]: row[1] for row in by_type},
+            "groups": [{"group_id": r[0], "sessions": r[1], "episodes": r[2]} for r in by_group],
+            "largest_sessions": [
+                {"group_id": r[0], "session_id": r[1], "episodes": r[2]} for r in by_session
+            ],
+            "pending_vectors": pending,
+            "database_bytes": page + _wal_size(self.path),
+        }
+
+
+@dataclass(frozen=True)
+class _VectorRow:
+    producer_id: str
+    producer_role: str
+    memory_type: str
+    ts_epoch: float
+
+
+def _create_vector_table(conn: Any, dimension: int) -> None:
+    for statement in vector_table_sql(dimension):
+        conn.execute(statement)
+
+
+def _wal_size(path: Path) -> int:
+    wal = path.with_name(path.name + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def _filter_sql(filters: Filters, alias: str) -> tuple[str, list[Any]]:
+    """AND-ed SQL conditions on the episodes table for every filter that is set."""
+    clauses: list[str] = []
+    params: list[Any] = []
+
+    def add(sql: str, *values: Any) -> None:
+        clauses.append(sql.replace("e.", f"{alias}."))
+        params.extend(values)
+
+    if filters.session_id is not None:
+        add("e.session_id = ?", filters.session_id)
+    if filters.since is not None:
+        add("e.ts_epoch >= ?", filters.since)
+    if filters.until is not None:
+        add("e.ts_epoch <= ?", filters.until)
+    if filters.producer is not None:
+        add("e.producer_id = ?", filters.producer)
+    if filters.role is not None:
+        add("e.producer_role = ?", filters.role)
+    if filters.memory_types:
+        add("e.memory_type IN (SELECT value FROM json_each(?))", json.dumps(list(filters.memory_types)))
+    if filters.min_importance is not None:
+        add("e.importance >= ?", filters.min_importance)
+    for path, value in filters.metadata:
+        sql, values = _metadata_condition(path, value)
+        add(sql, *values)
+    return "".join(f" AND {c}" for c in clauses), params
+
+
+def _metadata_condition(path: str, value: Any) -> tuple[str, list[Any]]:
+    """Equality on a metadata value at a dotted path; a list means any of its values."""
+    json_path = "$." + ".".join(f'"{part}"' for part in path.split("."))
+    if isinstance(value, list):
+        return (
+            "json_extract(e.metadata, ?) IN (SELECT value FROM json_each(?))",
+            [json_path, json.dumps(value)],
+        )
+    if isinstance(value, bool):
+        value = int(value)
+    return "json_extract(e.metadata, ?) = ?", [json_path, value]
+
+
+def _vector_filter_sql(filters: Filters) -> tuple[str, list[Any]]:
+    """KNN constraints: vec0 metadata columns where they exist, a rowid subquery for the rest."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    simple = {
+        "session_id = ?": filters.session_id,
+        "producer_id = ?": filters.producer,
+        "role = ?": filters.role,
+        "ts >= ?": filters.since,
+        "ts <= ?": filters.until,
+    }
+    for sql, value in simple.items():
+        if value is not None:
+            clauses.append(sql)
+            params.append(value)
+    if filters.memory_types:
+        marks = ",".join("?" * len(filters.memory_types))
+        clauses.append(f"memory_type IN ({marks})")
+        params.extend(filters.memory_types)
+    if filters.metadata or filters.min_importance is not None:
+        rest = Filters(metadata=filters.metadata, min_importance=filters.min_importance)
+        where, rest_params = _filter_sql(rest, "e")
+        clauses.append(f"rowid IN (SELECT e.id FROM episodes e WHERE 1 {where})")
+        params.extend(rest_params)
+    return "".join(f" AND {c}" for c in clauses), params
