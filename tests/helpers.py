@@ -1,0 +1,20 @@
+"""Helpers for calling tools through a real MCP client."""
+
+from __future__ import annotations
+
+from mcp import Client
+
+
+async def call(client: Client, tool: str, **arguments: object) -> dict:
+    """Call a tool that must succeed and return its structured result."""
+    result = await client.call_tool(tool, arguments)
+    assert not result.is_error, result.content[0].text if result.content else result
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def call_error(client: Client, tool: str, **arguments: object) -> str:
+    """Call a tool that must fail and return the error text the model reads."""
+    result = await client.call_tool(tool, arguments)
+    assert result.is_error, result.structured_content
+    return result.content[0].text
