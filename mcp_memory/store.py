@@ -448,7 +448,7 @@ class Store:
             "memory_type, ts) VALUES (?,?,?,?,?,?,?,?)",
             (
                 episode_id, group_id, vector_blob(vector), session_id, ep.producer_id, ep.producer_role,
-                ep.memory_type, ep.ts_epoch,
+                ep.memory_type, float(ep.ts_epoch),
             ),
         )  # fmt: skip
 
@@ -637,8 +637,8 @@ def _vector_filter_sql(filters: Filters) -> tuple[str, list[Any]]:
         "session_id = ?": filters.session_id,
         "producer_id = ?": filters.producer,
         "role = ?": filters.role,
-        "ts >= ?": filters.since,
-        "ts <= ?": filters.until,
+        "ts >= ?": None if filters.since is None else float(filters.since),
+        "ts <= ?": None if filters.until is None else float(filters.until),
     }
     for sql, value in simple.items():
         if value is not None:

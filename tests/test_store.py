@@ -1,0 +1,183 @@
+"""The SQLite layer on real files: migrations, pragmas, the embedder check, the driver choice."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlean
+
+from mcp_memory.errors import EmbedderMismatch, StoreError
+from mcp_memory.schema import MIGRATIONS
+from mcp_memory.store import Filters, NewEpisode, Store
+
+
+def episode(
+    content: str, *, producer: str = "u", ts: float = 1_700_000_000.0, key: str | None = None
+) -> NewEpisode:
+    return NewEpisode(
+        producer_id=producer,
+        producer_role="user",
+        produced_for_id=None,
+        content=content,
+        memory_type="message",
+        importance=0.5,
+        metadata_json="{}",
+        timestamp="2023-11-14T22:13:20.000000+00:00",
+        ts_epoch=ts,
+        content_hash=content,
+        dedup_key=key,
+    )
+
+
+def open_store(path: Path, name: str = "test-embedder", dimension: int = 4) -> Store:
+    return Store(path, embedder_name=name, dimension=dimension)
+
+
+def seed(store: Store) -> None:
+    store.insert_group(
+        {"group_id": "g", "user_ids": '["u"]', "agent_ids": "[]", "description": None,
+         "configuration": "{}", "created_at": "2024-01-01T00:00:00+00:00"}
+    )  # fmt: skip
+    store.insert_session(
+        {"group_id": "g", "session_id": "s", "configuration": "{}", "overrides": "{}",
+         "created_at": "2024-01-01T00:00:00+00:00"}
+    )  # fmt: skip
+
+
+def insert(store: Store, episodes: list[NewEpisode], vectors: np.ndarray | None = None):
+    return store.insert_episodes(
+        "g", "s", episodes, vectors, index_vectors=True,
+        created_at="2024-01-01T00:00:00+00:00", retry_window_start="2023-12-31T23:55:00+00:00",
+    )  # fmt: skip
+
+
+def test_every_migration_applies_in_order_from_an_empty_database(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "new" / "dir" / "m.db")
+    assert store.schema_version == len(MIGRATIONS)
+    tables = {
+        row[0] for row in store.read("SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger')")
+    }
+    assert {"meta", "groups", "sessions", "episodes", "episodes_fts", "episode_vectors"} <= tables
+    store.close()
+
+
+def test_reopening_a_migrated_database_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    open_store(path).close()
+    store = open_store(path)
+    assert store.schema_version == len(MIGRATIONS)
+    store.close()
+
+
+def test_connections_use_wal_foreign_keys_and_a_busy_timeout(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "m.db")
+    assert store.read("PRAGMA journal_mode")[0][0] == "wal"
+    assert store.read("PRAGMA foreign_keys")[0][0] == 1
+    assert store.read("PRAGMA busy_timeout")[0][0] >= 1000
+    store.close()
+
+
+def test_a_database_from_a_newer_version_is_refused_with_advice(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    conn = sqlean.connect(str(path))
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(StoreError, match="upgrade mcp-memory"):
+        open_store(path)
+
+
+def test_a_different_embedder_is_refused_with_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    open_store(path, "model-a", 4).close()
+    with pytest.raises(EmbedderMismatch, match="model-a.*4 dims.*model-b.*8 dims.*mcp-memory reindex"):
+        open_store(path, "model-b", 8)
+
+
+def test_reset_vectors_records_the_new_embedder_and_queues_every_episode(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    store = open_store(path, "model-a", 4)
+    seed(store)
+    insert(store, [episode("one"), episode("two")], np.eye(4, dtype=np.float32)[:2])
+    store.close()
+    store = Store(path, embedder_name="model-b", dimension=8, check_embedder=False)
+    assert store.reset_vectors("model-b", 8) == 2
+    assert len(store.pending_vectors(10)) == 2
+    store.close()
+    open_store(path, "model-b", 8).close()
+
+
+def test_keyword_and_vector_search_apply_filters_inside_the_query(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "m.db")
+    seed(store)
+    many = [episode(f"apple pie number {i}", ts=1_700_000_000 + i) for i in range(300)]
+    insert(store, many, np.tile(np.array([1, 0, 0, 0], dtype=np.float32), (300, 1)))
+    late = insert(store, [episode("apple crumble", ts=1_800_000_000)], np.array([[0, 1, 0, 0]], np.float32))
+    only_late = Filters(since=1_799_000_000)
+    assert [i for i, _ in store.keyword_search("g", '"apple"', only_late, 5)] == [late[0].id]
+    query = np.array([1, 0, 0, 0], dtype=np.float32)
+    assert [i for i, _ in store.vector_search("g", query, only_late, 5)] == [late[0].id]
+    store.close()
+
+
+def test_deleting_episodes_removes_their_keyword_and_vector_rows(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "m.db")
+    seed(store)
+    ids = [
+        r.id
+        for r in insert(store, [episode("red kite"), episode("blue kite")], np.eye(4, dtype=np.float32)[:2])
+    ]
+    assert store.delete_episodes("g", [ids[0]], None) == 1
+    found = store.read("SELECT rowid FROM episodes_fts WHERE episodes_fts MATCH 'kite'")
+    assert [tuple(r) for r in found] == [(ids[1],)]
+    assert [tuple(r) for r in store.read("SELECT rowid FROM episode_vectors")] == [(ids[1],)]
+    store.close()
+
+
+def test_a_retried_insert_with_the_same_key_returns_the_existing_row(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "m.db")
+    seed(store)
+    first = insert(store, [episode("hello", key="k1")])
+    again = insert(store, [episode("hello", key="k1")])
+    assert again[0].id == first[0].id and again[0].duplicate
+    assert store.read("SELECT count(*) FROM episodes")[0][0] == 1
+    store.close()
+
+
+def test_a_failed_batch_writes_nothing(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "m.db")
+    seed(store)
+    bad = episode("")  # violates CHECK (length(content) > 0)
+    with pytest.raises(sqlean.IntegrityError):
+        insert(store, [episode("fine"), bad])
+    assert store.read("SELECT count(*) FROM episodes")[0][0] == 0
+    assert store.read("SELECT count(*) FROM episodes_fts")[0][0] == 0
+    store.close()
+
+
+def test_without_any_driver_that_loads_extensions_the_error_says_what_to_do(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["sqlean"] = None  # as if sqlean.py were not installed
+        from mcp_memory.store import Store
+        from mcp_memory.errors import ExtensionLoadError
+        try:
+            Store({str(tmp_path / "m.db")!r}, embedder_name="x", dimension=4)
+        except ExtensionLoadError as exc:
+            print(exc)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    import sqlite3
+
+    probe = sqlite3.connect(":memory:")
+    if hasattr(probe, "enable_load_extension"):
+        pytest.fail(
+            "this Python's sqlite3 can load extensions; the test needs one that cannot (as on our machines)"
+        )
+    assert "pip install sqlean.py" in out
