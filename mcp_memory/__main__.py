@@ -64,9 +64,23 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(json.dumps(asyncio.run(_reindex(config)), indent=2))
         else:
             _serve(config, args)
-    except MemoryServerError as exc:
-        print(f"mcp-memory: {exc}", file=sys.stderr)
+    except BaseException as exc:  # noqa: BLE001 - the one place that turns our errors into an exit
+        error = _our_error(exc)
+        if error is None:
+            raise
+        print(f"mcp-memory: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _our_error(exc: BaseException) -> MemoryServerError | None:
+    """Our error, also when a task group wrapped it in an exception group."""
+    if isinstance(exc, MemoryServerError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := _our_error(inner)) is not None:
+                return found
+    return None
 
 
 def _serve(config: Config, args: argparse.Namespace) -> None:

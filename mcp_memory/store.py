@@ -131,15 +131,28 @@ class Store:
         self, path: Path, *, embedder_name: str, dimension: int, check_embedder: bool = True
     ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the folder for the database {self.path}: {exc.strerror}; "
+                "pass --db (or MCP_MEMORY_DB) with a path in a folder you can write"
+            ) from None
         self.dimension = dimension
         self._db = _driver()
         self._local = threading.local()
         self._connections: list[Any] = []
         self._lock = threading.Lock()
         self._closed = False
-        self._migrate()
-        self._check_embedder(embedder_name, dimension, check_embedder)
+        try:
+            self._migrate()
+            self._check_embedder(embedder_name, dimension, check_embedder)
+        except self._db.DatabaseError as exc:
+            self.close()
+            raise StoreError(
+                f"cannot use the database {self.path}: {exc}; if the file is not an mcp-memory database "
+                "(or is damaged), move it aside and start again, or pass another --db"
+            ) from None
 
     # -- connections and transactions -------------------------------------------------
 
