@@ -143,6 +143,8 @@ class MemoryEngine:
         except Exception as exc:  # noqa: BLE001 - keyword search still answers
             log.warning("query embedding failed, recalling by keywords only: %s", exc)
             return [], False
+        if not np.any(vector):  # nothing the embedder could read: no direction to search in
+            return [], False
         return [i for i, _ in self.store.vector_search(query.group_id, vector, query.filters, pool)], True
 
     def recent(self, group_id: str, session_id: str, limit: int) -> list[Episode]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 from datetime import datetime
@@ -335,6 +336,7 @@ class MemoryManager:
 
     async def delete_session(self, group_id: str, session_id: str) -> DeleteSessionResult:
         """Delete a session and all its episodes; a session someone has open is an error."""
+        await self.get_group(group_id)
         async with self._lock:
             session = self._live.get((group_id, session_id))
             if session is not None and session.reference_count > 0:
@@ -343,7 +345,7 @@ class MemoryManager:
                     "call close_session first"
                 )
             if await self._run(self.engine.store.get_session, group_id, session_id) is None:
-                raise SessionNotFound(f"session {session_id!r} does not exist in group {group_id!r}")
+                raise _session_not_found(group_id, session_id)
             deleted = await self._run(self.engine.store.delete_session, group_id, session_id)
             self._live.pop((group_id, session_id), None)
         return DeleteSessionResult(group_id=group_id, session_id=session_id, deleted_episodes=deleted)
@@ -352,7 +354,7 @@ class MemoryManager:
         row = await self._run(self.engine.store.get_session, group_id, session_id)
         if row is None:
             await self.get_group(group_id)
-            raise SessionNotFound(f"session {session_id!r} does not exist in group {group_id!r}")
+            raise _session_not_found(group_id, session_id)
         return self._session_info(row, created=created)
 
     def _session_info(self, row: Any, *, created: bool = False) -> SessionInfo:
@@ -443,7 +445,9 @@ class MemoryManager:
     ) -> RecallResult:
         """Hybrid recall over the group, or one session plus its recent window; filters apply inside the search."""
         if not query.strip():
-            raise ValidationFailed("query is empty; say what to look for")
+            raise ValidationFailed("query is empty; say in plain words what to look for")
+        if not re.search(r"\w", query):
+            raise ValidationFailed("query has no words; say in plain words what to look for")
         if not 1 <= limit <= MAX_RECALL_LIMIT:
             raise ValidationFailed(f"limit must be between 1 and {MAX_RECALL_LIMIT}, got {limit}")
         await self.get_group(group_id)
@@ -510,6 +514,13 @@ class MemoryManager:
             open_references=sum(s.reference_count for s in self._live.values()),
             **counts,
         )
+
+
+def _session_not_found(group_id: str, session_id: str) -> SessionNotFound:
+    return SessionNotFound(
+        f"session {session_id!r} does not exist in group {group_id!r}; call open_session to create it, "
+        f"or read memory://groups/{group_id} for the group's sessions"
+    )
 
 
 def _participants(ids: Sequence[str], field: str) -> list[str]:

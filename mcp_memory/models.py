@@ -5,12 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 Role = Literal["user", "assistant", "system", "tool"]
 OpenMode = Literal["create", "open", "open_or_create"]
 Identifier = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
-TimestampInput = datetime | int | float | str
+
+
+def _not_a_bool(value: Any) -> Any:
+    """pydantic would read True as 1 (one second after 1970); a boolean is never a time."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a time; give ISO 8601 text, epoch seconds or epoch milliseconds")
+    return value
+
+
+TimestampInput = Annotated[datetime | int | float | str, BeforeValidator(_not_a_bool)]
 
 
 class MemoryInput(BaseModel):
@@ -26,7 +35,7 @@ class MemoryInput(BaseModel):
     )
     memory_type: str = Field("message", description="message (default), note, fact, summary, action, ...")
     importance: float | None = Field(None, description="0 to 1; default 0.5.")
-    metadata: dict[str, JsonValue] | None = Field(None, description="Any JSON object, filterable in recall.")
+    metadata: dict[str, Any] | None = Field(None, description="Any JSON object, filterable in recall.")
 
 
 class GroupInfo(BaseModel):

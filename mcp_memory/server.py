@@ -15,7 +15,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp_types import ToolAnnotations
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import Field, JsonValue
+from pydantic import Field, JsonValue, TypeAdapter, WithJsonSchema
 
 from mcp_memory import __version__
 from mcp_memory.config import Config
@@ -159,6 +159,9 @@ def _lifespan(config: Config, shared: MemoryManager | None) -> Callable[[MCPServ
     return lifespan
 
 
+# Batch items are validated by the manager, one by one, so an error can name memories[i];
+# the schema clients see is still MemoryInput's.
+MEMORY_ITEM_SCHEMA = TypeAdapter(MemoryInput).json_schema()
 READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, openWorldHint=False)
 WRITES = ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=False)
 IDEMPOTENT_WRITE = ToolAnnotations(
@@ -236,16 +239,18 @@ def _register_tools(server: MCPServer) -> None:  # noqa: C901 - one closure per 
         importance: Annotated[float | None, Field(ge=0, le=1)] = None,
         metadata: dict[str, JsonValue] | None = None,
         memories: Annotated[
-            list[MemoryInput] | None,
+            list[dict[str, JsonValue]] | None,
+            WithJsonSchema({"anyOf": [{"type": "array", "items": MEMORY_ITEM_SCHEMA}, {"type": "null"}]}),
             Field(description="Several memories at once (up to 1000, one transaction); replaces content."),
         ] = None,
     ) -> AddMemoryResult:
         """Store one turn of the conversation (or a batch in memories) in a session of the group. The session
         must exist (open_session first). An identical retry returns the existing id, marked duplicate."""
-        if memories is None:
+        items: list[Any] | None = memories
+        if items is None:
             if not content.strip() or not producer.strip():
                 raise ToolError("pass content and producer, or a memories list")
-            memories = [
+            items = [
                 MemoryInput(
                     content=content, producer=producer, role=role, produced_for=produced_for,
                     timestamp=timestamp, memory_type=memory_type, importance=importance, metadata=metadata,
@@ -253,7 +258,7 @@ def _register_tools(server: MCPServer) -> None:  # noqa: C901 - one closure per 
             ]  # fmt: skip
         elif content.strip():
             raise ToolError("pass either content or memories, not both")
-        return await _state(ctx).manager.add_memories(group_id, session_id, memories)
+        return await _state(ctx).manager.add_memories(group_id, session_id, items)
 
     @server.tool(annotations=READ_ONLY)
     @_tool_errors

@@ -388,15 +388,18 @@ class Store:
         """Write a batch in one transaction; a retried episode returns its existing id instead."""
 
         def insert(conn: Any) -> list[Inserted]:
+            retried = self._retried_batch(conn, group_id, session_id, episodes, retry_window_start)
+            if retried is not None:
+                return retried
             next_seq = conn.execute(
                 "SELECT coalesce(max(sequence), 0) + 1 FROM episodes WHERE group_id = ? AND session_id = ?",
                 (group_id, session_id),
             ).fetchone()[0]
             results = []
             for i, ep in enumerate(episodes):
-                existing = self._find_duplicate(conn, group_id, session_id, ep, retry_window_start)
+                existing = self._find_by_key(conn, group_id, session_id, ep.dedup_key)
                 if existing is not None:
-                    results.append(Inserted(existing[0], existing[1], True))
+                    results.append(existing)
                     continue
                 vector = None if vectors is None else vectors[i]
                 new_id = self._insert_one(
@@ -408,23 +411,33 @@ class Store:
 
         return list(self.write(insert))
 
-    def _find_duplicate(
-        self, conn: Any, group_id: str, session_id: str, ep: NewEpisode, retry_window_start: str
-    ) -> tuple[int, int] | None:
-        if ep.dedup_key is not None:
-            row = conn.execute(
-                "SELECT id, sequence FROM episodes WHERE group_id = ? AND session_id = ? AND dedup_key = ?",
-                (group_id, session_id, ep.dedup_key),
-            ).fetchone()
-            return None if row is None else (row[0], row[1])
+    def _find_by_key(self, conn: Any, group_id: str, session_id: str, key: str | None) -> Inserted | None:
+        """The episode stored with this retry key (producer, timestamp and content), if any."""
+        if key is None:
+            return None
         row = conn.execute(
-            "SELECT id, sequence, producer_id, content_hash, created_at FROM episodes "
-            "WHERE group_id = ? AND session_id = ? ORDER BY sequence DESC LIMIT 1",
-            (group_id, session_id),
+            "SELECT id, sequence FROM episodes WHERE group_id = ? AND session_id = ? AND dedup_key = ?",
+            (group_id, session_id, key),
         ).fetchone()
-        if row and row[2] == ep.producer_id and row[3] == ep.content_hash and row[4] >= retry_window_start:
-            return row[0], row[1]
-        return None
+        return None if row is None else Inserted(row[0], row[1], True)
+
+    def _retried_batch(
+        self, conn: Any, group_id: str, session_id: str, episodes: Sequence[NewEpisode], window_start: str
+    ) -> list[Inserted] | None:
+        """A batch with untimed memories is a retry when the session's newest episodes, written within
+        the retry window, are the same producers and contents in the same order."""
+        if all(ep.dedup_key is not None for ep in episodes):
+            return None
+        rows = conn.execute(
+            "SELECT id, sequence, producer_id, content_hash, created_at FROM episodes "
+            "WHERE group_id = ? AND session_id = ? ORDER BY sequence DESC LIMIT ?",
+            (group_id, session_id, len(episodes)),
+        ).fetchall()[::-1]
+        if len(rows) != len(episodes) or any(row[4] < window_start for row in rows):
+            return None
+        if [(r[2], r[3]) for r in rows] != [(ep.producer_id, ep.content_hash) for ep in episodes]:
+            return None
+        return [Inserted(row[0], row[1], True) for row in rows]
 
     def _insert_one(
         self,
@@ -530,7 +543,7 @@ class Store:
             f"AND group_id = ? {where} ORDER BY distance",
             (vector_blob(query), min(k, 4096), group_id, *params),
         )
-        return [(row[0], float(row[1])) for row in rows]
+        return [(row[0], float(row[1])) for row in rows if row[1] is not None]
 
     def touch(self, ids: Sequence[int], now: str) -> None:
         """Count a retrieval of each episode and refresh its last access time."""
