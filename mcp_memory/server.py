@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
-from contextlib import asynccontextmanager
-from contextvars import ContextVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, ParamSpec, TypeVar
 
@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 OWNER_KEY = "mcp_memory.owner"
-_CURRENT_STATE: ContextVar[AppState] = ContextVar("mcp_memory_state")
 
 INSTRUCTIONS = """\
 mcp-memory gives you a long memory that lasts across conversations.
@@ -118,43 +117,54 @@ def _owner(ctx: Context) -> Hashable:
 def build_server(config: Config | None = None, *, manager: MemoryManager | None = None) -> MCPServer:
     """The MCP server; it owns a manager made in its lifespan unless one is passed in (and then shares it)."""
     config = config or Config.from_env()
+    states: list[AppState] = []  # the running lifespans' states, newest last; static resources read it
     server = MCPServer(
         "mcp-memory",
         title="mcp-memory",
         instructions=INSTRUCTIONS,
         version=__version__,
-        lifespan=_lifespan(config, manager),
+        lifespan=_lifespan(config, manager, states),
         log_level=config.log_level.upper(),  # type: ignore[arg-type]
     )
     _register_tools(server)
-    _register_resources(server)
+    _register_resources(server, states)
+    _clean_descriptions(server)
     return server
 
 
-def _lifespan(config: Config, shared: MemoryManager | None) -> Callable[[MCPServer], Any]:
+@contextmanager
+def _running(states: list[AppState], state: AppState) -> Iterator[None]:
+    states.append(state)
+    try:
+        yield
+    finally:
+        states.remove(state)
+
+
+def _lifespan(
+    config: Config, shared: MemoryManager | None, states: list[AppState]
+) -> Callable[[MCPServer], Any]:
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[AppState]:
         if shared is not None:
             state = AppState(shared, object())
-            token = _CURRENT_STATE.set(state)
-            try:
-                yield state
-            finally:
-                _CURRENT_STATE.reset(token)
-                await shared.release_owner(state.owner)
+            with _running(states, state):
+                try:
+                    yield state
+                finally:
+                    await shared.release_owner(state.owner)
             return
         manager = MemoryManager(config)
         await manager.start()
         async with anyio.create_task_group() as tasks:
             await tasks.start(manager.run_background)
             state = AppState(manager, object())
-            token = _CURRENT_STATE.set(state)
-            try:
-                yield state
-            finally:
-                _CURRENT_STATE.reset(token)
-                tasks.cancel_scope.cancel()
-                await manager.shutdown()
+            with _running(states, state):
+                try:
+                    yield state
+                finally:
+                    tasks.cancel_scope.cancel()
+                    await manager.shutdown()
 
     return lifespan
 
@@ -312,35 +322,40 @@ def _register_tools(server: MCPServer) -> None:  # noqa: C901 - one closure per 
         return await _state(ctx).manager.delete_session(group_id, session_id)
 
 
-def _register_resources(server: MCPServer) -> None:
+def _register_resources(server: MCPServer, states: list[AppState]) -> None:
     @server.resource("memory://groups", mime_type="application/json")
     @_resource_errors
     async def groups() -> list[GroupInfo]:
         """Every group with its participants and counts."""
-        return await _manager(server).list_groups()
+        return await _manager(states).list_groups()
 
     @server.resource("memory://groups/{group_id}", mime_type="application/json")
     @_resource_errors
     async def group(group_id: str) -> GroupDetail:
         """One group and its sessions."""
-        return await _manager(server).group_detail(group_id)
+        return await _manager(states).group_detail(group_id)
 
     @server.resource("memory://groups/{group_id}/sessions/{session_id}", mime_type="application/json")
     @_resource_errors
     async def session(group_id: str, session_id: str) -> SessionDetail:
         """One session: its configuration, counts and recent episodes."""
-        return await _manager(server).session_detail(group_id, session_id)
+        return await _manager(states).session_detail(group_id, session_id)
 
     @server.resource("memory://stats", mime_type="application/json")
     @_resource_errors
     async def stats() -> Stats:
         """Counts by group, session and type; database size; the embedder in use."""
-        return await _manager(server).stats()
+        return await _manager(states).stats()
 
 
-def _manager(server: MCPServer) -> MemoryManager:
-    """Static resources take no Context; the lifespan's state reaches them through a context variable."""
-    try:
-        return _CURRENT_STATE.get().manager
-    except LookupError:
-        raise ResourceError("the memory server is not running; restart it") from None
+def _manager(states: list[AppState]) -> MemoryManager:
+    """Static resources take no Context, so they read the newest running lifespan's manager."""
+    if not states:
+        raise ResourceError("the memory server is not running; restart it")
+    return states[-1].manager
+
+
+def _clean_descriptions(server: MCPServer) -> None:
+    """Tool descriptions come from docstrings; drop their source indentation before clients see them."""
+    for tool in server._tool_manager.list_tools():  # noqa: SLF001 - no public setter for descriptions
+        tool.description = inspect.cleandoc(tool.description or "")
