@@ -42,6 +42,22 @@ STOPWORDS = frozenset(
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
+@dataclass(frozen=True)
+class RecallStrategy:
+    """How recall ranks: the weight of each retriever in the fusion (0 turns one off)."""
+
+    keyword_weight: float = KEYWORD_WEIGHT
+    vector_weight: float = VECTOR_WEIGHT
+
+    @classmethod
+    def keyword_only(cls) -> RecallStrategy:
+        return cls(keyword_weight=1.0, vector_weight=0.0)
+
+    @classmethod
+    def vector_only(cls) -> RecallStrategy:
+        return cls(keyword_weight=0.0, vector_weight=1.0)
+
+
 @dataclass
 class RecallQuery:
     """One recall: the text, where to look and how many to return."""
@@ -51,6 +67,7 @@ class RecallQuery:
     filters: Filters = field(default_factory=Filters)
     limit: int = 10
     exclude_ids: frozenset[int] = frozenset()
+    strategy: RecallStrategy = field(default_factory=RecallStrategy)
 
 
 def fts_query(text: str) -> str | None:
@@ -120,9 +137,10 @@ class MemoryEngine:
     def recall(self, query: RecallQuery) -> tuple[list[RecallHit], bool]:
         """Hybrid recall: BM25 and vector candidates fused by weighted RRF; returns hits and whether vectors ran."""
         pool = max(MIN_CANDIDATES, (query.limit + len(query.exclude_ids)) * CANDIDATES_PER_RESULT)
-        keyword = self._keyword_ids(query, pool)
-        vector, vector_ran = self._vector_ids(query, pool)
-        scores = fuse([(KEYWORD_WEIGHT, keyword), (VECTOR_WEIGHT, vector)])
+        weights = query.strategy
+        keyword = self._keyword_ids(query, pool) if weights.keyword_weight > 0 else []
+        vector, vector_ran = self._vector_ids(query, pool) if weights.vector_weight > 0 else ([], False)
+        scores = fuse([(weights.keyword_weight, keyword), (weights.vector_weight, vector)])
         ranked = [i for i in sorted(scores, key=lambda i: -scores[i]) if i not in query.exclude_ids]
         chosen = ranked[: query.limit]
         rows = self.store.fetch_episodes(chosen)

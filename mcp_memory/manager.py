@@ -22,7 +22,7 @@ import anyio.abc
 
 from mcp_memory.config import Config, effective_session_config
 from mcp_memory.embeddings import Embedder, EmbeddingError, make_embedder
-from mcp_memory.engine import MemoryEngine, RecallQuery
+from mcp_memory.engine import MemoryEngine, RecallQuery, RecallStrategy
 from mcp_memory.episodes import iso, normalize_timestamp, parse_memories, prepare_episode, utc_now
 from mcp_memory.errors import (
     ConfigurationError,
@@ -459,6 +459,7 @@ class MemoryManager:
         memory_types: Sequence[str] | None = None,
         metadata: Mapping[str, Any] | None = None,
         min_importance: float | None = None,
+        strategy: RecallStrategy | None = None,
     ) -> RecallResult:
         """Hybrid recall over the group, or one session plus its recent window; filters apply inside the search."""
         if not query.strip():
@@ -473,7 +474,8 @@ class MemoryManager:
         if session_id is not None:
             await self.session_info(group_id, session_id)
             recent = await self.recent(group_id, session_id)
-        request = RecallQuery(group_id, query, filters, limit, frozenset(e.id for e in recent))
+        excluded = frozenset(e.id for e in recent)
+        request = RecallQuery(group_id, query, filters, limit, excluded, strategy or RecallStrategy())
         hits, vector_ran = await self._run(self.engine.recall, request)
         return RecallResult(
             group_id=group_id, query=query, hits=hits, recent=recent, vector_search=vector_ran
