@@ -35,7 +35,9 @@ async def one_run(embedder: str) -> dict[str, float]:
             listed = time.perf_counter() - started
             await client.call_tool("create_group", {"group_id": "g", "user_ids": ["u"]})
             await client.call_tool("open_session", {"group_id": "g", "session_id": "s"})
-            await client.call_tool("add_memory", {"group_id": "g", "session_id": "s", "content": "hi", "producer": "u"})
+            await client.call_tool(
+                "add_memory", {"group_id": "g", "session_id": "s", "content": "hi", "producer": "u"}
+            )
             await client.call_tool("recall", {"group_id": "g", "query": "hello"})
             recalled = time.perf_counter() - started
     return {"tools_list_s": listed, "first_recall_s": recalled}
@@ -57,7 +59,9 @@ def main() -> None:
     for key, values in summary.items():
         print(f"{key:<28}{values['median']:>9.3f}s{values['max']:>9.3f}s")
     if args.out:
-        args.out.write_text(json.dumps({"embedder": args.embedder, "runs": runs, "summary": summary}, indent=2))
+        args.out.write_text(
+            json.dumps({"embedder": args.embedder, "runs": runs, "summary": summary}, indent=2)
+        )
 
 
 if __name__ == "__main__":

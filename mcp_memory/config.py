@@ -20,6 +20,7 @@ DB_FILE_NAME = "memory.db"
 MAX_LIFE_TIME_S = 600.0
 SESSION_CACHE_SIZE = 100
 MAX_CONTENT_CHARS = 32_000
+VECTOR_CACHE_MB = 1024
 EMBEDDER_KINDS = ("local", "openai", "hashing")
 
 
@@ -98,6 +99,7 @@ class Config:
     max_content_chars: int = MAX_CONTENT_CHARS
     max_life_time_s: float = MAX_LIFE_TIME_S
     session_cache_size: int = SESSION_CACHE_SIZE
+    vector_cache_mb: int = VECTOR_CACHE_MB
     base_configuration: Mapping[str, Any] = field(default_factory=dict)
     log_level: str = "INFO"
 
@@ -137,6 +139,7 @@ _ENV_VARS: dict[str, tuple[str, type]] = {
     "max_content_chars": ("MCP_MEMORY_MAX_CONTENT_CHARS", int),
     "max_life_time_s": ("MCP_MEMORY_MAX_LIFE_TIME_S", float),
     "session_cache_size": ("MCP_MEMORY_SESSION_CACHE_SIZE", int),
+    "vector_cache_mb": ("MCP_MEMORY_VECTOR_CACHE_MB", int),
     "log_level": ("MCP_MEMORY_LOG_LEVEL", str),
 }
 

@@ -18,6 +18,7 @@ from mcp_memory.embeddings import Embedder
 from mcp_memory.episodes import embedding_text, episode_from_row, iso
 from mcp_memory.models import Episode, RecallHit
 from mcp_memory.store import Filters, Inserted, NewEpisode, Store
+from mcp_memory.vector_cache import GroupVectors, VectorCache, VectorRows
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,19 @@ def fuse(ranked_lists: Sequence[tuple[float, Sequence[int]]]) -> dict[int, float
 class MemoryEngine:
     """Episodes in, ranked memories out, over one Store and one Embedder."""
 
-    def __init__(self, store: Store, embedder: Embedder, *, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        embedder: Embedder,
+        *,
+        clock: Callable[[], datetime],
+        cache: VectorCache | None = None,
+    ) -> None:
         self.store = store
         self.embedder = embedder
         self.clock = clock
+        self.cache = cache
+        self._uncacheable: set[str] = set()
 
     # -- writing ------------------------------------------------------------------------
 
@@ -106,7 +116,7 @@ class MemoryEngine:
             vectors = self._try_embed([embedding_text(e.producer_id, e.content) for e in episodes])
             pending = vectors is None
         now = self.clock()
-        inserted = self.store.insert_episodes(
+        batch = self.store.insert_episodes(
             group_id,
             session_id,
             episodes,
@@ -115,7 +125,13 @@ class MemoryEngine:
             created_at=iso(now),
             retry_window_start=iso(now - timedelta(seconds=RETRY_WINDOW_S)),
         )
-        return inserted, pending
+        if self.cache is not None and vectors is not None:
+            new = [i for i, item in enumerate(batch.items) if not item.duplicate]
+            rows = _vector_rows(
+                session_id, [episodes[i] for i in new], [batch.items[i].id for i in new], vectors[new]
+            )
+            self.cache.appended(group_id, rows, batch.revision_before, batch.revision_after)
+        return batch.items, pending
 
     def _try_embed(self, texts: list[str]) -> np.ndarray | None:
         try:
@@ -163,11 +179,66 @@ class MemoryEngine:
             return [], False
         if not np.any(vector):  # nothing the embedder could read: no direction to search in
             return [], False
-        return [i for i, _ in self.store.vector_search(query.group_id, vector, query.filters, pool)], True
+        return [i for i, _ in self.vector_search(query.group_id, vector, query.filters, pool)], True
+
+    def vector_search(
+        self, group_id: str, vector: np.ndarray, filters: Filters, k: int
+    ) -> list[tuple[int, float]]:
+        """The k nearest episodes of the group as (id, cosine distance): exact, in memory when the group fits."""
+        group = self._cached_group(group_id)
+        if group is None or self.cache is None:
+            return self.store.vector_search(group_id, vector, filters, k)
+        allowed = None
+        if filters.metadata or filters.min_importance is not None:
+            allowed = self.store.candidate_ids(group_id, filters)
+        return group.search(vector, k, _cache_conditions(filters), allowed, self.cache.pool)
+
+    def _cached_group(self, group_id: str) -> GroupVectors | None:
+        if self.cache is None or group_id in self._uncacheable:
+            return None
+        revision = self.store.vector_revision(group_id)
+        group = self.cache.get(group_id, revision)
+        if group is not None:
+            return group
+        with self.cache.loading_lock(group_id):
+            group = self.cache.get(group_id, revision)
+            if group is None:
+                loaded = GroupVectors(*self.store.scan_group_vectors(group_id))
+                if not self.cache.put(group_id, loaded):
+                    self._uncacheable.add(group_id)
+                    return None
+                group = loaded
+        return group
 
     def recent(self, group_id: str, session_id: str, limit: int) -> list[Episode]:
         """The session's newest `limit` episodes, oldest first."""
         return [episode_from_row(r) for r in self.store.recent_episodes(group_id, session_id, limit)]
+
+
+def _cache_conditions(filters: Filters) -> dict[str, object]:
+    conditions: dict[str, object] = {
+        "session_id": filters.session_id,
+        "producer_id": filters.producer,
+        "role": filters.role,
+        "memory_type": filters.memory_types,
+        "since": filters.since,
+        "until": filters.until,
+    }
+    return {name: value for name, value in conditions.items() if value is not None}
+
+
+def _vector_rows(
+    session_id: str, episodes: Sequence[NewEpisode], ids: Sequence[int], vectors: np.ndarray
+) -> VectorRows:
+    return VectorRows(
+        ids=np.asarray(ids, dtype=np.int64),
+        matrix=vectors,
+        session_id=[session_id] * len(ids),
+        producer_id=[e.producer_id for e in episodes],
+        role=[e.producer_role for e in episodes],
+        memory_type=[e.memory_type for e in episodes],
+        ts=np.asarray([e.ts_epoch for e in episodes], dtype=np.float64),
+    )
 
 
 def _hit(row: object, score: float, keyword: set[int], vector: set[int]) -> RecallHit:

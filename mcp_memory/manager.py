@@ -50,6 +50,7 @@ from mcp_memory.models import (
 )
 from mcp_memory.session import MemorySession
 from mcp_memory.store import Filters, Store, recorded_embedder
+from mcp_memory.vector_cache import VectorCache
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ class MemoryManager:
                 check_embedder=check_embedder,
             )
         )
-        self._engine = MemoryEngine(store, self.embedder, clock=self._now)
+        cache = VectorCache(self.config.vector_cache_mb * 2**20) if self.config.vector_cache_mb > 0 else None
+        self._engine = MemoryEngine(store, self.embedder, clock=self._now, cache=cache)
         log.info("memory database %s (embedder %s)", self.config.db_path, self.embedder.name)
         return self
 
@@ -153,6 +155,8 @@ class MemoryManager:
                 await session.flush()
             self._live.clear()
             if self._engine is not None:
+                if self._engine.cache is not None:
+                    self._engine.cache.close()
                 await anyio.to_thread.run_sync(self._engine.store.close)
 
     async def __aenter__(self) -> MemoryManager:

@@ -83,6 +83,24 @@ END;
 """
 
 
+M002_VECTOR_REVISION = """
+ALTER TABLE groups ADD COLUMN vector_revision INTEGER NOT NULL DEFAULT 0;
+
+CREATE TRIGGER episodes_vector_revision_insert AFTER INSERT ON episodes WHEN new.indexed = 1 BEGIN
+    UPDATE groups SET vector_revision = vector_revision + 1 WHERE group_id = new.group_id;
+END;
+CREATE TRIGGER episodes_vector_revision_update AFTER UPDATE OF indexed ON episodes
+WHEN new.indexed IS NOT old.indexed BEGIN
+    UPDATE groups SET vector_revision = vector_revision + 1 WHERE group_id = new.group_id;
+END;
+CREATE TRIGGER episodes_vector_revision_delete AFTER DELETE ON episodes WHEN old.indexed = 1 BEGIN
+    UPDATE groups SET vector_revision = vector_revision + 1 WHERE group_id = old.group_id;
+END;
+"""
+"""Every change to a group's vectors bumps its revision, so a process holding the group's vectors
+in memory knows, with one cheap read, whether it is still current (other processes write too)."""
+
+
 def _script(sql: str) -> Callable[[Any], None]:
     def apply(conn: Any) -> None:
         for statement in _statements(sql):
@@ -105,8 +123,9 @@ def _statements(sql: str) -> list[str]:
 
 
 m001_initial = _script(M001_INITIAL)
+m002_vector_revision = _script(M002_VECTOR_REVISION)
 
-MIGRATIONS: list[Callable[[Any], None]] = [m001_initial]
+MIGRATIONS: list[Callable[[Any], None]] = [m001_initial, m002_vector_revision]
 
 
 def vector_table_sql(dimension: int) -> list[str]:

@@ -23,6 +23,7 @@ import numpy as np
 
 from mcp_memory.errors import EmbedderMismatch, ExtensionLoadError, StoreError
 from mcp_memory.schema import MIGRATIONS, vector_table_sql
+from mcp_memory.vector_cache import VectorRows
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,15 @@ class Inserted:
     id: int
     sequence: int
     duplicate: bool
+
+
+@dataclass(frozen=True)
+class InsertBatch:
+    """The outcome of one insert transaction and the group's vector revision around it."""
+
+    items: list[Inserted]
+    revision_before: int
+    revision_after: int
 
 
 def _driver() -> ModuleType:
@@ -402,13 +412,14 @@ class Store:
         index_vectors: bool,
         created_at: str,
         retry_window_start: str,
-    ) -> list[Inserted]:
+    ) -> InsertBatch:
         """Write a batch in one transaction; a retried episode returns its existing id instead."""
 
-        def insert(conn: Any) -> list[Inserted]:
+        def insert(conn: Any) -> InsertBatch:
+            before = _revision(conn, group_id)
             retried = self._retried_batch(conn, group_id, session_id, episodes, retry_window_start)
             if retried is not None:
-                return retried
+                return InsertBatch(retried, before, before)
             next_seq = conn.execute(
                 "SELECT coalesce(max(sequence), 0) + 1 FROM episodes WHERE group_id = ? AND session_id = ?",
                 (group_id, session_id),
@@ -425,9 +436,10 @@ class Store:
                 )
                 results.append(Inserted(new_id, next_seq, False))
                 next_seq += 1
-            return results
+            return InsertBatch(results, before, _revision(conn, group_id))
 
-        return list(self.write(insert))
+        batch: InsertBatch = self.write(insert)
+        return batch
 
     def _find_by_key(self, conn: Any, group_id: str, session_id: str, key: str | None) -> Inserted | None:
         """The episode stored with this retry key (producer, timestamp and content), if any."""
@@ -563,6 +575,39 @@ class Store:
         )
         return [(row[0], float(row[1])) for row in rows if row[1] is not None]
 
+    def vector_revision(self, group_id: str) -> int:
+        """How many times the group's vectors have changed, in any process."""
+        rows = self.read("SELECT vector_revision FROM groups WHERE group_id = ?", (group_id,))
+        return int(rows[0][0]) if rows else 0
+
+    def scan_group_vectors(self, group_id: str) -> tuple[int, VectorRows]:
+        """Every vector of the group with its filter columns, and the revision they are at (one snapshot)."""
+
+        def scan() -> tuple[int, VectorRows]:
+            conn = self._conn()
+            conn.execute("BEGIN")
+            try:
+                revision = _revision(conn, group_id)
+                rows = conn.execute(
+                    "SELECT rowid, embedding, session_id, producer_id, role, memory_type, ts "
+                    "FROM episode_vectors WHERE group_id = ?",
+                    (group_id,),
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+            return revision, _vector_rows(rows, self.dimension)
+
+        result: tuple[int, VectorRows] = self._retry(scan)
+        return result
+
+    def candidate_ids(self, group_id: str, filters: Filters) -> np.ndarray:
+        """Ids of the group's episodes meeting the filters that the vector cache cannot check itself."""
+        where, params = _filter_sql(
+            Filters(metadata=filters.metadata, min_importance=filters.min_importance), "e"
+        )
+        rows = self.read(f"SELECT e.id FROM episodes e WHERE e.group_id = ? {where}", (group_id, *params))
+        return np.fromiter((row[0] for row in rows), np.int64, len(rows))
+
     def touch(self, ids: Sequence[int], now: str) -> None:
         """Count a retrieval of each episode and refresh its last access time."""
         if not ids:
@@ -619,6 +664,24 @@ class _VectorRow:
     producer_role: str
     memory_type: str
     ts_epoch: float
+
+
+def _revision(conn: Any, group_id: str) -> int:
+    row = conn.execute("SELECT vector_revision FROM groups WHERE group_id = ?", (group_id,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _vector_rows(rows: Sequence[Any], dimension: int) -> VectorRows:
+    matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype="<f4").reshape(len(rows), dimension)
+    return VectorRows(
+        ids=np.fromiter((row[0] for row in rows), np.int64, len(rows)),
+        matrix=matrix,
+        session_id=[row[2] for row in rows],
+        producer_id=[row[3] for row in rows],
+        role=[row[4] for row in rows],
+        memory_type=[row[5] for row in rows],
+        ts=np.fromiter((row[6] for row in rows), np.float64, len(rows)),
+    )
 
 
 def _create_vector_table(conn: Any, dimension: int) -> None:

@@ -53,7 +53,7 @@ def insert(store: Store, episodes: list[NewEpisode], vectors: np.ndarray | None 
     return store.insert_episodes(
         "g", "s", episodes, vectors, index_vectors=True,
         created_at="2024-01-01T00:00:00+00:00", retry_window_start="2023-12-31T23:55:00+00:00",
-    )  # fmt: skip
+    ).items  # fmt: skip
 
 
 def test_every_migration_applies_in_order_from_an_empty_database(tmp_path: Path) -> None:
@@ -181,3 +181,27 @@ def test_without_any_driver_that_loads_extensions_the_error_says_what_to_do(tmp_
             "this Python's sqlite3 can load extensions; the test needs one that cannot (as on our machines)"
         )
     assert "pip install sqlean.py" in out
+
+
+def test_a_version_one_database_with_data_upgrades_to_the_latest_schema(tmp_path: Path) -> None:
+    from mcp_memory.schema import m001_initial
+
+    path = tmp_path / "old.db"
+    conn = sqlean.connect(str(path), isolation_level=None)
+    m001_initial(conn)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO groups VALUES ('g', '[\"u\"]', '[]', NULL, '{}', '2024-01-01T00:00:00+00:00')")
+    conn.close()
+    store = open_store(path)
+    assert store.schema_version == len(MIGRATIONS)
+    assert store.vector_revision("g") == 0
+    store.insert_session(
+        {"group_id": "g", "session_id": "s", "configuration": "{}", "overrides": "{}",
+         "created_at": "2024-01-01T00:00:00+00:00"}
+    )  # fmt: skip
+    batch = store.insert_episodes(
+        "g", "s", [episode("kept")], np.eye(4, dtype=np.float32)[:1], index_vectors=True,
+        created_at="2024-01-01T00:00:00+00:00", retry_window_start="2023-12-31T23:55:00+00:00",
+    )  # fmt: skip
+    assert (batch.revision_before, batch.revision_after) == (0, 1)
+    store.close()

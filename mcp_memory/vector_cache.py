@@ -1,0 +1,217 @@
+"""Exact vector search over a group's vectors held in memory.
+
+sqlite-vec's `vec0` table stays the index of record: it is what every process writes and
+what a cold or over-large group is searched with. A group searched once is loaded into a
+float32 matrix (its rows L2-normalised, so a dot product is the cosine similarity) and
+searched exactly with numpy: at 100k vectors a matrix-vector product is several times
+faster than a `vec0` KNN scan and loses nothing against exact search. The group's
+`vector_revision` (bumped by triggers on every vector change, from any process) tells
+whether the copy is current; this process's own inserts are appended in place.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+PARALLEL_ROWS = 20_000
+CATEGORIES = ("session_id", "producer_id", "role", "memory_type")
+
+
+@dataclass
+class VectorRows:
+    """Rows of a group's vectors with the columns recall filters on."""
+
+    ids: np.ndarray  # int64
+    matrix: np.ndarray  # float32 (n, dimension), rows L2-normalised
+    session_id: Sequence[str]
+    producer_id: Sequence[str]
+    role: Sequence[str]
+    memory_type: Sequence[str]
+    ts: np.ndarray  # float64 epoch seconds
+
+
+@dataclass
+class _Column:
+    """A text column as integer codes, so a filter is one vectorised comparison."""
+
+    codes: np.ndarray
+    lookup: dict[str, int] = field(default_factory=dict)
+
+    def encode(self, values: Sequence[str]) -> np.ndarray:
+        return np.fromiter(
+            (self.lookup.setdefault(v, len(self.lookup)) for v in values), np.int32, len(values)
+        )
+
+
+class GroupVectors:
+    """One group's vectors in growable arrays; appends write in place, searches read a prefix."""
+
+    def __init__(self, revision: int, rows: VectorRows) -> None:
+        self.revision = revision
+        self.size = 0
+        self.dimension = rows.matrix.shape[1]
+        self._ids = np.empty(0, np.int64)
+        self._matrix = np.empty((0, self.dimension), np.float32)
+        self._ts = np.empty(0, np.float64)
+        self._columns = {name: _Column(np.empty(0, np.int32)) for name in CATEGORIES}
+        self.append(rows)
+
+    @property
+    def nbytes(self) -> int:
+        return int(
+            self._matrix.nbytes + self._ids.nbytes + self._ts.nbytes + 4 * len(CATEGORIES) * len(self._ids)
+        )
+
+    def append(self, rows: VectorRows) -> None:
+        """Add rows at the end, growing the arrays by doubling when full."""
+        count = len(rows.ids)
+        self._reserve(self.size + count)
+        end = self.size + count
+        self._ids[self.size : end] = rows.ids
+        self._matrix[self.size : end] = _normalised(rows.matrix)
+        self._ts[self.size : end] = rows.ts
+        for name, column in self._columns.items():
+            column.codes[self.size : end] = column.encode(getattr(rows, name))
+        self.size = end
+
+    def _reserve(self, needed: int) -> None:
+        if needed <= len(self._ids):
+            return
+        capacity = max(needed, 2 * len(self._ids), 1024)
+        self._ids = _grown(self._ids, capacity)
+        self._matrix = _grown(self._matrix, capacity)
+        self._ts = _grown(self._ts, capacity)
+        for column in self._columns.values():
+            column.codes = _grown(column.codes, capacity)
+
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        where: dict[str, object],
+        allowed: np.ndarray | None,
+        pool: ThreadPoolExecutor,
+    ) -> list[tuple[int, float]]:
+        """The k most similar rows meeting every condition, as (id, cosine distance), nearest first."""
+        n = self.size
+        ids, matrix = self._ids[:n], self._matrix[:n]
+        scores = _similarities(matrix, _normalised(query[None, :])[0], pool)
+        mask = self._mask(n, where, allowed)
+        if mask is not None:
+            scores = np.where(mask, scores, -np.inf)
+        k = min(k, n if mask is None else int(mask.sum()))
+        if k <= 0:
+            return []
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(int(ids[i]), float(1.0 - scores[i])) for i in top]
+
+    def _mask(self, n: int, where: dict[str, object], allowed: np.ndarray | None) -> np.ndarray | None:
+        mask: np.ndarray | None = None
+
+        def both(condition: np.ndarray) -> None:
+            nonlocal mask
+            mask = condition if mask is None else mask & condition
+
+        for name, value in where.items():
+            if name in ("since", "until"):
+                ts = self._ts[:n]
+                both(ts >= value if name == "since" else ts <= value)  # type: ignore[operator]
+                continue
+            column = self._columns[name]
+            wanted = [column.lookup.get(v, -1) for v in (value if isinstance(value, tuple) else (value,))]
+            both(np.isin(column.codes[:n], wanted))
+        if allowed is not None:
+            both(np.isin(self._ids[:n], allowed))
+        return mask
+
+
+def _similarities(matrix: np.ndarray, query: np.ndarray, pool: ThreadPoolExecutor) -> np.ndarray:
+    """matrix @ query, in two halves on two threads for large groups (numpy releases the GIL)."""
+    if len(matrix) < PARALLEL_ROWS:
+        return matrix @ query
+    half = len(matrix) // 2
+    parts = list(pool.map(lambda part: part @ query, (matrix[:half], matrix[half:])))
+    return np.concatenate(parts)
+
+
+def _normalised(matrix: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(matrix, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms == 0, 1, norms)
+
+
+def _grown(array: np.ndarray, capacity: int) -> np.ndarray:
+    grown = np.empty((capacity, *array.shape[1:]), array.dtype)
+    grown[: len(array)] = array
+    return grown
+
+
+class VectorCache:
+    """Groups' vectors in memory, least recently used first out, within a byte budget."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._groups: OrderedDict[str, GroupVectors] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mcp-memory-search")
+
+    def get(self, group_id: str, revision: int) -> GroupVectors | None:
+        """The group's vectors if cached at this revision."""
+        with self._lock:
+            group = self._groups.get(group_id)
+            if group is None or group.revision != revision:
+                return None
+            self._groups.move_to_end(group_id)
+            return group
+
+    def loading_lock(self, group_id: str) -> threading.Lock:
+        """Held while one thread loads a group, so others wait instead of loading it again."""
+        with self._lock:
+            return self._loading.setdefault(group_id, threading.Lock())
+
+    def put(self, group_id: str, group: GroupVectors) -> bool:
+        """Keep a loaded group, evicting the least recently used; False when it alone exceeds the budget."""
+        with self._lock:
+            self._groups.pop(group_id, None)
+            if group.nbytes > self.max_bytes:
+                return False
+            self._groups[group_id] = group
+            while sum(g.nbytes for g in self._groups.values()) > self.max_bytes:
+                self._groups.popitem(last=False)
+            return True
+
+    def appended(self, group_id: str, rows: VectorRows, before: int, after: int) -> None:
+        """This process added rows, moving the group from revision `before` to `after`."""
+        with self._lock:
+            group = self._groups.get(group_id)
+            if group is None:
+                return
+            if group.revision != before:
+                del self._groups[group_id]  # someone else wrote too: reload on next search
+                return
+            group.append(rows)
+            group.revision = after
+
+    def drop(self, group_id: str | None = None) -> None:
+        with self._lock:
+            if group_id is None:
+                self._groups.clear()
+            else:
+                self._groups.pop(group_id, None)
+
+    def close(self) -> None:
+        self.drop()
+        self.pool.shutdown(wait=False)
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(g.nbytes for g in self._groups.values())
