@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -22,9 +22,12 @@ from mcp_memory.vector_cache import GroupVectors, VectorCache, VectorRows
 
 log = logging.getLogger(__name__)
 
-RRF_K = 60
+# Tuned on LoCoMo conversations 0-2 only (bench/locomo.py): MiniLM alone is far weaker than
+# BM25 over turns with their neighbours, so it gets a fifth of the weight; a smaller RRF
+# constant lets the top ranks of each list count for more.
+RRF_K = 30
 KEYWORD_WEIGHT = 1.0
-VECTOR_WEIGHT = 0.5
+VECTOR_WEIGHT = 0.2
 MIN_CANDIDATES = 50
 CANDIDATES_PER_RESULT = 5
 RETRY_WINDOW_S = 300
@@ -41,6 +44,7 @@ STOPWORDS = frozenset(
     """.split()  # noqa: SIM905 - a word list reads best as text
 )
 _WORD = re.compile(r"\w+", re.UNICODE)
+_NAME = re.compile(r"[^\W\d_]+(?: [^\W\d_]+)*")
 
 
 @dataclass(frozen=True)
@@ -69,14 +73,31 @@ class RecallQuery:
     limit: int = 10
     exclude_ids: frozenset[int] = frozenset()
     strategy: RecallStrategy = field(default_factory=RecallStrategy)
+    participants: frozenset[str] = frozenset()
 
 
-def fts_query(text: str) -> str | None:
-    """An FTS5 expression that ORs the query's content words (stopwords out), each quoted; None if no words."""
+def fts_query(text: str, participants: Iterable[str] = ()) -> str | None:
+    """An FTS5 expression ORing the query's words (stopwords out), each quoted; None if there are none.
+
+    A participant's name is matched against the speaker column only: "what did Caroline
+    paint" is about Caroline's turns, not about every turn that greets her by name.
+    """
     words = [w.lower() for w in _WORD.findall(text)]
-    content = [w for w in words if w not in STOPWORDS] or words
-    unique = list(dict.fromkeys(content))
-    return " OR ".join(f'"{w}"' for w in unique) if unique else None
+    unique = list(dict.fromkeys([w for w in words if w not in STOPWORDS] or words))
+    names = _name_words(participants)
+    speakers = [w for w in unique if w in names]
+    others = [w for w in unique if w not in names]
+    parts = []
+    if others:
+        parts.append("{content before after} : (" + " OR ".join(f'"{w}"' for w in others) + ")")
+    if speakers:
+        parts.append("producer_id : (" + " OR ".join(f'"{w}"' for w in speakers) + ")")
+    return " OR ".join(f"({part})" for part in parts) if parts else None
+
+
+def _name_words(participants: Iterable[str]) -> set[str]:
+    """Lower-cased words of participant ids that read as names (letters and spaces, like 'Ana Lima')."""
+    return {word.lower() for p in participants if _NAME.fullmatch(p) for word in p.split()}
 
 
 def fuse(ranked_lists: Sequence[tuple[float, Sequence[int]]]) -> dict[int, float]:
@@ -166,7 +187,7 @@ class MemoryEngine:
         return hits, vector_ran
 
     def _keyword_ids(self, query: RecallQuery, pool: int) -> list[int]:
-        match = fts_query(query.text)
+        match = fts_query(query.text, query.participants)
         if match is None:
             return []
         return [i for i, _ in self.store.keyword_search(query.group_id, match, query.filters, pool)]

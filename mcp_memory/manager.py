@@ -472,14 +472,22 @@ class MemoryManager:
             raise ValidationFailed("query has no words; say in plain words what to look for")
         if not 1 <= limit <= MAX_RECALL_LIMIT:
             raise ValidationFailed(f"limit must be between 1 and {MAX_RECALL_LIMIT}, got {limit}")
-        await self.get_group(group_id)
+        group = await self.get_group(group_id)
         filters = _filters(session_id, since, until, producer, role, memory_types, metadata, min_importance)
         recent: list[Episode] = []
         if session_id is not None:
             await self.session_info(group_id, session_id)
             recent = await self.recent(group_id, session_id)
         excluded = frozenset(e.id for e in recent)
-        request = RecallQuery(group_id, query, filters, limit, excluded, strategy or RecallStrategy())
+        request = RecallQuery(
+            group_id,
+            query,
+            filters,
+            limit,
+            excluded,
+            strategy or RecallStrategy(),
+            frozenset(group.user_ids + group.agent_ids),
+        )
         hits, vector_ran = await self._run(self.engine.recall, request)
         return RecallResult(
             group_id=group_id, query=query, hits=hits, recent=recent, vector_search=vector_ran

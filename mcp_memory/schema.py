@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from mcp_memory import fts
+
 M001_INITIAL = """
 CREATE TABLE meta (
     key TEXT PRIMARY KEY,
@@ -125,7 +127,18 @@ def _statements(sql: str) -> list[str]:
 m001_initial = _script(M001_INITIAL)
 m002_vector_revision = _script(M002_VECTOR_REVISION)
 
-MIGRATIONS: list[Callable[[Any], None]] = [m001_initial, m002_vector_revision]
+
+def m003_context_fts(conn: Any) -> None:
+    """Replace the turn-only keyword index with one that also holds each turn's neighbours (see fts.py)."""
+    for trigger in ("episodes_fts_insert", "episodes_fts_delete", "episodes_fts_update"):
+        conn.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+    conn.execute("DROP TABLE IF EXISTS episodes_fts")
+    conn.execute(fts.CREATE_TABLE)
+    conn.execute(fts.CREATE_DELETE_TRIGGER)
+    fts.rebuild_all(conn)
+
+
+MIGRATIONS: list[Callable[[Any], None]] = [m001_initial, m002_vector_revision, m003_context_fts]
 
 
 def vector_table_sql(dimension: int) -> list[str]:

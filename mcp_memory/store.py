@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from mcp_memory import fts
 from mcp_memory.errors import EmbedderMismatch, ExtensionLoadError, StoreError
 from mcp_memory.schema import MIGRATIONS, vector_table_sql
 from mcp_memory.vector_cache import VectorRows
@@ -436,6 +437,9 @@ class Store:
                 )
                 results.append(Inserted(new_id, next_seq, False))
                 next_seq += 1
+            new = [r.sequence for r in results if not r.duplicate]
+            if new:
+                fts.refresh_around(conn, group_id, session_id, min(new), max(new))
             return InsertBatch(results, before, _revision(conn, group_id))
 
         batch: InsertBatch = self.write(insert)
@@ -556,7 +560,7 @@ class Store:
         """Episodes of the group matching an FTS5 expression, best BM25 first, filters inside the query."""
         where, params = _filter_sql(filters, "e")
         rows = self.read(
-            "SELECT e.id, bm25(episodes_fts, 0.5, 1.0) AS rank FROM episodes_fts "
+            f"SELECT e.id, bm25(episodes_fts, {', '.join(map(str, fts.COLUMN_WEIGHTS))}) AS rank FROM episodes_fts "
             "JOIN episodes e ON e.id = episodes_fts.rowid "
             f"WHERE episodes_fts MATCH ? AND e.group_id = ? {where} ORDER BY rank LIMIT ?",
             (match, group_id, *params, k),
@@ -629,8 +633,19 @@ class Store:
         if session_id is not None:
             clauses.append("session_id = ?")
             params.append(session_id)
-        sql = f"DELETE FROM episodes WHERE {' AND '.join(clauses)}"
-        return int(self.write(lambda conn: conn.execute(sql, params).rowcount))
+        where = " AND ".join(clauses)
+
+        def delete(conn: Any) -> int:
+            spans = conn.execute(
+                f"SELECT session_id, min(sequence), max(sequence) FROM episodes WHERE {where} GROUP BY session_id",
+                params,
+            ).fetchall()
+            count = conn.execute(f"DELETE FROM episodes WHERE {where}", params).rowcount
+            for session, low, high in spans:  # the neighbours' context held the deleted text
+                fts.refresh_around(conn, group_id, session, low, high)
+            return int(count)
+
+        return int(self.write(delete))
 
     # -- statistics ---------------------------------------------------------------------
 

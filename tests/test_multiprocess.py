@@ -328,7 +328,7 @@ async def test_the_keyword_and_vector_indexes_hold_a_row_for_every_episode(
     sql.execute("INSERT INTO episodes_fts(episodes_fts, rank) VALUES ('integrity-check', 1)")
     for w in workload.written:
         matched = sql.execute(
-            "SELECT rowid FROM episodes_fts WHERE episodes_fts MATCH ?", (w.token,)
+            "SELECT rowid FROM episodes_fts WHERE episodes_fts MATCH ?", (f"content : {w.token}",)
         ).fetchall()
         assert [row[0] for row in matched] == [w.id], w
     assert sql.execute("SELECT count(*) FROM episodes WHERE indexed = 1").fetchone()[0] == episodes
@@ -366,9 +366,10 @@ async def test_a_fresh_server_process_recalls_every_write_and_reports_every_sess
             by_keyword = [
                 h["id"] for h in recalled.structured_content["hits"] if "keyword" in h["matched_by"]
             ]
-            if by_keyword != [w.id]:
+            # neighbours match too (each turn is indexed with the turns around it); the turn itself ranks first
+            if by_keyword[:1] != [w.id] or by_keyword.count(w.id) != 1:
                 missing.append(w)
-    assert missing == [], f"{len(missing)} writes not recalled exactly once by keyword, e.g. {missing[:3]}"
+    assert missing == [], f"{len(missing)} writes not recalled first by keyword, e.g. {missing[:3]}"
 
 
 async def test_the_shared_session_resource_of_a_fresh_server_process_reports_every_episode(

@@ -132,7 +132,7 @@ def test_deleting_episodes_removes_their_keyword_and_vector_rows(tmp_path: Path)
         for r in insert(store, [episode("red kite"), episode("blue kite")], np.eye(4, dtype=np.float32)[:2])
     ]
     assert store.delete_episodes("g", [ids[0]], None) == 1
-    found = store.read("SELECT rowid FROM episodes_fts WHERE episodes_fts MATCH 'kite'")
+    found = store.read("SELECT rowid FROM episodes_fts WHERE episodes_fts MATCH 'content : kite'")
     assert [tuple(r) for r in found] == [(ids[1],)]
     assert [tuple(r) for r in store.read("SELECT rowid FROM episode_vectors")] == [(ids[1],)]
     store.close()
@@ -204,4 +204,29 @@ def test_a_version_one_database_with_data_upgrades_to_the_latest_schema(tmp_path
         created_at="2024-01-01T00:00:00+00:00", retry_window_start="2023-12-31T23:55:00+00:00",
     )  # fmt: skip
     assert (batch.revision_before, batch.revision_after) == (0, 1)
+    store.close()
+
+
+def test_each_turn_is_indexed_with_its_neighbours_and_deleted_text_leaves_every_column(
+    tmp_path: Path,
+) -> None:
+    store = open_store(tmp_path / "m.db")
+    seed(store)
+    words = ["alpha", "bravo", "charlie", "delta", "echo"]
+    ids = [r.id for r in insert(store, [episode(f"{w} said") for w in words])]
+
+    def matching(expression: str) -> list[int]:
+        return sorted(
+            r[0]
+            for r in store.read("SELECT rowid FROM episodes_fts WHERE episodes_fts MATCH ?", (expression,))
+        )
+
+    assert matching("before : alpha") == ids[1:4]  # the three turns after it hold it as context before
+    assert matching("after : charlie") == ids[0:2]  # the two turns before it hold it as context after
+    store.delete_episodes("g", [ids[2]], None)
+    assert matching("charlie") == []
+    assert matching("before : bravo") == [ids[3], ids[4]]  # contexts closed over the gap
+    later = insert(store, [episode("foxtrot said")])
+    assert matching("after : foxtrot") == [ids[3], ids[4]]
+    assert matching("before : delta") == [ids[4], later[0].id]
     store.close()

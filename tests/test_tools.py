@@ -1482,7 +1482,12 @@ async def test_recent_episodes_returned_with_a_session_are_not_counted_as_hits(
 
 def _index_state(db_path: Path, episode_id: int) -> tuple[int, list[int], int]:
     rows = query_db(db_path, "SELECT count(*) FROM episodes WHERE id = ?", (episode_id,))[0][0]
-    fts = [r[0] for r in query_db(db_path, "SELECT rowid FROM episodes_fts WHERE episodes_fts MATCH 'zebra'")]
+    fts = [
+        r[0]
+        for r in query_db(
+            db_path, "SELECT rowid FROM episodes_fts WHERE episodes_fts MATCH 'content : zebra'"
+        )
+    ]
     vectors = query_db(db_path, "SELECT count(*) FROM episode_vectors WHERE rowid = ?", (episode_id,))[0][0]
     return rows, fts, vectors
 
@@ -1518,7 +1523,12 @@ async def test_delete_memory_by_session_removes_only_that_sessions_episodes(
     remaining = [r[0] for r in query_db(db_path, "SELECT id FROM episodes ORDER BY id")]
     assert remaining == [m["id"] for m in tuesday["memories"]]
     assert query_db(db_path, "SELECT count(*) FROM episode_vectors")[0][0] == 2
-    assert query_db(db_path, "SELECT count(*) FROM episodes_fts WHERE episodes_fts MATCH 'monday'")[0][0] == 0
+    assert (
+        query_db(db_path, "SELECT count(*) FROM episodes_fts WHERE episodes_fts MATCH 'content : monday'")[0][
+            0
+        ]
+        == 0
+    )
 
 
 async def test_delete_memory_with_ids_and_session_deletes_only_those_ids_in_that_session(
@@ -1621,7 +1631,12 @@ async def test_delete_session_after_close_session_removes_it_and_its_episodes(
     result = await call(client, "delete_session", group_id=GROUP, session_id=SESSION)
     assert result == {"group_id": GROUP, "session_id": SESSION, "deleted_episodes": 3}
     assert query_db(db_path, "SELECT count(*) FROM episodes WHERE session_id = ?", (SESSION,))[0][0] == 0
-    assert query_db(db_path, "SELECT count(*) FROM episodes_fts WHERE episodes_fts MATCH 'zebra'")[0][0] == 1
+    assert (
+        query_db(db_path, "SELECT count(*) FROM episodes_fts WHERE episodes_fts MATCH 'content : zebra'")[0][
+            0
+        ]
+        == 1
+    )
     assert query_db(db_path, "SELECT count(*) FROM episode_vectors")[0][0] == 1
     text = await call_error(client, "open_session", group_id=GROUP, session_id=SESSION, mode="open")
     assert "does not exist" in text
