@@ -585,21 +585,29 @@ class Store:
         return int(rows[0][0]) if rows else 0
 
     def scan_group_vectors(self, group_id: str) -> tuple[int, VectorRows]:
-        """Every vector of the group with its filter columns, and the revision they are at (one snapshot)."""
+        """Every vector of the group with its filter columns, and the revision they are at (one snapshot).
+
+        Rows are read in chunks straight into one preallocated matrix, so loading a large
+        group costs about the matrix itself and no copies of it.
+        """
 
         def scan() -> tuple[int, VectorRows]:
             conn = self._conn()
             conn.execute("BEGIN")
             try:
                 revision = _revision(conn, group_id)
-                rows = conn.execute(
+                count = conn.execute(
+                    "SELECT count(*) FROM episodes WHERE group_id = ? AND indexed = ?", (group_id, INDEXED)
+                ).fetchone()[0]
+                cursor = conn.execute(
                     "SELECT rowid, embedding, session_id, producer_id, role, memory_type, ts "
                     "FROM episode_vectors WHERE group_id = ?",
                     (group_id,),
-                ).fetchall()
+                )
+                rows = _read_vector_rows(cursor, count, self.dimension)
             finally:
                 conn.execute("COMMIT")
-            return revision, _vector_rows(rows, self.dimension)
+            return revision, rows
 
         result: tuple[int, VectorRows] = self._retry(scan)
         return result
@@ -686,16 +694,30 @@ def _revision(conn: Any, group_id: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _vector_rows(rows: Sequence[Any], dimension: int) -> VectorRows:
-    matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype="<f4").reshape(len(rows), dimension)
+def _read_vector_rows(cursor: Any, expected: int, dimension: int, chunk: int = 4096) -> VectorRows:
+    """Fill a matrix from a cursor chunk by chunk; `expected` sizes it and grows if rows keep coming."""
+    matrix = np.empty((expected, dimension), np.float32)
+    ids: list[int] = []
+    columns: tuple[list[str], list[str], list[str], list[str]] = ([], [], [], [])
+    ts: list[float] = []
+    while batch := cursor.fetchmany(chunk):
+        start = len(ids)
+        if start + len(batch) > len(matrix):
+            matrix = np.concatenate([matrix, np.empty((len(batch), dimension), np.float32)])
+        for offset, row in enumerate(batch):
+            matrix[start + offset] = np.frombuffer(row[1], dtype="<f4")
+            ids.append(row[0])
+            for column, value in zip(columns, row[2:6], strict=True):
+                column.append(value)
+            ts.append(row[6])
     return VectorRows(
-        ids=np.fromiter((row[0] for row in rows), np.int64, len(rows)),
-        matrix=matrix,
-        session_id=[row[2] for row in rows],
-        producer_id=[row[3] for row in rows],
-        role=[row[4] for row in rows],
-        memory_type=[row[5] for row in rows],
-        ts=np.fromiter((row[6] for row in rows), np.float64, len(rows)),
+        ids=np.asarray(ids, np.int64),
+        matrix=matrix[: len(ids)],
+        session_id=columns[0],
+        producer_id=columns[1],
+        role=columns[2],
+        memory_type=columns[3],
+        ts=np.asarray(ts, np.float64),
     )
 
 

@@ -53,14 +53,16 @@ class GroupVectors:
     """One group's vectors in growable arrays; appends write in place, searches read a prefix."""
 
     def __init__(self, revision: int, rows: VectorRows) -> None:
+        """Adopt the loaded rows' arrays as they are (normalised in place), without copying the matrix."""
         self.revision = revision
-        self.size = 0
+        self.size = len(rows.ids)
         self.dimension = rows.matrix.shape[1]
-        self._ids = np.empty(0, np.int64)
-        self._matrix = np.empty((0, self.dimension), np.float32)
-        self._ts = np.empty(0, np.float64)
+        self._ids = np.asarray(rows.ids, np.int64)
+        self._matrix = _normalise_in_place(np.asarray(rows.matrix, np.float32))
+        self._ts = np.asarray(rows.ts, np.float64)
         self._columns = {name: _Column(np.empty(0, np.int32)) for name in CATEGORIES}
-        self.append(rows)
+        for name, column in self._columns.items():
+            column.codes = column.encode(getattr(rows, name))
 
     @property
     def nbytes(self) -> int:
@@ -145,6 +147,16 @@ def _normalised(matrix: np.ndarray) -> np.ndarray:
     matrix = np.asarray(matrix, dtype=np.float32)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.where(norms == 0, 1, norms)
+
+
+def _normalise_in_place(matrix: np.ndarray) -> np.ndarray:
+    if not matrix.flags.writeable:
+        matrix = matrix.copy()
+    for start in range(0, len(matrix), 8192):  # in slices: no full-size temporary
+        part = matrix[start : start + 8192]
+        norms = np.linalg.norm(part, axis=1, keepdims=True)
+        part /= np.where(norms == 0, 1, norms)
+    return matrix
 
 
 def _grown(array: np.ndarray, capacity: int) -> np.ndarray:
