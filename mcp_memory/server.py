@@ -67,28 +67,26 @@ class AppState:
     owner: Hashable
 
 
-def _tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Show our errors' messages to the model: the SDK hides anything that is not a ToolError."""
+def _shown_as(
+    error: type[Exception],
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Re-raise our errors as the SDK's `error`: it hides the message of any other exception."""
 
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await fn(*args, **kwargs)
-        except MemoryServerError as exc:
-            raise ToolError(str(exc)) from exc
+    def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return await fn(*args, **kwargs)
+            except MemoryServerError as exc:
+                raise error(str(exc)) from exc
 
-    return wrapper
+        return wrapper
+
+    return decorate
 
 
-def _resource_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await fn(*args, **kwargs)
-        except MemoryServerError as exc:
-            raise ResourceError(str(exc)) from exc
-
-    return wrapper
+_tool_errors = _shown_as(ToolError)
+_resource_errors = _shown_as(ResourceError)
 
 
 def _state(ctx: Context) -> AppState:
