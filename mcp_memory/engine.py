@@ -83,7 +83,8 @@ def fts_query(text: str, participants: Iterable[str] = ()) -> str | None:
     paint" is about Caroline's turns, not about every turn that greets her by name.
     """
     words = [w.lower() for w in _WORD.findall(text)]
-    unique = list(dict.fromkeys([w for w in words if w not in STOPWORDS] or words))
+    # Single letters ("Ana's" gives "s") match nearly every row and only cost time.
+    unique = list(dict.fromkeys([w for w in words if w not in STOPWORDS and len(w) > 1] or words))
     names = _name_words(participants)
     speakers = [w for w in unique if w in names]
     others = [w for w in unique if w not in names]

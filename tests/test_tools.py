@@ -1667,3 +1667,12 @@ async def test_delete_session_in_an_unknown_group_says_the_group_does_not_exist(
     text = await call_error(client, "delete_session", group_id="ghosts", session_id=SESSION)
     assert "group 'ghosts' does not exist" in text
     assert "create_group" in text
+
+
+def test_fts_query_routes_participant_names_to_the_speaker_column_and_drops_noise() -> None:
+    from mcp_memory.engine import fts_query
+
+    query = fts_query("What did Ana Lima's brother paint?", ["Ana Lima", "bot-7"])
+    assert query == '({content before after} : ("brother" OR "paint")) OR (producer_id : ("ana" OR "lima"))'
+    assert fts_query("the of and") == '({content before after} : ("the" OR "of" OR "and"))'
+    assert fts_query("???") is None
