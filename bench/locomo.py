@@ -284,16 +284,17 @@ def mcp_recaller(client: Client) -> Recaller:
 
 
 def token_counter() -> tuple[Callable[[str], float], str, bool]:
-    """Count tokens with tiktoken o200k_base when it loads offline, else a labelled len/4 estimate."""
-    try:
-        import tiktoken
+    """Count tokens with the server's own offline o200k_base (mcp_memory.tokens), labelled if it fell back."""
+    from mcp_memory.tokens import token_counter as server_counter
 
-        encoding = tiktoken.get_encoding("o200k_base")
-        encoding.encode("probe")
-    except Exception as exc:  # noqa: BLE001 - offline: tiktoken downloads its BPE files
-        log(f"tiktoken o200k_base unavailable ({type(exc).__name__}); tokens are an ESTIMATE: len(text)/4")
-        return (lambda text: len(text) / 4), "estimate: len(text)/4 (tiktoken o200k_base unavailable)", True
-    return (lambda text: float(len(encoding.encode(text)))), "tiktoken o200k_base", False
+    counter = server_counter()
+    if not counter.exact:
+        log(f"token encoding unavailable; tokens are an ESTIMATE ({counter.name})")
+    return (
+        (lambda text: float(counter.count(text))),
+        f"tiktoken {counter.name} (offline, shipped)",
+        not counter.exact,
+    )
 
 
 async def ask_all(

@@ -50,7 +50,9 @@ from mcp_memory.models import (
 )
 from mcp_memory.session import MemorySession
 from mcp_memory.store import Filters, Store, recorded_embedder
+from mcp_memory.tokens import token_counter
 from mcp_memory.vector_cache import VectorCache
+from mcp_memory.window import trim
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ SWEEP_INTERVAL_S = 30.0
 BACKFILL_INTERVAL_S = 30.0
 MAX_RECALL_LIMIT = 100
 LIST_LIMIT = 200
+WINDOW_MARGIN = 8
 
 
 class MemoryManager:
@@ -499,7 +502,14 @@ class MemoryManager:
             window = session.configuration.short_term
             if not window.enabled:
                 return []
-            return await self._run(self.engine.recent, group_id, session_id, window.max_episodes)
+            # a few more than the count, so a tool call at the edge is seen with its results
+            newest = await self._run(
+                self.engine.recent, group_id, session_id, window.max_episodes + WINDOW_MARGIN
+            )
+            counter = await self._run(token_counter)
+            return trim(
+                newest, max_episodes=window.max_episodes, max_tokens=window.max_tokens, count=counter.count
+            )
 
     async def delete_memories(
         self, group_id: str, memory_ids: Sequence[int] | None = None, session_id: str | None = None

@@ -1,0 +1,40 @@
+"""The short-term window: a session's newest episodes within a count and a token budget.
+
+MARSYS's trimming: walk back from the newest episode; the newest is always kept, even alone
+over budget; a tool call and its results are kept or dropped together; nothing is deleted,
+the full history stays stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from mcp_memory.models import Episode
+
+
+def units(episodes: Sequence[Episode]) -> list[list[Episode]]:
+    """Episodes grouped so that each `tool` result stays with the call before it (oldest first)."""
+    grouped: list[list[Episode]] = []
+    for episode in episodes:
+        if episode.role == "tool" and grouped:
+            grouped[-1].append(episode)
+        else:
+            grouped.append([episode])
+    return grouped
+
+
+def trim(
+    episodes: Sequence[Episode], *, max_episodes: int, max_tokens: int, count: Callable[[str], int]
+) -> list[Episode]:
+    """The newest whole units that fit both budgets, oldest first; the newest unit always."""
+    kept: list[list[Episode]] = []
+    used_tokens = used_episodes = 0
+    for unit in reversed(units(episodes)):
+        tokens = sum(count(e.content) for e in unit)
+        fits = used_tokens + tokens <= max_tokens and used_episodes + len(unit) <= max_episodes
+        if kept and not fits:
+            break
+        kept.append(unit)
+        used_tokens += tokens
+        used_episodes += len(unit)
+    return [episode for unit in reversed(kept) for episode in unit]
