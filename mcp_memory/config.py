@@ -96,6 +96,9 @@ class Config:
     embedding_api_key: str | None = None
     embedding_model: str | None = None
     embedding_dimension: int | None = None
+    llm_base_url: str | None = None
+    llm_api_key: str | None = field(default=None, repr=False)
+    llm_model: str | None = None
     max_content_chars: int = MAX_CONTENT_CHARS
     max_life_time_s: float = MAX_LIFE_TIME_S
     session_cache_size: int = SESSION_CACHE_SIZE
@@ -123,6 +126,8 @@ class Config:
             raw = env.get(var)
             if raw not in (None, ""):
                 values[name] = _cast(var, raw, cast)
+        if "llm_api_key" not in values and env.get("MEMORIA_LLM_API_KEY"):
+            values["llm_api_key"] = env["MEMORIA_LLM_API_KEY"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "base_configuration" not in values and env.get("MCP_MEMORY_CONFIG"):
             values["base_configuration"] = load_configuration_file(Path(env["MCP_MEMORY_CONFIG"]))
@@ -136,6 +141,9 @@ _ENV_VARS: dict[str, tuple[str, type]] = {
     "embedding_api_key": ("MCP_MEMORY_EMBEDDING_API_KEY", str),
     "embedding_model": ("MCP_MEMORY_EMBEDDING_MODEL", str),
     "embedding_dimension": ("MCP_MEMORY_EMBEDDING_DIMENSION", int),
+    "llm_base_url": ("LLM_BASE_URL", str),
+    "llm_api_key": ("LLM_API_KEY", str),
+    "llm_model": ("LLM_MODEL", str),
     "max_content_chars": ("MCP_MEMORY_MAX_CONTENT_CHARS", int),
     "max_life_time_s": ("MCP_MEMORY_MAX_LIFE_TIME_S", float),
     "session_cache_size": ("MCP_MEMORY_SESSION_CACHE_SIZE", int),

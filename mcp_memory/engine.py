@@ -16,6 +16,7 @@ import numpy as np
 
 from mcp_memory.embeddings import Embedder
 from mcp_memory.episodes import embedding_text, episode_from_row, iso
+from mcp_memory.fact_table import NewFact, StoredFacts
 from mcp_memory.models import Episode, RecallHit
 from mcp_memory.store import Filters, Inserted, NewEpisode, Store
 from mcp_memory.vector_cache import GroupVectors, VectorCache, VectorRows
@@ -32,6 +33,9 @@ MIN_CANDIDATES = 50
 CANDIDATES_PER_RESULT = 5
 RETRY_WINDOW_S = 300
 BACKFILL_BATCH = 64
+# A fact replaced by a newer one keeps this share of its score: "where does Ana live" ranks the
+# current answer above the old one, and the old one is still found when asked about.
+CLOSED_FACT_WEIGHT = 0.5
 STOPWORDS = frozenset(
     """
     a about above after again against all am an and any are as at be because been before being
@@ -155,6 +159,32 @@ class MemoryEngine:
             self.cache.appended(group_id, rows, batch.revision_before, batch.revision_after)
         return batch.items, pending
 
+    def add_facts(
+        self,
+        group_id: str,
+        session_id: str,
+        facts: Sequence[NewFact],
+        episodes: Sequence[NewEpisode],
+        *,
+        supersede: bool,
+        index_vectors: bool,
+    ) -> tuple[StoredFacts, bool]:
+        """Store facts with their episodes atomically; returns the outcome and whether embedding failed."""
+        vectors, pending = None, False
+        if index_vectors:
+            vectors = self._try_embed([embedding_text(e.producer_id, e.content) for e in episodes])
+            pending = vectors is None
+        stored = self.store.insert_facts(
+            group_id, session_id, facts, episodes, vectors,
+            supersede=supersede, index_vectors=index_vectors, created_at=iso(self.clock()),
+        )  # fmt: skip
+        if self.cache is not None and vectors is not None:
+            new = [i for i, _ in stored.new_episodes]
+            ids = [memory_id for _, memory_id in stored.new_episodes]
+            rows = _vector_rows(session_id, [episodes[i] for i in new], ids, vectors[new])
+            self.cache.appended(group_id, rows, stored.revision_before, stored.revision_after)
+        return stored, pending
+
     def _try_embed(self, texts: list[str]) -> np.ndarray | None:
         try:
             return self.embedder.embed(texts)
@@ -179,6 +209,8 @@ class MemoryEngine:
         keyword = self._keyword_ids(query, pool) if weights.keyword_weight > 0 else []
         vector, vector_ran = self._vector_ids(query, pool) if weights.vector_weight > 0 else ([], False)
         scores = fuse([(weights.keyword_weight, keyword), (weights.vector_weight, vector)])
+        for closed in self.store.closed_fact_episodes(list(scores)):
+            scores[closed] *= CLOSED_FACT_WEIGHT
         ranked = [i for i in sorted(scores, key=lambda i: -scores[i]) if i not in query.exclude_ids]
         chosen = ranked[: query.limit]
         rows = self.store.fetch_episodes(chosen)

@@ -53,3 +53,7 @@ class SessionInUse(MemoryServerError, RuntimeError):
 
 class ManagerClosed(MemoryServerError, RuntimeError):
     """The memory manager has been shut down."""
+
+
+class ExtractionFailed(MemoryServerError, RuntimeError):
+    """Facts could not be extracted from text: the language model failed or its answer was unusable."""

@@ -6,6 +6,8 @@ holds its speaker, its own text, and, in two weaker columns, the text of the tur
 before and just after it in its session. On LoCoMo this document expansion is worth
 about eight points of recall@10 over the turn alone (bench/locomo.py). The columns are
 rebuilt whenever a neighbour is added or deleted, so deleted text never stays findable.
+A fact (fact_table.py) is a statement complete in itself: it is indexed alone, and it is no
+turn's neighbour, so a fact's words never make the facts or turns stored beside it match.
 
 Functions here take an open connection inside the caller's transaction; store.py owns it.
 """
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+from mcp_memory.fact_table import FACT_MEMORY_TYPE
 
 TURNS_BEFORE = 3
 TURNS_AFTER = 2
@@ -29,22 +33,27 @@ CREATE_DELETE_TRIGGER = (
     "CREATE TRIGGER episodes_fts_delete AFTER DELETE ON episodes BEGIN "
     "DELETE FROM episodes_fts WHERE rowid = old.id; END"
 )
-_SELECT = "SELECT id, sequence, producer_id, content FROM episodes WHERE group_id = ? AND session_id = ? "
+_SELECT = "SELECT id, sequence, producer_id, content, memory_type FROM episodes WHERE group_id = ? AND session_id = ? "
+_TURNS = f"AND memory_type != '{FACT_MEMORY_TYPE}' "
 
 
 def refresh_around(conn: Any, group_id: str, session_id: str, low: int, high: int) -> None:
     """Re-index the session's episodes with sequence in [low, high] and every neighbour whose context they are in."""
     span = TURNS_BEFORE + TURNS_AFTER
     before = conn.execute(
-        _SELECT + "AND sequence < ? ORDER BY sequence DESC LIMIT ?", (group_id, session_id, low, span)
+        _SELECT + _TURNS + "AND sequence < ? ORDER BY sequence DESC LIMIT ?",
+        (group_id, session_id, low, span),
     )
     middle = conn.execute(
         _SELECT + "AND sequence BETWEEN ? AND ? ORDER BY sequence", (group_id, session_id, low, high)
     )
     after = conn.execute(
-        _SELECT + "AND sequence > ? ORDER BY sequence LIMIT ?", (group_id, session_id, high, span)
+        _SELECT + _TURNS + "AND sequence > ? ORDER BY sequence LIMIT ?", (group_id, session_id, high, span)
     )
     earlier, inside, later = before.fetchall()[::-1], middle.fetchall(), after.fetchall()
+    for fact in (row for row in inside if row[4] == FACT_MEMORY_TYPE):
+        _write(conn, fact[0], fact[2], fact[3], "", "")
+    inside = [row for row in inside if row[4] != FACT_MEMORY_TYPE]
     rows = earlier + inside + later
     first = max(0, len(earlier) - TURNS_AFTER)
     last = len(earlier) + len(inside) + min(len(later), TURNS_BEFORE)
@@ -53,9 +62,13 @@ def refresh_around(conn: Any, group_id: str, session_id: str, low: int, high: in
 
 
 def _write_row(conn: Any, rows: Sequence[Any], index: int) -> None:
-    episode_id, _, producer_id, content = rows[index]
+    episode_id, _, producer_id, content, _ = rows[index]
     before = _joined(rows[max(0, index - TURNS_BEFORE) : index])
     after = _joined(rows[index + 1 : index + 1 + TURNS_AFTER])
+    _write(conn, episode_id, producer_id, content, before, after)
+
+
+def _write(conn: Any, episode_id: int, producer_id: str, content: str, before: str, after: str) -> None:
     conn.execute("DELETE FROM episodes_fts WHERE rowid = ?", (episode_id,))
     conn.execute(
         "INSERT INTO episodes_fts(rowid, producer_id, content, before, after) VALUES (?, ?, ?, ?, ?)",

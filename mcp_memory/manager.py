@@ -34,12 +34,25 @@ from mcp_memory.errors import (
     SessionNotFound,
     ValidationFailed,
 )
+from mcp_memory.extraction import NOT_CONFIGURED, Complete, completion_from_config, extract_facts
+from mcp_memory.fact_table import NewFact, StoredFacts
+from mcp_memory.facts import (
+    FACTS_SESSION,
+    check_confidence,
+    check_request,
+    check_source,
+    fact_from_row,
+    fact_result,
+    prepare_fact,
+)
 from mcp_memory.models import (
     AddedMemory,
     AddMemoryResult,
     DeleteResult,
     DeleteSessionResult,
     Episode,
+    FactList,
+    FactResult,
     GroupDetail,
     GroupInfo,
     MemoryInput,
@@ -49,7 +62,7 @@ from mcp_memory.models import (
     Stats,
 )
 from mcp_memory.session import MemorySession
-from mcp_memory.store import Filters, Store, recorded_embedder
+from mcp_memory.store import Filters, NewEpisode, Store, recorded_embedder
 from mcp_memory.tokens import token_counter
 from mcp_memory.vector_cache import VectorCache
 from mcp_memory.window import trim
@@ -93,6 +106,8 @@ class MemoryManager:
         self._live: dict[tuple[str, str], MemorySession] = {}
         self._lock = anyio.Lock()
         self._closed = False
+        # add_fact(text=...) asks this model; replace it to use another client or MCP sampling
+        self.fact_completion: Complete | None = completion_from_config(config)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -522,6 +537,77 @@ class MemoryManager:
             await self.session_info(group_id, session_id)
         deleted = await self._run(self.engine.store.delete_episodes, group_id, memory_ids, session_id)
         return DeleteResult(group_id=group_id, deleted=deleted)
+
+    # -- facts --------------------------------------------------------------------------
+
+    async def add_fact(
+        self,
+        group_id: str,
+        subject: str | None = None,
+        predicate: str | None = None,
+        object: str | None = None,  # the tool's parameter name, shadowing the builtin here only
+        *,
+        text: str | None = None,
+        session_id: str | None = None,
+        source: str | None = None,
+        confidence: float | None = None,
+        valid_from: Any = None,
+        replace: bool = False,
+    ) -> FactResult:
+        """Store a fact, or the facts a language model finds in `text`: everything is checked before anything
+        is written, then the facts go in one transaction (an identical current fact is returned instead)."""
+        triple = check_request(subject, predicate, object, text, self.config.max_content_chars)
+        if triple is None and self.fact_completion is None:
+            raise ConfigurationError(NOT_CONFIGURED)
+        source, confidence = check_source(source), check_confidence(confidence)
+        start = self._now() if valid_from is None else normalize_timestamp(valid_from, field="valid_from")
+        group = await self.get_group(group_id)
+        if session_id is not None:
+            await self.session_info(group_id, session_id)
+        triples, extraction = [triple] if triple is not None else [], None
+        if triple is None:
+            assert text is not None and self.fact_completion is not None  # checked just above
+            extraction = await self._run(extract_facts, text, self.fact_completion)
+            triples = extraction.triplets
+        prepared = [
+            prepare_fact(
+                t, group=group, session_id=session_id, source=source, confidence=confidence,
+                valid_from=start, max_content_chars=self.config.max_content_chars,
+            )
+            for t in triples
+        ]  # fmt: skip
+        stored, pending = await self._write_facts(group_id, session_id, prepared, replace)
+        if extraction is None:
+            return fact_result(group_id, stored, pending=pending)
+        return fact_result(
+            group_id, stored, pending=pending, extracted=extraction.found, malformed=extraction.malformed
+        )
+
+    async def _write_facts(
+        self, group_id: str, session_id: str | None, prepared: list[tuple[NewFact, NewEpisode]], replace: bool
+    ) -> tuple[StoredFacts | None, bool]:
+        """Write into the session the facts were learned in, or the group's facts session (made on demand)."""
+        if not prepared:
+            return None, False
+        mode = "open" if session_id else "open_or_create"
+        async with self.opened(group_id, session_id or FACTS_SESSION, mode=mode) as session:
+            return await self._run(
+                partial(
+                    self.engine.add_facts, group_id, session.session_id,
+                    [fact for fact, _ in prepared], [episode for _, episode in prepared],
+                    supersede=replace, index_vectors=session.configuration.long_term.enabled,
+                )
+            )  # fmt: skip
+
+    async def list_facts(
+        self, group_id: str, *, subject: str | None = None, predicate: str | None = None
+    ) -> FactList:
+        """The group's facts, current ones first; subject and predicate match in any case and spacing."""
+        await self.get_group(group_id)
+        rows, total = await self._run(
+            self.engine.store.list_facts, group_id, subject or None, predicate or None, LIST_LIMIT
+        )
+        return FactList(group_id=group_id, facts=[fact_from_row(r) for r in rows], total=total)
 
     async def backfill(self) -> int:
         """Index episodes whose embedding failed earlier; returns how many were indexed."""

@@ -131,6 +131,57 @@ class RecallResult(BaseModel):
     vector_search: bool = Field(description="False when only keyword search ran (no embedder available).")
 
 
+class Fact(BaseModel):
+    """A fact about a user or project: subject, predicate, object, and when it held (valid_to null: current)."""
+
+    id: int
+    group_id: str
+    subject: str
+    predicate: str
+    object: str
+    current: bool
+    valid_from: datetime
+    valid_to: datetime | None = Field(None, description="When a newer fact replaced it; null while current.")
+    session_id: str | None = None
+    source: str | None = None
+    confidence: float | None = None
+    memory_id: int | None = Field(None, description="The memory (of type fact) that recall finds it by.")
+    created_at: datetime
+
+
+class StoredFact(Fact):
+    """A fact add_fact stored, or found already stored (duplicate)."""
+
+    duplicate: bool = Field(description="True when this was already a current fact; nothing new was stored.")
+
+
+class FactResult(BaseModel):
+    """What add_fact stored; with text, also how many facts the model found and how many it got wrong."""
+
+    group_id: str
+    facts: list[StoredFact]
+    stored: int = Field(description="How many facts were new.")
+    duplicates: int = Field(description="How many were already current facts.")
+    replaced: list[int] = Field(
+        default_factory=list, description="Ids of facts closed by replace=true; they stay as history."
+    )
+    extracted: int | None = Field(None, description="With text: how many well-formed facts the model found.")
+    skipped_malformed: int | None = Field(
+        None, description="With text: how many items of the model's answer were not facts and were skipped."
+    )
+    embedding_pending: bool = Field(
+        False, description="True when the embedder failed; the facts are stored and will be indexed later."
+    )
+
+
+class FactList(BaseModel):
+    """A group's facts, current ones first, then the replaced ones, newest first."""
+
+    group_id: str
+    facts: list[Fact]
+    total: int = Field(description="How many facts match; facts holds at most the first 200.")
+
+
 class DeleteResult(BaseModel):
     """How many memories were deleted."""
 

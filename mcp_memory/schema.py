@@ -138,7 +138,37 @@ def m003_context_fts(conn: Any) -> None:
     fts.rebuild_all(conn)
 
 
-MIGRATIONS: list[Callable[[Any], None]] = [m001_initial, m002_vector_revision, m003_context_fts]
+M004_FACTS = """
+CREATE TABLE facts (
+    id INTEGER PRIMARY KEY,
+    group_id TEXT NOT NULL REFERENCES groups(group_id) ON DELETE CASCADE,
+    session_id TEXT,
+    subject TEXT NOT NULL CHECK (length(subject) > 0),
+    predicate TEXT NOT NULL CHECK (length(predicate) > 0),
+    object TEXT NOT NULL CHECK (length(object) > 0),
+    subject_key TEXT NOT NULL,
+    predicate_key TEXT NOT NULL,
+    object_key TEXT NOT NULL,
+    source TEXT,
+    confidence REAL CHECK (confidence IS NULL OR confidence BETWEEN 0 AND 1),
+    valid_from TEXT NOT NULL,
+    valid_to TEXT CHECK (valid_to IS NULL OR valid_to >= valid_from),
+    created_at TEXT NOT NULL,
+    memory_id INTEGER REFERENCES episodes(id) ON DELETE CASCADE
+) STRICT;
+
+CREATE INDEX facts_subject_predicate ON facts(group_id, subject_key, predicate_key);
+CREATE UNIQUE INDEX facts_current_triple ON facts(group_id, subject_key, predicate_key, object_key)
+WHERE valid_to IS NULL;
+CREATE INDEX facts_memory ON facts(memory_id);
+"""
+"""Facts: triples with a validity period (valid_to NULL: current), found by their normalised *_key
+columns. Each is also stored as an episode (memory_id) so recall finds it; deleting that episode
+(delete_memory, delete_session) deletes the fact with it."""
+
+m004_facts = _script(M004_FACTS)
+
+MIGRATIONS: list[Callable[[Any], None]] = [m001_initial, m002_vector_revision, m003_context_fts, m004_facts]
 
 
 def vector_table_sql(dimension: int) -> list[str]:

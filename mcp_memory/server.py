@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import anyio
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context, MCPServer, ResourceSecurity
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp_types import ToolAnnotations
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -26,6 +26,8 @@ from mcp_memory.models import (
     CloseResult,
     DeleteResult,
     DeleteSessionResult,
+    FactList,
+    FactResult,
     GroupDetail,
     GroupInfo,
     Identifier,
@@ -55,6 +57,8 @@ mcp-memory gives you a long memory that lasts across conversations.
 - Before you answer anything about the past (earlier conversations, preferences, names, dates, decisions),
   call recall with a short query. Leave session_id out to search every session of the group; pass it to
   search only the current session and also get its most recent turns.
+- When you learn a stable fact about the user or the project (where they live, a preference, a decision),
+  store it with add_fact as subject, predicate and object; pass replace=true when it changes an older one.
 - close_session when the conversation ends. Memories stay stored; nothing is lost by closing.
 """
 
@@ -126,6 +130,7 @@ def build_server(config: Config | None = None, *, manager: MemoryManager | None 
     )
     _register_tools(server)
     _register_resources(server, states)
+    _register_fact_resources(server, states)
     _clean_descriptions(server)
     return server
 
@@ -319,6 +324,40 @@ def _register_tools(server: MCPServer) -> None:  # noqa: C901 - one closure per 
         """Delete a session and all its memories for good; fails while the session is open (close it first)."""
         return await _state(ctx).manager.delete_session(group_id, session_id)
 
+    @server.tool(annotations=IDEMPOTENT_WRITE)
+    @_tool_errors
+    async def add_fact(
+        group_id: GroupId,
+        ctx: Context,
+        subject: Annotated[
+            str | None, Field(description="Who or what the fact is about, e.g. 'Ana'.")
+        ] = None,
+        predicate: Annotated[str | None, Field(description="The relation, e.g. 'lives in'.")] = None,
+        object: Annotated[str | None, Field(description="Its value, e.g. 'Lisbon'.")] = None,
+        text: Annotated[
+            str | None,
+            Field(description="Instead of a triple: text the server's LLM extracts up to 50 facts from."),
+        ] = None,
+        session_id: Annotated[str | None, Field(description="The session the fact was learned in.")] = None,
+        source: Annotated[str | None, Field(description="Where the fact comes from.")] = None,
+        confidence: Annotated[float | None, Field(ge=0, le=1)] = None,
+        valid_from: Annotated[
+            TimestampInput | None,
+            Field(description="Since when the fact holds (ISO 8601 or epoch); default now."),
+        ] = None,
+        replace: Annotated[
+            bool,
+            Field(description="Close the current facts with this subject and predicate; kept as history."),
+        ] = False,
+    ) -> FactResult:
+        """Remember a stable fact about a user or project (not a conversation turn), e.g. Ana / lives in /
+        Lisbon; pass replace=true when it supersedes an older value. An identical current fact is returned,
+        not stored twice; recall finds facts, current ones first."""
+        return await _state(ctx).manager.add_fact(
+            group_id, subject, predicate, object, text=text, session_id=session_id, source=source,
+            confidence=confidence, valid_from=valid_from, replace=replace,
+        )  # fmt: skip
+
 
 def _register_resources(server: MCPServer, states: list[AppState]) -> None:
     @server.resource("memory://groups", mime_type="application/json")
@@ -344,6 +383,22 @@ def _register_resources(server: MCPServer, states: list[AppState]) -> None:
     async def stats() -> Stats:
         """Counts by group, session and type; database size; the embedder in use."""
         return await _manager(states).stats()
+
+
+FACT_FILTERS = ResourceSecurity(exempt_params=frozenset({"subject", "predicate"}))
+"""Subject and predicate are text, never paths: a fact about "/etc/hosts" can be listed."""
+
+
+def _register_fact_resources(server: MCPServer, states: list[AppState]) -> None:
+    @server.resource(
+        "memory://groups/{group_id}/facts{?subject,predicate}",
+        mime_type="application/json",
+        security=FACT_FILTERS,
+    )
+    @_resource_errors
+    async def facts(group_id: str, subject: str | None = None, predicate: str | None = None) -> FactList:
+        """The group's facts, current ones first, then those replaced; ?subject=&predicate= filter (any case)."""
+        return await _manager(states).list_facts(group_id, subject=subject, predicate=predicate)
 
 
 def _manager(states: list[AppState]) -> MemoryManager:

@@ -14,14 +14,14 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from mcp_memory import fts
+from mcp_memory import fact_table, fts
 from mcp_memory.errors import EmbedderMismatch, ExtensionLoadError, StoreError
 from mcp_memory.schema import MIGRATIONS, vector_table_sql
 from mcp_memory.vector_cache import VectorRows
@@ -654,6 +654,77 @@ class Store:
             return int(count)
 
         return int(self.write(delete))
+
+    # -- facts --------------------------------------------------------------------------
+
+    def insert_facts(
+        self,
+        group_id: str,
+        session_id: str,
+        facts: Sequence[fact_table.NewFact],
+        episodes: Sequence[NewEpisode],
+        vectors: np.ndarray | None,
+        *,
+        supersede: bool,
+        index_vectors: bool,
+        created_at: str,
+    ) -> fact_table.StoredFacts:
+        """Store facts, each with the episode recall finds it by, in one transaction. A triple that is
+        already current returns that fact; with `supersede`, the other current facts of the same subject
+        and predicate (not those of this call) are closed at the new fact's valid_from."""
+
+        def write(conn: Any) -> fact_table.StoredFacts:
+            before = _revision(conn, group_id)
+            first = sequence = conn.execute(
+                "SELECT coalesce(max(sequence), 0) + 1 FROM episodes WHERE group_id = ? AND session_id = ?",
+                (group_id, session_id),
+            ).fetchone()[0]
+            ids: list[int] = []
+            duplicate: list[bool] = []
+            closed: list[int] = []
+            new: list[tuple[int, int]] = []
+            for i, (fact, ep) in enumerate(zip(facts, episodes, strict=True)):
+                found = fact_table.find_current(conn, group_id, fact)
+                duplicate.append(found is not None)
+                if found is not None:
+                    ids.append(found["id"])
+                else:
+                    ids.append(fact_table.insert(conn, group_id, fact, created_at))
+                    ep = replace(ep, metadata_json=fact_table.episode_metadata(ids[-1]))
+                    vector = None if vectors is None else vectors[i]
+                    memory_id = self._insert_one(
+                        conn, group_id, session_id, sequence, ep, vector, index_vectors, created_at
+                    )
+                    fact_table.link(conn, ids[-1], memory_id)
+                    new.append((i, memory_id))
+                    sequence += 1
+                if supersede:
+                    closed += fact_table.close_current(conn, group_id, fact, keep=set(ids))
+            if sequence > first:
+                fts.refresh_around(conn, group_id, session_id, first, sequence - 1)
+            rows = fact_table.fetch(conn, ids)
+            return fact_table.StoredFacts(
+                [rows[i] for i in ids], duplicate, closed, new, before, _revision(conn, group_id)
+            )
+
+        stored: fact_table.StoredFacts = self.write(write)
+        return stored
+
+    def list_facts(
+        self, group_id: str, subject: str | None, predicate: str | None, limit: int
+    ) -> tuple[list[Any], int]:
+        """The group's facts, current first, and how many match in all."""
+        result: tuple[list[Any], int] = self._retry(
+            lambda: fact_table.select(self._conn(), group_id, subject, predicate, limit)
+        )
+        return result
+
+    def closed_fact_episodes(self, ids: Sequence[int]) -> set[int]:
+        """Which of these episodes hold facts that are no longer current."""
+        if not ids:
+            return set()
+        closed: set[int] = self._retry(lambda: fact_table.closed_memory_ids(self._conn(), ids))
+        return closed
 
     # -- statistics ---------------------------------------------------------------------
 

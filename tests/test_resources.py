@@ -72,6 +72,7 @@ async def test_the_server_lists_the_static_resources_and_the_templates(client: C
     assert set(templates) == {
         "memory://groups/{group_id}",
         "memory://groups/{group_id}/sessions/{session_id}",
+        "memory://groups/{group_id}/facts{?subject,predicate}",
     }
     assert all(t.mime_type == "application/json" for t in templates.values())
     assert all(t.description for t in templates.values())

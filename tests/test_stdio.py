@@ -34,6 +34,7 @@ TOOLS = {
     "recall",
     "delete_memory",
     "delete_session",
+    "add_fact",
 }
 HANDSHAKE_DEADLINE_S = 10.0  # clients give up after 10 to 60 s; the handshake must never need a model
 CALL_DEADLINE_S = 120.0

@@ -38,7 +38,9 @@ def test_special_token_text_in_content_is_counted_as_text() -> None:
     assert token_counter().count("<|endoftext|>") > 1
 
 
-def test_a_damaged_file_falls_back_to_a_labelled_estimate(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_damaged_file_falls_back_to_a_labelled_estimate(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     for name in ("o200k_base", "cl100k_base"):
         shutil.copy(DATA_DIR / f"{name}.tiktoken", tmp_path / f"{name}.tiktoken")
     (tmp_path / "o200k_base.tiktoken").write_bytes(b"truncated")

@@ -36,6 +36,7 @@ TOOLS = {
     "recall",
     "delete_memory",
     "delete_session",
+    "add_fact",
 }
 MOMENT = datetime(2025, 3, 1, 14, 30, tzinfo=UTC)
 MOMENT_EPOCH = int(MOMENT.timestamp())
@@ -139,7 +140,7 @@ def points_to_existing_sessions(text: str) -> bool:
 # -- tool listing and instructions ------------------------------------------------------------
 
 
-async def test_the_server_lists_exactly_the_seven_tools(client: Client) -> None:
+async def test_the_server_lists_exactly_its_tools(client: Client) -> None:
     tools = (await client.list_tools()).tools
     assert {t.name for t in tools} == TOOLS
 

@@ -59,7 +59,9 @@ def test_a_tool_call_and_its_results_are_never_split() -> None:
 async def test_recall_returns_the_token_bounded_window_and_keeps_the_full_history(config: Config) -> None:
     async with MemoryManager(config) as manager:
         await manager.create_group("g", user_ids=["ana"], agent_ids=["bot"])
-        async with manager.created("g", "s", configuration={"short_term": {"max_episodes": 10, "max_tokens": 30}}) as s:
+        async with manager.created(
+            "g", "s", configuration={"short_term": {"max_episodes": 10, "max_tokens": 30}}
+        ) as s:
             await s.add([{"content": f"turn {i} " + "word " * 8, "producer": "ana"} for i in range(12)])
             window = await s.recent()
             assert 1 <= len(window) < 10
