@@ -96,6 +96,7 @@ class Config:
     embedding_api_key: str | None = None
     embedding_model: str | None = None
     embedding_dimension: int | None = None
+    model_dir: Path | None = None
     llm_base_url: str | None = None
     llm_api_key: str | None = field(default=None, repr=False)
     llm_model: str | None = None
@@ -141,6 +142,7 @@ _ENV_VARS: dict[str, tuple[str, type]] = {
     "embedding_api_key": ("MCP_MEMORY_EMBEDDING_API_KEY", str),
     "embedding_model": ("MCP_MEMORY_EMBEDDING_MODEL", str),
     "embedding_dimension": ("MCP_MEMORY_EMBEDDING_DIMENSION", int),
+    "model_dir": ("MCP_MEMORY_MODEL_DIR", Path),
     "llm_base_url": ("LLM_BASE_URL", str),
     "llm_api_key": ("LLM_API_KEY", str),
     "llm_model": ("LLM_MODEL", str),

@@ -94,6 +94,7 @@ class MemoryManager:
         if embedder is None:
             embedder, self.embedder_warning = make_embedder(
                 config.embedder,
+                model_dir=config.model_dir,
                 base_url=config.embedding_base_url,
                 api_key=config.embedding_api_key,
                 model=config.embedding_model,
