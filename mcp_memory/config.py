@@ -21,6 +21,9 @@ MAX_LIFE_TIME_S = 600.0
 SESSION_CACHE_SIZE = 100
 MAX_CONTENT_CHARS = 32_000
 VECTOR_CACHE_MB = 1024
+MAX_LIGHTWEIGHT_PER_SESSION = 3
+AUTO_TRIGGER_THRESHOLD = 20
+TASK_TTL_S = 7 * 24 * 3600.0
 EMBEDDER_KINDS = ("local", "openai", "hashing")
 
 
@@ -104,6 +107,9 @@ class Config:
     max_life_time_s: float = MAX_LIFE_TIME_S
     session_cache_size: int = SESSION_CACHE_SIZE
     vector_cache_mb: int = VECTOR_CACHE_MB
+    max_lightweight_per_session: int = MAX_LIGHTWEIGHT_PER_SESSION
+    auto_trigger_threshold: int = AUTO_TRIGGER_THRESHOLD
+    task_ttl_s: float = TASK_TTL_S
     base_configuration: Mapping[str, Any] = field(default_factory=dict)
     log_level: str = "INFO"
 
@@ -116,6 +122,13 @@ class Config:
             raise ConfigurationError(
                 "max_content_chars and session_cache_size must be at least 1 and max_life_time_s at least 0"
             )
+        if self.max_lightweight_per_session < 0 or self.auto_trigger_threshold < 0:
+            raise ConfigurationError(
+                "MEMORIA_MAX_LIGHTWEIGHT_PER_SESSION and MEMORIA_AUTO_TRIGGER_THRESHOLD must be 0 or more "
+                "(0 turns lightweight summaries, or the automatic trigger, off)"
+            )
+        if self.task_ttl_s <= 0:
+            raise ConfigurationError("MCP_MEMORY_TASK_TTL_S must be more than 0 seconds")
         effective_session_config(self.base_configuration)
 
     @classmethod
@@ -150,6 +163,9 @@ _ENV_VARS: dict[str, tuple[str, type]] = {
     "max_life_time_s": ("MCP_MEMORY_MAX_LIFE_TIME_S", float),
     "session_cache_size": ("MCP_MEMORY_SESSION_CACHE_SIZE", int),
     "vector_cache_mb": ("MCP_MEMORY_VECTOR_CACHE_MB", int),
+    "max_lightweight_per_session": ("MEMORIA_MAX_LIGHTWEIGHT_PER_SESSION", int),
+    "auto_trigger_threshold": ("MEMORIA_AUTO_TRIGGER_THRESHOLD", int),
+    "task_ttl_s": ("MCP_MEMORY_TASK_TTL_S", float),
     "log_level": ("MCP_MEMORY_LOG_LEVEL", str),
 }
 

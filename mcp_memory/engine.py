@@ -278,6 +278,9 @@ def _cache_conditions(filters: Filters) -> dict[str, object]:
         "since": filters.since,
         "until": filters.until,
     }
+    if filters.session_id is not None and filters.group_wide_types:
+        del conditions["session_id"]
+        conditions["session_scope"] = (filters.session_id, filters.group_wide_types)
     return {name: value for name, value in conditions.items() if value is not None}
 
 

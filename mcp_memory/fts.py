@@ -6,8 +6,9 @@ holds its speaker, its own text, and, in two weaker columns, the text of the tur
 before and just after it in its session. On LoCoMo this document expansion is worth
 about eight points of recall@10 over the turn alone (bench/locomo.py). The columns are
 rebuilt whenever a neighbour is added or deleted, so deleted text never stays findable.
-A fact (fact_table.py) is a statement complete in itself: it is indexed alone, and it is no
-turn's neighbour, so a fact's words never make the facts or turns stored beside it match.
+A fact (fact_table.py) or a session summary (summaries.py) is a statement complete in itself:
+it is indexed alone, and it is no turn's neighbour, so its words never make the turns stored
+beside it match.
 
 Functions here take an open connection inside the caller's transaction; store.py owns it.
 """
@@ -18,6 +19,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from mcp_memory.fact_table import FACT_MEMORY_TYPE
+
+SUMMARY_MEMORY_TYPE = "summary"  # summaries.SUMMARY_MEMORY_TYPE (not imported: summaries is heavier)
+STANDALONE_TYPES = (FACT_MEMORY_TYPE, SUMMARY_MEMORY_TYPE)
 
 TURNS_BEFORE = 3
 TURNS_AFTER = 2
@@ -34,7 +38,7 @@ CREATE_DELETE_TRIGGER = (
     "DELETE FROM episodes_fts WHERE rowid = old.id; END"
 )
 _SELECT = "SELECT id, sequence, producer_id, content, memory_type FROM episodes WHERE group_id = ? AND session_id = ? "
-_TURNS = f"AND memory_type != '{FACT_MEMORY_TYPE}' "
+_TURNS = "AND memory_type NOT IN (" + ", ".join(f"'{t}'" for t in STANDALONE_TYPES) + ") "
 
 
 def refresh_around(conn: Any, group_id: str, session_id: str, low: int, high: int) -> None:
@@ -51,9 +55,9 @@ def refresh_around(conn: Any, group_id: str, session_id: str, low: int, high: in
         _SELECT + _TURNS + "AND sequence > ? ORDER BY sequence LIMIT ?", (group_id, session_id, high, span)
     )
     earlier, inside, later = before.fetchall()[::-1], middle.fetchall(), after.fetchall()
-    for fact in (row for row in inside if row[4] == FACT_MEMORY_TYPE):
-        _write(conn, fact[0], fact[2], fact[3], "", "")
-    inside = [row for row in inside if row[4] != FACT_MEMORY_TYPE]
+    for alone in (row for row in inside if row[4] in STANDALONE_TYPES):
+        _write(conn, alone[0], alone[2], alone[3], "", "")
+    inside = [row for row in inside if row[4] not in STANDALONE_TYPES]
     rows = earlier + inside + later
     first = max(0, len(earlier) - TURNS_AFTER)
     last = len(earlier) + len(inside) + min(len(later), TURNS_BEFORE)

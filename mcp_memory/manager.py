@@ -23,7 +23,14 @@ import anyio.abc
 from mcp_memory.config import Config, effective_session_config
 from mcp_memory.embeddings import Embedder, EmbeddingError, make_embedder
 from mcp_memory.engine import MemoryEngine, RecallQuery, RecallStrategy
-from mcp_memory.episodes import iso, normalize_timestamp, parse_memories, prepare_episode, utc_now
+from mcp_memory.episodes import (
+    episode_from_row,
+    iso,
+    normalize_timestamp,
+    parse_memories,
+    prepare_episode,
+    utc_now,
+)
 from mcp_memory.errors import (
     ConfigurationError,
     GroupExists,
@@ -35,7 +42,7 @@ from mcp_memory.errors import (
     ValidationFailed,
 )
 from mcp_memory.extraction import NOT_CONFIGURED, Complete, completion_from_config, extract_facts
-from mcp_memory.fact_table import NewFact, StoredFacts
+from mcp_memory.fact_table import FACT_MEMORY_TYPE, NewFact, StoredFacts
 from mcp_memory.facts import (
     FACTS_SESSION,
     check_confidence,
@@ -45,6 +52,7 @@ from mcp_memory.facts import (
     fact_result,
     prepare_fact,
 )
+from mcp_memory.llm import DEFAULT_LLM_MODEL, LLMClient, LLMNotConfigured, OpenAIChatLLM
 from mcp_memory.models import (
     AddedMemory,
     AddMemoryResult,
@@ -63,6 +71,14 @@ from mcp_memory.models import (
 )
 from mcp_memory.session import MemorySession
 from mcp_memory.store import Filters, NewEpisode, Store, recorded_embedder
+from mcp_memory.summaries import (
+    SUMMARY_MEMORY_TYPE,
+    SummarizeResponse,
+    SummaryMode,
+    SummaryService,
+    SummarySettings,
+)
+from mcp_memory.tasks import TaskInfo, TaskRunner
 from mcp_memory.tokens import token_counter
 from mcp_memory.vector_cache import VectorCache
 from mcp_memory.window import trim
@@ -76,6 +92,8 @@ BACKFILL_INTERVAL_S = 30.0
 MAX_RECALL_LIMIT = 100
 LIST_LIMIT = 200
 WINDOW_MARGIN = 8
+SUMMARY_MAX_CHARS = 8_000  # a full summary is at most about 4,300 characters (summaries.py)
+NOT_TURNS = (SUMMARY_MEMORY_TYPE, FACT_MEMORY_TYPE)  # what the automatic summary trigger does not count
 
 
 class MemoryManager:
@@ -107,6 +125,9 @@ class MemoryManager:
         self._live: dict[tuple[str, str], MemorySession] = {}
         self._lock = anyio.Lock()
         self._closed = False
+        self._tasks: TaskRunner | None = None
+        self._summaries: SummaryService | None = None
+        self._jobs: anyio.abc.TaskGroup | None = None  # run_background's, for work that outlives a request
         # add_fact(text=...) asks this model; replace it to use another client or MCP sampling
         self.fact_completion: Complete | None = completion_from_config(config)
 
@@ -126,6 +147,20 @@ class MemoryManager:
         )
         cache = VectorCache(self.config.vector_cache_mb * 2**20) if self.config.vector_cache_mb > 0 else None
         self._engine = MemoryEngine(store, self.embedder, clock=self._now, cache=cache)
+        self._tasks = TaskRunner(store.write, ttl_s=self.config.task_ttl_s)
+        orphans = await self._tasks.fail_orphans()
+        if orphans:
+            log.warning("%d task(s) left running by a stopped server process marked failed", orphans)
+        self._summaries = SummaryService(
+            fetch_episodes=self._summary_episodes,
+            store_summary=self._store_summary,
+            write=store.write,
+            llm=summary_llm(self.config),
+            settings=SummarySettings(
+                max_lightweight_per_session=self.config.max_lightweight_per_session,
+                auto_trigger_threshold=self.config.auto_trigger_threshold,
+            ),
+        )
         log.info("memory database %s (embedder %s)", self.config.db_path, self.embedder.name)
         return self
 
@@ -147,14 +182,23 @@ class MemoryManager:
     async def run_background(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Warm the embedder, then keep sweeping idle sessions and indexing pending vectors until cancelled."""
-        task_status.started()
-        await self._warm_up()
-        while not self._closed:
-            with contextlib.suppress(Exception):
-                await self.backfill()
-            await self.sweep()
-            await anyio.sleep(min(SWEEP_INTERVAL_S, BACKFILL_INTERVAL_S))
+        """Warm the embedder, then keep sweeping idle sessions, indexing pending vectors and expiring
+        finished tasks until cancelled. Background summaries run in this runner's task group, so they
+        outlive the request that started them and are cancelled (and recorded failed) with it."""
+        async with anyio.create_task_group() as jobs:
+            self._jobs = jobs
+            try:
+                task_status.started()
+                await self._warm_up()
+                while not self._closed:
+                    with contextlib.suppress(Exception):
+                        await self.backfill()
+                    with contextlib.suppress(Exception):
+                        await self.tasks.expire()
+                    await self.sweep()
+                    await anyio.sleep(min(SWEEP_INTERVAL_S, BACKFILL_INTERVAL_S))
+            finally:
+                self._jobs = None
 
     async def _warm_up(self) -> None:
         load = getattr(self.embedder, "load", None)
@@ -191,6 +235,20 @@ class MemoryManager:
         if self._engine is None:
             raise ManagerClosed("the memory manager has not been started; call start() first")
         return self._engine
+
+    @property
+    def tasks(self) -> TaskRunner:
+        """Background tasks, kept in the database."""
+        self.engine  # noqa: B018 - fails once shut down or before start
+        assert self._tasks is not None
+        return self._tasks
+
+    @property
+    def summaries(self) -> SummaryService:
+        """Session summaries; replace `summaries.llm` to use another model."""
+        self.engine  # noqa: B018
+        assert self._summaries is not None
+        return self._summaries
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(partial(fn, *args))
@@ -459,6 +517,8 @@ class MemoryManager:
             )
         added = [AddedMemory(id=r.id, sequence=r.sequence, duplicate=r.duplicate) for r in inserted]
         duplicates = sum(a.duplicate for a in added)
+        if duplicates < len(added):
+            self._schedule_auto_summary(group_id, session_id)
         return AddMemoryResult(
             group_id=group_id,
             session_id=session_id,
@@ -511,6 +571,110 @@ class MemoryManager:
         return RecallResult(
             group_id=group_id, query=query, hits=hits, recent=recent, vector_search=vector_ran
         )
+
+    # -- summaries ----------------------------------------------------------------------
+
+    async def summarize_session(
+        self,
+        group_id: str,
+        session_id: str,
+        *,
+        mode: SummaryMode = "full",
+        sync: bool = True,
+        generate_embedding: bool = True,
+        focus_topics: Sequence[str] | None = None,
+        summary: Any = None,
+        sampling: LLMClient | None = None,
+    ) -> SummarizeResponse:
+        """Summarise a session now (sync) or in a background task; see summaries.py for the sources.
+
+        `sampling` (the client's model) is only used with sync: once the request is over, nobody
+        is there to answer it.
+        """
+        await self.session_info(group_id, session_id)
+        try:
+            job = await self.summaries.prepare(
+                group_id, session_id, mode=mode, generate_embedding=generate_embedding,
+                focus_topics=focus_topics, summary=summary, sampling=sampling if sync else None,
+            )  # fmt: skip
+        except LLMNotConfigured as exc:
+            if sync or sampling is None:
+                raise
+            raise LLMNotConfigured(
+                f"{exc}. This client offers MCP sampling, which is used only with sync=true (the client's "
+                "model must answer within the request): call again with sync=true"
+            ) from None
+        if sync:
+            return SummarizeResponse.done(await job.run())
+        jobs = self._jobs
+        if jobs is None:
+            await job.cancel()
+            raise ConfigurationError(
+                "background tasks are not running in this server process; call summarize_session with sync=true"
+            )
+        try:
+            info = await self.tasks.submit(jobs, "summary", group_id, session_id, job.run)
+        except BaseException:
+            await job.cancel()
+            raise
+        return SummarizeResponse(
+            status="processing", mode=job.mode, truncated=job.truncated, task_id=info.task_id
+        )
+
+    async def get_task(self, task_id: str) -> TaskInfo:
+        """A background task as any server process on this database sees it."""
+        if not task_id.strip():
+            raise ValidationFailed("task_id is empty; pass the task_id summarize_session returned")
+        return await self.tasks.get(task_id.strip())
+
+    async def _summary_episodes(self, group_id: str, session_id: str) -> list[Episode]:
+        rows = await self._run(
+            self.engine.store.session_episodes, group_id, session_id, (SUMMARY_MEMORY_TYPE,)
+        )
+        return [episode_from_row(r) for r in rows]
+
+    async def _store_summary(
+        self, group_id: str, session_id: str, text: str, metadata: dict[str, Any], generate_embedding: bool
+    ) -> int:
+        """Store a summary as a memory of type summary, produced by the group's first agent (else user)."""
+        group = await self.get_group(group_id)
+        producer = (group.agent_ids or group.user_ids)[0]
+        item = MemoryInput(
+            content=text, producer=producer, role="system", memory_type=SUMMARY_MEMORY_TYPE, metadata=metadata
+        )
+        limit = max(self.config.max_content_chars, SUMMARY_MAX_CHARS)
+        episode = _prepare(None, item, [producer], limit, self._now())
+        async with self.opened(group_id, session_id) as session:
+            index = generate_embedding and session.configuration.long_term.enabled
+            inserted, _ = await self._run(
+                partial(self.engine.add, group_id, session_id, [episode], index_vectors=index)
+            )
+        return inserted[0].id
+
+    def _schedule_auto_summary(self, group_id: str, session_id: str) -> None:
+        """After new turns, check the automatic trigger in the background (configured LLM only)."""
+        summaries = self._summaries
+        if summaries is None or summaries.settings.auto_trigger_threshold <= 0:
+            return
+        if summaries.llm is None:
+            log.debug("no LLM configured: automatic summaries are off")
+            return
+        if self._jobs is None:
+            log.debug("background tasks are not running: automatic summaries are off")
+            return
+        self._jobs.start_soon(self._auto_summarize, group_id, session_id)
+
+    async def _auto_summarize(self, group_id: str, session_id: str) -> None:
+        try:
+            turns = await self._run(self.engine.store.count_episodes, group_id, session_id, NOT_TURNS)
+            result = await self.summaries.maybe_auto_summarize(group_id, session_id, turns)
+        except Exception as exc:  # noqa: BLE001 - a background check must never bring the server down
+            log.warning(
+                "automatic summary check of session %r in group %r failed: %s", session_id, group_id, exc
+            )
+            return
+        if result is not None:
+            log.info("automatic summary %d of session %r in group %r", result.memory_id, session_id, group_id)
 
     async def recent(self, group_id: str, session_id: str) -> list[Episode]:
         """The session's short-term window (empty when short-term memory is off for it)."""
@@ -644,6 +808,13 @@ class MemoryManager:
         )
 
 
+def summary_llm(config: Config) -> OpenAIChatLLM | None:
+    """The configured OpenAI-compatible endpoint for summaries, or None when neither a key nor a URL is set."""
+    if not (config.llm_api_key or config.llm_base_url):
+        return None
+    return OpenAIChatLLM(config.llm_base_url, config.llm_api_key, config.llm_model or DEFAULT_LLM_MODEL)
+
+
 def _session_not_found(group_id: str, session_id: str) -> SessionNotFound:
     return SessionNotFound(
         f"session {session_id!r} does not exist in group {group_id!r}; call open_session to create it, "
@@ -702,6 +873,7 @@ def _filters(
         raise ValidationFailed(f"min_importance {min_importance} is outside [0, 1]")
     return Filters(
         session_id=session_id,
+        group_wide_types=(SUMMARY_MEMORY_TYPE,),
         since=start,
         until=end,
         producer=producer,

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from mcp_memory import fts
+from mcp_memory.summaries import m006_summary_counts
+from mcp_memory.tasks import m005_tasks
 
 M001_INITIAL = """
 CREATE TABLE meta (
@@ -168,7 +170,14 @@ columns. Each is also stored as an episode (memory_id) so recall finds it; delet
 
 m004_facts = _script(M004_FACTS)
 
-MIGRATIONS: list[Callable[[Any], None]] = [m001_initial, m002_vector_revision, m003_context_fts, m004_facts]
+MIGRATIONS: list[Callable[[Any], None]] = [
+    m001_initial,
+    m002_vector_revision,
+    m003_context_fts,
+    m004_facts,
+    m005_tasks,
+    m006_summary_counts,
+]
 
 
 def vector_table_sql(dimension: int) -> list[str]:

@@ -5,21 +5,24 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer, ResourceSecurity
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
-from mcp_types import ToolAnnotations
+from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp_types import SamplingMessage, TextContent, ToolAnnotations
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field, JsonValue, TypeAdapter, WithJsonSchema
 
 from mcp_memory import __version__
 from mcp_memory.config import Config
 from mcp_memory.errors import MemoryServerError
+from mcp_memory.llm import SamplingLLM
 from mcp_memory.manager import MAX_RECALL_LIMIT, MemoryManager
 from mcp_memory.models import (
     AddMemoryResult,
@@ -40,6 +43,8 @@ from mcp_memory.models import (
     Stats,
     TimestampInput,
 )
+from mcp_memory.summaries import SummarizeResponse
+from mcp_memory.tasks import TaskInfo
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +61,11 @@ mcp-memory gives you a long memory that lasts across conversations.
   several turns in one call. Retrying a call never stores a turn twice.
 - Before you answer anything about the past (earlier conversations, preferences, names, dates, decisions),
   call recall with a short query. Leave session_id out to search every session of the group; pass it to
-  search only the current session and also get its most recent turns.
+  search only the current session (and the group's summaries) and also get its most recent turns.
 - When you learn a stable fact about the user or the project (where they live, a preference, a decision),
   store it with add_fact as subject, predicate and object; pass replace=true when it changes an older one.
+- When a conversation ends (or reaches a milestone), call summarize_session: recall then finds the summary
+  from every session of the group.
 - close_session when the conversation ends. Memories stay stored; nothing is lost by closing.
 """
 
@@ -116,6 +123,41 @@ def _owner(ctx: Context) -> Hashable:
     return connection.state[OWNER_KEY]
 
 
+def _sampling(ctx: Context) -> SamplingLLM | None:
+    """The client's model through MCP sampling, when it declared the capability on a handshake connection.
+
+    The 2026-07-28 protocol has no back-channel for server-initiated requests, so sampling is
+    never offered there.
+    """
+    session = ctx.session
+    capabilities = session.client_capabilities
+    if capabilities is None or capabilities.sampling is None:
+        return None
+    if session.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        return None
+    related = ctx.request_context.request_id
+
+    async def send(messages: list[dict[str, str]], system_prompt: str, max_tokens: int) -> str:
+        sampling_messages = [
+            SamplingMessage(role=m["role"], content=TextContent(type="text", text=m["content"]))  # type: ignore[arg-type]
+            for m in messages
+        ]
+        with warnings.catch_warnings():  # the call warns synchronously; the request itself is awaited below
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            request = session.create_message(
+                sampling_messages,
+                max_tokens=max_tokens,
+                system_prompt=system_prompt,
+                related_request_id=related,
+            )
+        result = await request
+        content = result.content
+        parts = content if isinstance(content, list) else [content]
+        return "".join(part.text for part in parts if isinstance(part, TextContent))
+
+    return SamplingLLM(send)
+
+
 def build_server(config: Config | None = None, *, manager: MemoryManager | None = None) -> MCPServer:
     """The MCP server; it owns a manager made in its lifespan unless one is passed in (and then shares it)."""
     config = config or Config.from_env()
@@ -129,6 +171,7 @@ def build_server(config: Config | None = None, *, manager: MemoryManager | None 
         log_level=config.log_level.upper(),  # type: ignore[arg-type]
     )
     _register_tools(server)
+    _register_summary_tools(server)
     _register_resources(server, states)
     _register_fact_resources(server, states)
     _clean_descriptions(server)
@@ -159,15 +202,20 @@ def _lifespan(
             return
         manager = MemoryManager(config)
         await manager.start()
-        async with anyio.create_task_group() as tasks:
-            await tasks.start(manager.run_background)
-            state = AppState(manager, object())
-            with _running(states, state):
-                try:
-                    yield state
-                finally:
-                    tasks.cancel_scope.cancel()
-                    await manager.shutdown()
+        try:
+            async with anyio.create_task_group() as tasks:
+                await tasks.start(manager.run_background)
+                state = AppState(manager, object())
+                with _running(states, state):
+                    try:
+                        yield state
+                    finally:
+                        # stops the background loop and its tasks (unfinished ones are recorded failed)
+                        tasks.cancel_scope.cancel()
+        finally:
+            # outside the cancelled scope: a shutdown inside it would be cancelled at its first await
+            with anyio.CancelScope(shield=True):
+                await manager.shutdown()
 
     return lifespan
 
@@ -280,7 +328,11 @@ def _register_tools(server: MCPServer) -> None:  # noqa: C901 - one closure per 
         query: Annotated[str, Field(description="What to look for, in plain words.")],
         ctx: Context,
         session_id: Annotated[
-            str | None, Field(description="Search only this session, and also return its most recent turns.")
+            str | None,
+            Field(
+                description="Search only this session (and the group's summaries), and also return its most "
+                "recent turns."
+            ),
         ] = None,
         limit: Annotated[int, Field(ge=1, le=MAX_RECALL_LIMIT)] = 10,
         since: Annotated[
@@ -357,6 +409,57 @@ def _register_tools(server: MCPServer) -> None:  # noqa: C901 - one closure per 
             group_id, subject, predicate, object, text=text, session_id=session_id, source=source,
             confidence=confidence, valid_from=valid_from, replace=replace,
         )  # fmt: skip
+
+
+def _register_summary_tools(server: MCPServer) -> None:
+    @server.tool(annotations=WRITES)
+    @_tool_errors
+    async def summarize_session(
+        group_id: GroupId,
+        session_id: SessionId,
+        ctx: Context,
+        mode: Annotated[
+            Literal["full", "lightweight"],
+            Field(
+                description="full: topic, action and outcome; lightweight: 3 to 5 short points (3 per session)."
+            ),
+        ] = "full",
+        sync: Annotated[
+            bool,
+            Field(description="true: wait for the summary; false: return a task_id to poll with get_task."),
+        ] = True,
+        generate_embedding: Annotated[
+            bool, Field(description="false: store without a vector (found by keywords only).")
+        ] = True,
+        focus_topics: Annotated[
+            list[str] | None, Field(description="Topics the summary should pay most attention to.")
+        ] = None,
+        summary: Annotated[
+            dict[str, Any] | list[str] | str | None,
+            Field(
+                description='A summary you wrote; used first, as given (no LLM call). full: {"topic": ..., '
+                '"action": ..., "outcome": ...}; lightweight: a list of 3 to 5 points of about 10 words.'
+            ),
+        ] = None,
+    ) -> SummarizeResponse:
+        """Condense a session into a stored summary that recall finds from every session of the group; call it
+        when a conversation ends or reaches a milestone. A `summary` you pass is stored as given; otherwise the
+        server's LLM writes it, or your own model through MCP sampling (sync=true only)."""
+        state = _state(ctx)
+        return await state.manager.summarize_session(
+            group_id, session_id, mode=mode, sync=sync, generate_embedding=generate_embedding,
+            focus_topics=focus_topics, summary=summary, sampling=_sampling(ctx),
+        )  # fmt: skip
+
+    @server.tool(annotations=READ_ONLY)
+    @_tool_errors
+    async def get_task(
+        task_id: Annotated[str, Field(description="The task_id summarize_session returned with sync=false.")],
+        ctx: Context,
+    ) -> TaskInfo:
+        """Check a summary started with sync=false: processing, completed (with its result) or failed (with the
+        error). Poll it until it is no longer processing."""
+        return await _state(ctx).manager.get_task(task_id)
 
 
 def _register_resources(server: MCPServer, states: list[AppState]) -> None:

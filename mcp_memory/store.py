@@ -60,6 +60,9 @@ class Filters:
     """Conditions every recalled episode must meet; applied inside each search."""
 
     session_id: str | None = None
+    # With session_id: memories of these types from every session of the group match too
+    # (a session's recall also finds the group's summaries).
+    group_wide_types: tuple[str, ...] = ()
     since: float | None = None
     until: float | None = None
     producer: str | None = None
@@ -549,6 +552,25 @@ class Store:
         )
         return rows[::-1]
 
+    def session_episodes(
+        self, group_id: str, session_id: str, exclude_types: Sequence[str] = ()
+    ) -> list[Any]:
+        """Every episode of the session, oldest first, leaving out those of `exclude_types`."""
+        return self.read(
+            f"SELECT {EPISODE_COLUMNS} FROM episodes WHERE group_id = ? AND session_id = ? "
+            "AND memory_type NOT IN (SELECT value FROM json_each(?)) ORDER BY sequence",
+            (group_id, session_id, json.dumps(list(exclude_types))),
+        )
+
+    def count_episodes(self, group_id: str, session_id: str, exclude_types: Sequence[str] = ()) -> int:
+        """How many episodes the session has, leaving out those of `exclude_types`."""
+        rows = self.read(
+            "SELECT count(*) FROM episodes WHERE group_id = ? AND session_id = ? "
+            "AND memory_type NOT IN (SELECT value FROM json_each(?))",
+            (group_id, session_id, json.dumps(list(exclude_types))),
+        )
+        return int(rows[0][0])
+
     def fetch_episodes(self, ids: Sequence[int]) -> dict[int, Any]:
         rows = self.read(
             f"SELECT {EPISODE_COLUMNS} FROM episodes WHERE id IN (SELECT value FROM json_each(?))",
@@ -570,7 +592,27 @@ class Store:
     def vector_search(
         self, group_id: str, query: np.ndarray, filters: Filters, k: int
     ) -> list[tuple[int, float]]:
-        """The group's k nearest episodes by cosine distance; every filter is a KNN constraint."""
+        """The group's k nearest episodes by cosine distance; every filter is a KNN constraint.
+
+        A session scope that also admits group-wide types is two exact KNN searches (the session;
+        those types anywhere in the group) merged by distance: vec0 applies an OR of metadata
+        constraints only after its top k, which could silently return nothing.
+        """
+        if filters.session_id is None or not filters.group_wide_types:
+            return self._knn(group_id, query, replace(filters, group_wide_types=()), k)
+        branches = [replace(filters, group_wide_types=())]
+        wanted = filters.group_wide_types
+        if filters.memory_types:
+            wanted = tuple(t for t in wanted if t in filters.memory_types)
+        if wanted:
+            branches.append(replace(filters, session_id=None, memory_types=wanted, group_wide_types=()))
+        nearest: dict[int, float] = {}
+        for branch in branches:
+            for episode_id, distance in self._knn(group_id, query, branch, k):
+                nearest[episode_id] = min(distance, nearest.get(episode_id, distance))
+        return sorted(nearest.items(), key=lambda item: item[1])[:k]
+
+    def _knn(self, group_id: str, query: np.ndarray, filters: Filters, k: int) -> list[tuple[int, float]]:
         where, params = _vector_filter_sql(filters)
         rows = self.read(
             "SELECT rowid, distance FROM episode_vectors WHERE embedding MATCH ? AND k = ? "
@@ -811,7 +853,13 @@ def _filter_sql(filters: Filters, alias: str) -> tuple[str, list[Any]]:
         clauses.append(sql.replace("e.", f"{alias}."))
         params.extend(values)
 
-    if filters.session_id is not None:
+    if filters.session_id is not None and filters.group_wide_types:
+        add(
+            "(e.session_id = ? OR e.memory_type IN (SELECT value FROM json_each(?)))",
+            filters.session_id,
+            json.dumps(list(filters.group_wide_types)),
+        )
+    elif filters.session_id is not None:
         add("e.session_id = ?", filters.session_id)
     if filters.since is not None:
         add("e.ts_epoch >= ?", filters.since)

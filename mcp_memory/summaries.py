@@ -133,6 +133,35 @@ class SummaryResult(BaseModel):
     auto_triggered: bool = False
 
 
+class SummarizeResponse(BaseModel):
+    """What summarize_session returns: the stored summary (sync), or the task that is making it."""
+
+    status: Literal["completed", "processing"] = Field(
+        description="completed: the summary is stored (below); processing: poll get_task with task_id."
+    )
+    mode: SummaryMode
+    truncated: bool = Field(
+        description="True when the session was over the mode's input limits and only part of it was read."
+    )
+    task_id: str | None = Field(None, description="With sync=false: the task to poll with get_task.")
+    memory_id: int | None = Field(None, description="The stored summary memory (memory_type 'summary').")
+    content: str | None = None
+    metadata: dict[str, Any] | None = Field(
+        None, description="topic/action/outcome (full) or points (lightweight), source_episode_ids, source."
+    )
+
+    @classmethod
+    def done(cls, result: SummaryResult) -> SummarizeResponse:
+        return cls(
+            status="completed",
+            mode=result.mode,
+            truncated=result.truncated,
+            memory_id=result.memory_id,
+            content=result.content,
+            metadata=result.metadata,
+        )
+
+
 # -- choosing what to read ------------------------------------------------------------------------
 
 

@@ -291,6 +291,14 @@ class TaskRunner:
         """Fail every task whose owner stopped renewing its lease (call once at start)."""
         return await self._db(fail_orphans, reason=reason, ttl_s=self.ttl_s)
 
+    async def expire(self) -> int:
+        """Housekeeping (the manager's background loop): fail orphans, then delete tasks past their expiry."""
+        return await self._db(self._expire)
+
+    def _expire(self, conn: Any) -> int:
+        fail_orphans(conn, ttl_s=self.ttl_s)
+        return expire(conn, datetime.now(UTC))
+
     async def _run(self, task_id: str, work: Callable[[], Awaitable[BaseModel | dict[str, Any]]]) -> None:
         try:
             result = await self._with_heartbeat(task_id, work)

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -122,6 +123,12 @@ class GroupVectors:
             mask = condition if mask is None else mask & condition
 
         for name, value in where.items():
+            if name == "session_scope":  # (session_id, types): the session's rows or rows of those types
+                session_id, types = cast(tuple[str, tuple[str, ...]], value)
+                sessions, kinds = self._columns["session_id"], self._columns["memory_type"]
+                in_session = sessions.codes[:n] == sessions.lookup.get(session_id, -1)
+                both(in_session | np.isin(kinds.codes[:n], [kinds.lookup.get(t, -1) for t in types]))
+                continue
             if name in ("since", "until"):
                 ts = self._ts[:n]
                 both(ts >= value if name == "since" else ts <= value)  # type: ignore[operator]

@@ -22,6 +22,8 @@ TOOLS = {
     "delete_memory",
     "delete_session",
     "add_fact",
+    "summarize_session",
+    "get_task",
 }
 # Pinned: 0.15.0 is the last release that runs on Node 20 (0.16 and later need Node >= 22.7.5), and the
 # same version behaves the same on every machine.

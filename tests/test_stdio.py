@@ -35,6 +35,8 @@ TOOLS = {
     "delete_memory",
     "delete_session",
     "add_fact",
+    "summarize_session",
+    "get_task",
 }
 HANDSHAKE_DEADLINE_S = 10.0  # clients give up after 10 to 60 s; the handshake must never need a model
 CALL_DEADLINE_S = 120.0

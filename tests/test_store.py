@@ -230,3 +230,38 @@ def test_each_turn_is_indexed_with_its_neighbours_and_deleted_text_leaves_every_
     assert matching("after : foxtrot") == [ids[3], ids[4]]
     assert matching("before : delta") == [ids[4], later[0].id]
     store.close()
+
+
+def test_the_tasks_and_summary_counts_tables_exist_from_an_empty_database(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "m.db")
+    tables = {row[0] for row in store.read("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"tasks", "summary_counts"} <= tables
+    store.close()
+
+
+def test_a_version_four_database_with_data_upgrades_to_tasks_and_summary_counts(tmp_path: Path) -> None:
+    from mcp_memory import tasks
+    from mcp_memory.summaries import lightweight_used, reserve_lightweight
+
+    path = tmp_path / "v4.db"
+    store = open_store(path)
+    seed(store)
+    kept = insert(store, [episode("kept across the upgrade")], np.eye(4, dtype=np.float32)[:1])
+    store.close()
+    conn = sqlean.connect(str(path), isolation_level=None)  # back to version 4, as an older release left it
+    conn.execute("DROP TABLE tasks")
+    conn.execute("DROP TABLE summary_counts")
+    conn.execute("PRAGMA user_version = 4")
+    conn.close()
+
+    store = open_store(path)
+    assert store.schema_version == len(MIGRATIONS) == 6
+    assert [r["content"] for r in store.recent_episodes("g", "s", 10)] == ["kept across the upgrade"]
+    assert [i for i, _ in store.keyword_search("g", '"upgrade"', Filters(), 5)] == [kept[0].id]
+    info = store.write(lambda c: tasks.create(c, kind="summary", group_id="g", session_id="s", owner="me"))
+    assert store.write(lambda c: tasks.get(c, info.task_id)).status == "processing"
+    assert store.write(lambda c: reserve_lightweight(c, "g", "s", 3)) is True
+    assert store.write(lambda c: lightweight_used(c, "g", "s")) == 1
+    store.delete_session("g", "s")  # the session's counters go with it
+    assert store.read("SELECT count(*) FROM summary_counts")[0][0] == 0
+    store.close()

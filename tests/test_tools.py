@@ -37,6 +37,8 @@ TOOLS = {
     "delete_memory",
     "delete_session",
     "add_fact",
+    "summarize_session",
+    "get_task",
 }
 MOMENT = datetime(2025, 3, 1, 14, 30, tzinfo=UTC)
 MOMENT_EPOCH = int(MOMENT.timestamp())
