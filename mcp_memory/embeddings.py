@@ -21,6 +21,8 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
+from mcp_memory.api_errors import api_error_text
+
 logger = logging.getLogger("mcp_memory.embeddings")
 
 MINILM_NAME = "all-MiniLM-L6-v2"
@@ -534,7 +536,7 @@ class OpenAIEmbedder:
                 model=self.model, input=inputs, encoding_format="float"
             )
         except openai.APIStatusError as exc:
-            raise EmbeddingError(self._status_message(exc.status_code, _error_text(exc))) from exc
+            raise EmbeddingError(self._status_message(exc.status_code, api_error_text(exc))) from exc
         except openai.APITimeoutError as exc:
             raise EmbeddingError(
                 f"embedding request to {self.endpoint} (model {self.model!r}) timed out after {self.timeout_s}s; "
@@ -577,16 +579,6 @@ class OpenAIEmbedder:
             f"embedding request to {self.endpoint} (model {self.model!r}) failed with HTTP {status}: "
             f"{detail}; {hint}"
         )
-
-
-def _error_text(exc: Any) -> str:
-    """The server's error message from an ``openai.APIStatusError``, shortened."""
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        inner = body["error"] if isinstance(body.get("error"), dict) else body
-        if inner.get("message"):
-            return str(inner["message"])[:300]
-    return str(getattr(exc, "message", exc))[:300]
 
 
 # --------------------------------------------------------------------------------------------------

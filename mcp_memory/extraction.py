@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mcp_memory.api_errors import api_error_text
 from mcp_memory.config import Config
 from mcp_memory.errors import ExtractionFailed, ValidationFailed
 from mcp_memory.fact_table import fact_key
@@ -157,7 +158,7 @@ class OpenAICompletion:
             )
         except openai.APIStatusError as exc:
             raise ExtractionFailed(
-                f"the request to {self.endpoint} failed with HTTP {exc.status_code}: {_error_text(exc)}; "
+                f"the request to {self.endpoint} failed with HTTP {exc.status_code}: {api_error_text(exc)}; "
                 f"{_hint(exc.status_code)}; nothing was stored, or pass subject, predicate and object yourself"
             ) from exc
         except openai.OpenAIError as exc:  # connection errors and timeouts, after the retries
@@ -196,13 +197,3 @@ def _hint(status: int) -> str:
         404: "check LLM_BASE_URL (it usually ends in /v1) and LLM_MODEL",
         429: "the server is rate limiting; try again later",
     }.get(status, "check the server's logs" if status >= 500 else "check LLM_MODEL")
-
-
-def _error_text(exc: Any) -> str:
-    """The server's own error message, shortened."""
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        inner = body["error"] if isinstance(body.get("error"), dict) else body
-        if inner.get("message"):
-            return str(inner["message"])[:300]
-    return str(getattr(exc, "message", exc))[:300]

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import anyio
 
+from mcp_memory.api_errors import api_error_text
 from mcp_memory.errors import MemoryServerError
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class OpenAIChatLLM:
         """The error to report for a failed request, and whether another attempt may succeed."""
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
-            return self._status_error(status, _error_text(exc)), status in RETRYABLE_STATUSES
+            return self._status_error(status, api_error_text(exc)), status in RETRYABLE_STATUSES
         if isinstance(exc, openai.APITimeoutError):
             return LLMError(
                 f"the request to {self.name} timed out after {self.timeout_s:g} s ({attempts} attempt(s)); "
@@ -203,7 +204,7 @@ async def _create(openai: ModuleType, client: Any, request: dict[str, Any]) -> A
     try:
         return await client.chat.completions.create(**request)
     except openai.BadRequestError as exc:
-        if "max_tokens" not in request or "max_completion_tokens" not in _error_text(exc):
+        if "max_tokens" not in request or "max_completion_tokens" not in api_error_text(exc):
             raise
         request["max_completion_tokens"] = request.pop("max_tokens")
         return await client.chat.completions.create(**request)
@@ -212,13 +213,3 @@ async def _create(openai: ModuleType, client: Any, request: dict[str, Any]) -> A
 async def _openai_module() -> ModuleType:
     """`openai`, imported on a worker thread the first time: the import takes long enough to stall the loop."""
     return await anyio.to_thread.run_sync(importlib.import_module, "openai")
-
-
-def _error_text(exc: Any) -> str:
-    """The server's error message from an `openai.APIStatusError`, shortened."""
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        inner = body["error"] if isinstance(body.get("error"), dict) else body
-        if inner.get("message"):
-            return str(inner["message"])[:300]
-    return str(getattr(exc, "message", exc))[:300]
