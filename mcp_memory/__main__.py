@@ -34,8 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="for streamable-http")
     parser.add_argument("--port", type=int, default=8765, help="for streamable-http")
     parser.add_argument(
-        "command", nargs="?", choices=("serve", "stats", "reindex"), default="serve",
-        help="serve (default), stats (print statistics as JSON), reindex (re-embed every memory)",
+        "command", nargs="?", choices=("serve", "stats", "reindex", "maintain"), default="serve",
+        help="serve (default), stats (print statistics as JSON), reindex (re-embed every memory), "
+        "maintain (run the maintenance pass now and print its report)",
     )  # fmt: skip
     return parser
 
@@ -74,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(json.dumps(asyncio.run(_stats(config)), indent=2, default=str))
         elif args.command == "reindex":
             print(json.dumps(asyncio.run(_reindex(config)), indent=2))
+        elif args.command == "maintain":
+            print(json.dumps(asyncio.run(_maintain(config)), indent=2))
         else:
             _serve(config, args)
     except BaseException as exc:  # noqa: BLE001 - the one place that turns our errors into an exit
@@ -111,6 +114,13 @@ async def _stats(config: Config) -> dict[str, object]:
 
     async with MemoryManager(config) as manager:
         return (await manager.stats()).model_dump(mode="json")
+
+
+async def _maintain(config: Config) -> dict[str, object]:
+    from mcp_memory.manager import MemoryManager
+
+    async with MemoryManager(config) as manager:
+        return (await manager.maintain(trigger="on_demand")).model_dump(mode="json")
 
 
 async def _reindex(config: Config) -> dict[str, object]:

@@ -24,6 +24,8 @@ VECTOR_CACHE_MB = 1024
 MAX_LIGHTWEIGHT_PER_SESSION = 3
 AUTO_TRIGGER_THRESHOLD = 20
 TASK_TTL_S = 7 * 24 * 3600.0
+IMPORTANCE_DECAY_PER_DAY = 0.99
+MAINTENANCE_INTERVAL_S = 3600.0
 EMBEDDER_KINDS = ("local", "openai", "hashing")
 
 
@@ -110,6 +112,8 @@ class Config:
     max_lightweight_per_session: int = MAX_LIGHTWEIGHT_PER_SESSION
     auto_trigger_threshold: int = AUTO_TRIGGER_THRESHOLD
     task_ttl_s: float = TASK_TTL_S
+    importance_decay_per_day: float = IMPORTANCE_DECAY_PER_DAY
+    maintenance_interval_s: float = MAINTENANCE_INTERVAL_S
     base_configuration: Mapping[str, Any] = field(default_factory=dict)
     log_level: str = "INFO"
 
@@ -129,6 +133,14 @@ class Config:
             )
         if self.task_ttl_s <= 0:
             raise ConfigurationError("MCP_MEMORY_TASK_TTL_S must be more than 0 seconds")
+        if not 0 < self.importance_decay_per_day <= 1:
+            raise ConfigurationError(
+                "MCP_MEMORY_IMPORTANCE_DECAY_PER_DAY must be more than 0 and at most 1 (1 turns decay off)"
+            )
+        if not self.maintenance_interval_s >= 0:
+            raise ConfigurationError(
+                "MCP_MEMORY_MAINTENANCE_INTERVAL_S must be 0 or more seconds (0 turns scheduled maintenance off)"
+            )
         effective_session_config(self.base_configuration)
 
     @classmethod
@@ -166,6 +178,8 @@ _ENV_VARS: dict[str, tuple[str, type]] = {
     "max_lightweight_per_session": ("MEMORIA_MAX_LIGHTWEIGHT_PER_SESSION", int),
     "auto_trigger_threshold": ("MEMORIA_AUTO_TRIGGER_THRESHOLD", int),
     "task_ttl_s": ("MCP_MEMORY_TASK_TTL_S", float),
+    "importance_decay_per_day": ("MCP_MEMORY_IMPORTANCE_DECAY_PER_DAY", float),
+    "maintenance_interval_s": ("MCP_MEMORY_MAINTENANCE_INTERVAL_S", float),
     "log_level": ("MCP_MEMORY_LOG_LEVEL", str),
 }
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from mcp_memory.embeddings import Embedder
-from mcp_memory.episodes import embedding_text, episode_from_row, iso
+from mcp_memory.episodes import DEFAULT_IMPORTANCE, embedding_text, episode_from_row, iso
 from mcp_memory.fact_table import NewFact, StoredFacts
 from mcp_memory.models import Episode, RecallHit
 from mcp_memory.store import Filters, Inserted, NewEpisode, Store
@@ -36,6 +36,11 @@ BACKFILL_BATCH = 64
 # A fact replaced by a newer one keeps this share of its score: "where does Ana live" ranks the
 # current answer above the old one, and the old one is still found when asked about.
 CLOSED_FACT_WEIGHT = 0.5
+# A memory's effective importance (maintenance.py) scales its score by 1 + IMPORTANCE_WEIGHT * (importance
+# - 0.5): from 0.85 to 1.15, exactly 1 at the default 0.5, so memories stored with the default importance
+# rank by relevance alone (LoCoMo, where every turn has it, is unchanged); between otherwise equal ones, the
+# more important (or more often recalled) ranks first.
+IMPORTANCE_WEIGHT = 0.3
 STOPWORDS = frozenset(
     """
     a about above after again against all am an and any are as at be because been before being
@@ -211,6 +216,10 @@ class MemoryEngine:
         scores = fuse([(weights.keyword_weight, keyword), (weights.vector_weight, vector)])
         for closed in self.store.closed_fact_episodes(list(scores)):
             scores[closed] *= CLOSED_FACT_WEIGHT
+        for episode_id, importance in self.store.effective_importance(
+            list(scores), DEFAULT_IMPORTANCE
+        ).items():
+            scores[episode_id] *= importance_factor(importance)
         ranked = [i for i in sorted(scores, key=lambda i: -scores[i]) if i not in query.exclude_ids]
         chosen = ranked[: query.limit]
         rows = self.store.fetch_episodes(chosen)
@@ -267,6 +276,11 @@ class MemoryEngine:
     def recent(self, group_id: str, session_id: str, limit: int) -> list[Episode]:
         """The session's newest `limit` episodes, oldest first."""
         return [episode_from_row(r) for r in self.store.recent_episodes(group_id, session_id, limit)]
+
+
+def importance_factor(importance: float) -> float:
+    """What an effective importance multiplies a fused score by (1 at the default importance)."""
+    return 1.0 + IMPORTANCE_WEIGHT * (importance - DEFAULT_IMPORTANCE)
 
 
 def _cache_conditions(filters: Filters) -> dict[str, object]:

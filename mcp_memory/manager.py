@@ -12,13 +12,14 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
+from pydantic import ValidationError
 
 from mcp_memory.config import Config, effective_session_config
 from mcp_memory.embeddings import Embedder, EmbeddingError, make_embedder
@@ -63,6 +64,8 @@ from mcp_memory.models import (
     FactResult,
     GroupDetail,
     GroupInfo,
+    MaintenanceReport,
+    MaintenanceTrigger,
     MemoryInput,
     RecallResult,
     SessionDetail,
@@ -87,8 +90,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 LOCAL_OWNER = "local"
-SWEEP_INTERVAL_S = 30.0
-BACKFILL_INTERVAL_S = 30.0
+TICK_S = 30.0  # how often the background loop sweeps sessions, indexes pending vectors and expires tasks
+RECENT_TIER_S = 24 * 3600.0  # memory://stats counts episodes stored this recently as the "recent" tier
+LAST_MAINTENANCE_KEY = "last_maintenance"  # in the meta table: every process on the file sees the last pass
 MAX_RECALL_LIMIT = 100
 LIST_LIMIT = 200
 WINDOW_MARGIN = 8
@@ -128,6 +132,8 @@ class MemoryManager:
         self._tasks: TaskRunner | None = None
         self._summaries: SummaryService | None = None
         self._jobs: anyio.abc.TaskGroup | None = None  # run_background's, for work that outlives a request
+        self._maintenance_lock = anyio.Lock()
+        self._maintained_at: float | None = None  # self._clock() at this process's last maintenance pass
         # add_fact(text=...) asks this model; replace it to use another client or MCP sampling
         self.fact_completion: Complete | None = completion_from_config(config)
 
@@ -182,23 +188,45 @@ class MemoryManager:
     async def run_background(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Warm the embedder, then keep sweeping idle sessions, indexing pending vectors and expiring
-        finished tasks until cancelled. Background summaries run in this runner's task group, so they
-        outlive the request that started them and are cancelled (and recorded failed) with it."""
+        """Warm the embedder, then run `background_step` every TICK_S seconds until cancelled. Background
+        summaries run in this runner's task group, so they outlive the request that started them and are
+        cancelled (and recorded failed) with it."""
         async with anyio.create_task_group() as jobs:
             self._jobs = jobs
             try:
                 task_status.started()
                 await self._warm_up()
                 while not self._closed:
-                    with contextlib.suppress(Exception):
-                        await self.backfill()
-                    with contextlib.suppress(Exception):
-                        await self.tasks.expire()
-                    await self.sweep()
-                    await anyio.sleep(min(SWEEP_INTERVAL_S, BACKFILL_INTERVAL_S))
+                    await self.background_step()
+                    await anyio.sleep(TICK_S)
             finally:
                 self._jobs = None
+
+    async def background_step(self) -> MaintenanceReport | None:
+        """One tick of the background loop: the maintenance pass when it is due (returned), else sweeping
+        idle sessions, indexing pending vectors and expiring finished tasks."""
+        if await self._maintenance_due():
+            return await self.maintain(trigger="schedule")
+        with contextlib.suppress(Exception):
+            await self.backfill()
+        with contextlib.suppress(Exception):
+            await self.tasks.expire()
+        await self.sweep()
+        return None
+
+    async def _maintenance_due(self) -> bool:
+        """Every maintenance_interval_s by the manager's clock; at the first tick, unless any process on
+        this database ran a pass less than an interval ago (a short-lived stdio server still gets one)."""
+        interval = self.config.maintenance_interval_s
+        if interval <= 0:
+            return False
+        if self._maintained_at is None:
+            last = await self.last_maintenance()
+            elapsed = None if last is None else (self._now() - last.started_at).total_seconds()
+            if elapsed is None or not 0 <= elapsed < interval:
+                return True
+            self._maintained_at = self._clock() - elapsed
+        return self._clock() - self._maintained_at >= interval
 
     async def _warm_up(self) -> None:
         load = getattr(self.embedder, "load", None)
@@ -793,9 +821,61 @@ class MemoryManager:
             "indexed": indexed,
         }
 
+    async def maintain(self, *, trigger: MaintenanceTrigger = "on_demand") -> MaintenanceReport:
+        """The maintenance pass: recompute effective importance (decay, in short transactions), fail orphaned
+        tasks and delete expired ones, index pending vectors, evict idle sessions. Each step runs even if
+        another fails; nothing is deleted by decay; running it twice in a row changes nothing the second time.
+        The report is kept in the database for memory://stats."""
+        store = self.engine.store
+        async with self._maintenance_lock:
+            started, timer, errors = self._now(), time.perf_counter(), []
+
+            async def step(name: str, work: Callable[[], Awaitable[int]]) -> int:
+                try:
+                    return await work()
+                except Exception as exc:  # noqa: BLE001 - one failing step must not stop the others
+                    log.warning("maintenance: %s failed: %s", name, exc)
+                    errors.append(f"{name}: {exc}")
+                    return 0
+
+            async def evict() -> int:
+                return len(await self.sweep())
+
+            decay = self.config.importance_decay_per_day
+            report = MaintenanceReport(
+                started_at=started,
+                trigger=trigger,
+                duration_ms=0.0,
+                importance_decay_per_day=decay,
+                importance_updated=await step(
+                    "importance decay", partial(self._run, store.decay_importance, started, decay)
+                ),
+                orphaned_tasks_failed=await step("orphaned tasks", self.tasks.fail_orphans),
+                tasks_expired=await step("expired tasks", self.tasks.expire),
+                vectors_backfilled=await step("vector backfill", self.backfill),
+                sessions_evicted=await step("session eviction", evict),
+                errors=errors,
+            )
+            report.duration_ms = round((time.perf_counter() - timer) * 1000, 1)
+            self._maintained_at = self._clock()
+            await self._run(store.set_meta, LAST_MAINTENANCE_KEY, report.model_dump_json())
+        log.info("maintenance (%s): %s", trigger, report.model_dump_json(exclude={"started_at", "trigger"}))
+        return report
+
+    async def last_maintenance(self) -> MaintenanceReport | None:
+        """The newest maintenance pass by any process on this database, if any."""
+        raw = await self._run(self.engine.store.get_meta, LAST_MAINTENANCE_KEY)
+        if raw is None:
+            return None
+        try:
+            return MaintenanceReport.model_validate_json(raw)
+        except ValidationError:  # written by another version: the next pass replaces it
+            return None
+
     async def stats(self) -> Stats:
         store = self.engine.store
-        counts = await self._run(store.stats)
+        recent_since = iso(self._now() - timedelta(seconds=RECENT_TIER_S))
+        counts = await self._run(store.stats, recent_since)
         return Stats(
             database_path=str(store.path),
             schema_version=await self._run(lambda: store.schema_version),
@@ -804,6 +884,7 @@ class MemoryManager:
             embedder_warning=self.embedder_warning,
             live_sessions=len(self._live),
             open_references=sum(s.reference_count for s in self._live.values()),
+            last_maintenance=await self.last_maintenance(),
             **counts,
         )
 

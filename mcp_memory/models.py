@@ -9,6 +9,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 Role = Literal["user", "assistant", "system", "tool"]
 OpenMode = Literal["create", "open", "open_or_create"]
+MaintenanceTrigger = Literal["schedule", "on_demand"]
 Identifier = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
 
 
@@ -211,8 +212,40 @@ class GroupDetail(BaseModel):
     sessions: list[SessionInfo]
 
 
+class MaintenanceReport(BaseModel):
+    """What one maintenance pass did."""
+
+    started_at: datetime
+    trigger: MaintenanceTrigger
+    duration_ms: float
+    importance_decay_per_day: float = Field(description="The decay factor applied (1: no decay).")
+    importance_updated: int = Field(
+        description="Memories whose effective importance changed; none is deleted."
+    )
+    tasks_expired: int = Field(description="Finished background tasks past their time to live, deleted.")
+    orphaned_tasks_failed: int = Field(description="Tasks whose server stopped, marked failed.")
+    vectors_backfilled: int = Field(description="Memories whose embedding had failed, now vector-indexed.")
+    sessions_evicted: int = Field(description="Idle cached sessions dropped (their memories stay).")
+    errors: list[str] = Field(default_factory=list, description="Steps that failed; the others still ran.")
+
+
+class ImportanceStats(BaseModel):
+    """How important the stored memories are, as given and as recall sees them after decay."""
+
+    mean: float
+    mean_effective: float
+    effective_below_0_1: int = Field(description="Memories whose effective importance fell below 0.1.")
+
+
+class RetrievalStats(BaseModel):
+    """How often recall has returned memories."""
+
+    total: int = Field(description="Retrievals counted over every memory.")
+    episodes_retrieved: int = Field(description="Memories returned by recall at least once.")
+
+
 class Stats(BaseModel):
-    """Counts, sizes and the embedder in use."""
+    """Counts, sizes, importance, the embedder in use and the last maintenance pass."""
 
     database_path: str
     database_bytes: int
@@ -226,3 +259,14 @@ class Stats(BaseModel):
     pending_vectors: int
     live_sessions: int
     open_references: int
+    episodes_total: int = 0
+    episodes_by_tier: dict[str, int] = Field(
+        default_factory=dict,
+        description="recent: stored in the last 24 hours; older ones are long_term (vector-indexed), "
+        "pending_vectors (embedding failed, indexed later) or not_vector_indexed (found by keyword only).",
+    )
+    importance: ImportanceStats | None = None
+    retrievals: RetrievalStats | None = None
+    last_maintenance: MaintenanceReport | None = Field(
+        None, description="The newest maintenance pass by any server process on this database."
+    )

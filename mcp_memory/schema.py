@@ -170,6 +170,18 @@ columns. Each is also stored as an episode (memory_id) so recall finds it; delet
 
 m004_facts = _script(M004_FACTS)
 
+
+M007_EFFECTIVE_IMPORTANCE = """
+ALTER TABLE episodes ADD COLUMN effective_importance REAL NOT NULL DEFAULT 0.5
+    CHECK (effective_importance BETWEEN 0 AND 1);
+
+UPDATE episodes SET effective_importance = importance;
+"""
+"""`importance` stays what the caller gave; `effective_importance` is what the maintenance pass derives from
+it (decay with age, a small boost per retrieval; see maintenance.py). Recall ranks and filters by it."""
+
+m007_effective_importance = _script(M007_EFFECTIVE_IMPORTANCE)
+
 MIGRATIONS: list[Callable[[Any], None]] = [
     m001_initial,
     m002_vector_revision,
@@ -177,6 +189,7 @@ MIGRATIONS: list[Callable[[Any], None]] = [
     m004_facts,
     m005_tasks,
     m006_summary_counts,
+    m007_effective_importance,
 ]
 
 

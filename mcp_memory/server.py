@@ -34,6 +34,7 @@ from mcp_memory.models import (
     GroupDetail,
     GroupInfo,
     Identifier,
+    MaintenanceReport,
     MemoryInput,
     OpenMode,
     RecallResult,
@@ -461,6 +462,14 @@ def _register_summary_tools(server: MCPServer) -> None:
         error). Poll it until it is no longer processing."""
         return await _state(ctx).manager.get_task(task_id)
 
+    @server.tool(annotations=IDEMPOTENT_WRITE)
+    @_tool_errors
+    async def run_maintenance(ctx: Context) -> MaintenanceReport:
+        """Run the maintenance pass now (it also runs every hour by itself): decay memories' importance with
+        age, expire old background tasks, index memories waiting for a vector, drop idle cached sessions.
+        Deletes no memory; returns what it did. Rarely needed in a conversation."""
+        return await _state(ctx).manager.maintain(trigger="on_demand")
+
 
 def _register_resources(server: MCPServer, states: list[AppState]) -> None:
     @server.resource("memory://groups", mime_type="application/json")
@@ -484,7 +493,8 @@ def _register_resources(server: MCPServer, states: list[AppState]) -> None:
     @server.resource("memory://stats", mime_type="application/json")
     @_resource_errors
     async def stats() -> Stats:
-        """Counts by group, session and type; database size; the embedder in use."""
+        """Counts by type, tier and session; importance and retrievals; the last maintenance pass; database
+        size; the embedder in use."""
         return await _manager(states).stats()
 
 

@@ -15,13 +15,15 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from mcp_memory import fact_table, fts
+from mcp_memory import fact_table, fts, maintenance
 from mcp_memory.errors import EmbedderMismatch, ExtensionLoadError, StoreError
 from mcp_memory.schema import MIGRATIONS, vector_table_sql
 from mcp_memory.vector_cache import VectorRows
@@ -36,6 +38,7 @@ EPISODE_COLUMNS = (
     "last_accessed_at, indexed"
 )
 INDEXED, PENDING, NOT_INDEXED = 1, 0, -1
+TIERS = ("recent", "long_term", "pending_vectors", "not_vector_indexed")
 
 
 @dataclass(frozen=True)
@@ -490,12 +493,12 @@ class Store:
         state = NOT_INDEXED if not index_vectors else (PENDING if vector is None else INDEXED)
         cur = conn.execute(
             "INSERT INTO episodes(group_id, session_id, sequence, producer_id, producer_role, produced_for_id, "
-            "content, memory_type, importance, metadata, timestamp, ts_epoch, created_at, content_hash, "
-            "dedup_key, indexed) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "content, memory_type, importance, effective_importance, metadata, timestamp, ts_epoch, created_at, "
+            "content_hash, dedup_key, indexed) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 group_id, session_id, sequence, ep.producer_id, ep.producer_role, ep.produced_for_id,
-                ep.content, ep.memory_type, ep.importance, ep.metadata_json, ep.timestamp, ep.ts_epoch,
-                created_at, ep.content_hash, ep.dedup_key, state,
+                ep.content, ep.memory_type, ep.importance, ep.importance, ep.metadata_json, ep.timestamp,
+                ep.ts_epoch, created_at, ep.content_hash, ep.dedup_key, state,
             ),
         )  # fmt: skip
         episode_id = int(cur.lastrowid)
@@ -662,6 +665,45 @@ class Store:
         rows = self.read(f"SELECT e.id FROM episodes e WHERE e.group_id = ? {where}", (group_id, *params))
         return np.fromiter((row[0] for row in rows), np.int64, len(rows))
 
+    def effective_importance(self, ids: Sequence[int], neutral: float) -> dict[int, float]:
+        """The effective importance of those of these episodes whose value is not `neutral`."""
+        if not ids:
+            return {}
+        rows = self.read(
+            "SELECT id, effective_importance FROM episodes WHERE id IN (SELECT value FROM json_each(?)) "
+            "AND effective_importance != ?",
+            (json.dumps(list(ids)), neutral),
+        )
+        return {row[0]: float(row[1]) for row in rows}
+
+    def decay_importance(
+        self, now: datetime, decay_per_day: float, batch: int = maintenance.DECAY_BATCH
+    ) -> int:
+        """Recompute every episode's effective importance, `batch` rows per transaction; returns rows changed."""
+        after, changed = 0, 0
+        while True:
+            last, done = self.write(
+                partial(
+                    maintenance.decay_batch, after_id=after, now=now, decay_per_day=decay_per_day, limit=batch
+                )
+            )
+            changed += done
+            if last is None:
+                return changed
+            after = last
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self.read("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.write(
+            lambda conn: conn.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+        )
+
     def touch(self, ids: Sequence[int], now: str) -> None:
         """Count a retrieval of each episode and refresh its last access time."""
         if not ids:
@@ -770,9 +812,21 @@ class Store:
 
     # -- statistics ---------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
-        """Counts by group, session and memory type, pending vectors, and the file's size."""
+    def stats(self, recent_since: str) -> dict[str, Any]:
+        """Counts by group, session, memory type and tier (`recent`: stored at or after `recent_since`),
+        importance and retrieval totals, pending vectors, and the file's size."""
         by_type = self.read("SELECT memory_type, count(*) FROM episodes GROUP BY memory_type")
+        by_tier = self.read(
+            f"SELECT CASE WHEN created_at >= ? THEN 'recent' WHEN indexed = {INDEXED} THEN 'long_term' "
+            f"WHEN indexed = {PENDING} THEN 'pending_vectors' ELSE 'not_vector_indexed' END AS tier, count(*) "
+            "FROM episodes GROUP BY tier",
+            (recent_since,),
+        )
+        totals = self.read(
+            "SELECT count(*), avg(importance), avg(effective_importance), "
+            "coalesce(sum(effective_importance < 0.1), 0), coalesce(sum(retrieval_count), 0), "
+            "coalesce(sum(retrieval_count > 0), 0) FROM episodes"
+        )[0]
         by_group = self.read(
             "SELECT g.group_id, (SELECT count(*) FROM sessions s WHERE s.group_id = g.group_id), "
             "(SELECT count(*) FROM episodes e WHERE e.group_id = g.group_id) FROM groups g ORDER BY g.group_id"
@@ -791,6 +845,14 @@ class Store:
             ],
             "pending_vectors": pending,
             "database_bytes": page + _wal_size(self.path),
+            "episodes_total": totals[0],
+            "episodes_by_tier": dict.fromkeys(TIERS, 0) | {row[0]: row[1] for row in by_tier},
+            "importance": {
+                "mean": round(totals[1] or 0.0, 4),
+                "mean_effective": round(totals[2] or 0.0, 4),
+                "effective_below_0_1": totals[3],
+            },
+            "retrievals": {"total": totals[4], "episodes_retrieved": totals[5]},
         }
 
 
@@ -872,7 +934,7 @@ def _filter_sql(filters: Filters, alias: str) -> tuple[str, list[Any]]:
     if filters.memory_types:
         add("e.memory_type IN (SELECT value FROM json_each(?))", json.dumps(list(filters.memory_types)))
     if filters.min_importance is not None:
-        add("e.importance >= ?", filters.min_importance)
+        add("e.effective_importance >= ?", filters.min_importance)
     for path, value in filters.metadata:
         sql, values = _metadata_condition(path, value)
         add(sql, *values)

@@ -24,6 +24,7 @@ TOOLS = {
     "add_fact",
     "summarize_session",
     "get_task",
+    "run_maintenance",
 }
 # Pinned: 0.15.0 is the last release that runs on Node 20 (0.16 and later need Node >= 22.7.5), and the
 # same version behaves the same on every machine.

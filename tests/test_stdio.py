@@ -37,6 +37,7 @@ TOOLS = {
     "add_fact",
     "summarize_session",
     "get_task",
+    "run_maintenance",
 }
 HANDSHAKE_DEADLINE_S = 10.0  # clients give up after 10 to 60 s; the handshake must never need a model
 CALL_DEADLINE_S = 120.0
@@ -345,7 +346,7 @@ def test_python_dash_m_help_and_the_console_script_version_work(tmp_path: Path) 
     )
     assert helped.returncode == 0, helped.stderr
     assert helped.stdout.startswith("usage: mcp-memory")
-    for word in ("--db", "--embedder", "serve", "stats", "reindex"):
+    for word in ("--db", "--embedder", "serve", "stats", "reindex", "maintain"):
         assert word in helped.stdout
     versioned = subprocess.run(
         [str(console_script()), "--version"], capture_output=True, text=True, env=env, timeout=60
