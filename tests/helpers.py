@@ -4,6 +4,23 @@ from __future__ import annotations
 
 from mcp import Client
 
+# Every tool the server offers; the in-process, stdio and Inspector tests all check this set.
+TOOLS = frozenset(
+    {
+        "create_group",
+        "open_session",
+        "close_session",
+        "add_memory",
+        "recall",
+        "delete_memory",
+        "delete_session",
+        "add_fact",
+        "summarize_session",
+        "get_task",
+        "run_maintenance",
+    }
+)
+
 
 async def call(client: Client, tool: str, **arguments: object) -> dict:
     """Call a tool that must succeed and return its structured result."""

@@ -13,19 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-TOOLS = {
-    "create_group",
-    "open_session",
-    "close_session",
-    "add_memory",
-    "recall",
-    "delete_memory",
-    "delete_session",
-    "add_fact",
-    "summarize_session",
-    "get_task",
-    "run_maintenance",
-}
+from tests.helpers import TOOLS
+
 # Pinned: 0.15.0 is the last release that runs on Node 20 (0.16 and later need Node >= 22.7.5), and the
 # same version behaves the same on every machine.
 INSPECTOR = "@modelcontextprotocol/inspector@0.15.0"

@@ -22,23 +22,10 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_memory import __version__
-from tests.helpers import call
+from tests.helpers import TOOLS, call
 
 pytestmark = pytest.mark.anyio
 
-TOOLS = {
-    "create_group",
-    "open_session",
-    "close_session",
-    "add_memory",
-    "recall",
-    "delete_memory",
-    "delete_session",
-    "add_fact",
-    "summarize_session",
-    "get_task",
-    "run_maintenance",
-}
 HANDSHAKE_DEADLINE_S = 10.0  # clients give up after 10 to 60 s; the handshake must never need a model
 CALL_DEADLINE_S = 120.0
 

@@ -19,7 +19,7 @@ from mcp import Client
 
 from mcp_memory.config import Config
 from mcp_memory.server import build_server
-from tests.helpers import call, call_error
+from tests.helpers import TOOLS, call, call_error
 
 pytestmark = pytest.mark.anyio
 
@@ -28,19 +28,6 @@ SESSION = "monday"
 USERS = ["alice", "bob"]
 AGENTS = ["helper"]
 PARTICIPANTS = USERS + AGENTS
-TOOLS = {
-    "create_group",
-    "open_session",
-    "close_session",
-    "add_memory",
-    "recall",
-    "delete_memory",
-    "delete_session",
-    "add_fact",
-    "summarize_session",
-    "get_task",
-    "run_maintenance",
-}
 MOMENT = datetime(2025, 3, 1, 14, 30, tzinfo=UTC)
 MOMENT_EPOCH = int(MOMENT.timestamp())
 
