@@ -26,6 +26,8 @@ AUTO_TRIGGER_THRESHOLD = 20
 TASK_TTL_S = 7 * 24 * 3600.0
 IMPORTANCE_DECAY_PER_DAY = 0.99
 MAINTENANCE_INTERVAL_S = 3600.0
+ROLLING_SUMMARY_MAX_TOKENS = 500
+ROLLING_SUMMARY_INPUT_TOKENS = 8_000
 EMBEDDER_KINDS = ("local", "openai", "hashing")
 
 
@@ -114,6 +116,8 @@ class Config:
     task_ttl_s: float = TASK_TTL_S
     importance_decay_per_day: float = IMPORTANCE_DECAY_PER_DAY
     maintenance_interval_s: float = MAINTENANCE_INTERVAL_S
+    rolling_summary_max_tokens: int = ROLLING_SUMMARY_MAX_TOKENS
+    rolling_summary_input_tokens: int = ROLLING_SUMMARY_INPUT_TOKENS
     base_configuration: Mapping[str, Any] = field(default_factory=dict)
     log_level: str = "INFO"
 
@@ -140,6 +144,11 @@ class Config:
         if not self.maintenance_interval_s >= 0:
             raise ConfigurationError(
                 "MCP_MEMORY_MAINTENANCE_INTERVAL_S must be 0 or more seconds (0 turns scheduled maintenance off)"
+            )
+        if not 1 <= self.rolling_summary_max_tokens < self.rolling_summary_input_tokens:
+            raise ConfigurationError(
+                "MCP_MEMORY_ROLLING_SUMMARY_MAX_TOKENS must be at least 1 and less than "
+                "MCP_MEMORY_ROLLING_SUMMARY_INPUT_TOKENS (the most one summarisation prompt may hold)"
             )
         effective_session_config(self.base_configuration)
 
@@ -180,6 +189,8 @@ _ENV_VARS: dict[str, tuple[str, type]] = {
     "task_ttl_s": ("MCP_MEMORY_TASK_TTL_S", float),
     "importance_decay_per_day": ("MCP_MEMORY_IMPORTANCE_DECAY_PER_DAY", float),
     "maintenance_interval_s": ("MCP_MEMORY_MAINTENANCE_INTERVAL_S", float),
+    "rolling_summary_max_tokens": ("MCP_MEMORY_ROLLING_SUMMARY_MAX_TOKENS", int),
+    "rolling_summary_input_tokens": ("MCP_MEMORY_ROLLING_SUMMARY_INPUT_TOKENS", int),
     "log_level": ("MCP_MEMORY_LOG_LEVEL", str),
 }
 

@@ -21,6 +21,7 @@ import anyio
 import anyio.abc
 from pydantic import ValidationError
 
+from mcp_memory import rolling
 from mcp_memory.config import Config, effective_session_config
 from mcp_memory.embeddings import Embedder, EmbeddingError, make_embedder
 from mcp_memory.engine import MemoryEngine, RecallQuery, RecallStrategy
@@ -134,6 +135,9 @@ class MemoryManager:
         self._jobs: anyio.abc.TaskGroup | None = None  # run_background's, for work that outlives a request
         self._maintenance_lock = anyio.Lock()
         self._maintained_at: float | None = None  # self._clock() at this process's last maintenance pass
+        # one rolling-summary pass per session at a time, in order; at most one more waits (it sees every add)
+        self._roll_locks: dict[tuple[str, str], anyio.Lock] = {}
+        self._roll_queued: set[tuple[str, str]] = set()
         # add_fact(text=...) asks this model; replace it to use another client or MCP sampling
         self.fact_completion: Complete | None = completion_from_config(config)
 
@@ -493,11 +497,24 @@ class MemoryManager:
             configuration=json.loads(row["configuration"]),
             episode_count=row["episode_count"],
             created_at=datetime.fromisoformat(row["created_at"]),
+            rolling_summary=self._rolling_status(json.loads(row["configuration"])),
+            rolling_summary_covered_through=row["rolling_covered_through"],
         )
+
+    def _rolling_status(self, configuration: Mapping[str, Any]) -> str:
+        if not effective_session_config(configuration).short_term.enabled:
+            return "off (short-term memory disabled)"
+        if self._summaries is None or self._summaries.llm is None:
+            return "off (no LLM configured)"
+        return "on"
 
     async def session_detail(self, group_id: str, session_id: str) -> SessionDetail:
         info = await self.session_info(group_id, session_id)
-        return SessionDetail(session=info, recent=await self.recent(group_id, session_id))
+        return SessionDetail(
+            session=info,
+            recent=await self.recent(group_id, session_id),
+            rolling_summary=await self.rolling_summary(group_id, session_id),
+        )
 
     @contextlib.asynccontextmanager
     async def opened(
@@ -547,6 +564,7 @@ class MemoryManager:
         duplicates = sum(a.duplicate for a in added)
         if duplicates < len(added):
             self._schedule_auto_summary(group_id, session_id)
+            self._schedule_roll(group_id, session_id)
         return AddMemoryResult(
             group_id=group_id,
             session_id=session_id,
@@ -582,9 +600,11 @@ class MemoryManager:
         group = await self.get_group(group_id)
         filters = _filters(session_id, since, until, producer, role, memory_types, metadata, min_importance)
         recent: list[Episode] = []
+        summary: str | None = None
         if session_id is not None:
             await self.session_info(group_id, session_id)
             recent = await self.recent(group_id, session_id)
+            summary = await self.rolling_summary(group_id, session_id)
         excluded = frozenset(e.id for e in recent)
         request = RecallQuery(
             group_id,
@@ -597,7 +617,102 @@ class MemoryManager:
         )
         hits, vector_ran = await self._run(self.engine.recall, request)
         return RecallResult(
-            group_id=group_id, query=query, hits=hits, recent=recent, vector_search=vector_ran
+            group_id=group_id,
+            query=query,
+            hits=hits,
+            recent=recent,
+            vector_search=vector_ran,
+            rolling_summary=summary,
+        )
+
+    # -- the rolling summary ------------------------------------------------------------
+
+    async def rolling_summary(self, group_id: str, session_id: str) -> str | None:
+        """The session's rolling summary as callers see it (with a note on turns left out), if any."""
+        current = await self._run(rolling.read, self.engine.store, group_id, session_id)
+        return None if current is None else current.display
+
+    async def roll_summary(self, group_id: str, session_id: str) -> rolling.RollOutcome:
+        """One rolling-summary pass now (after any pass already running for the session); see rolling.py."""
+        await self.session_info(group_id, session_id)
+        async with self._roll_lock(group_id, session_id):
+            return await self._roll(group_id, session_id)
+
+    def _roll_lock(self, group_id: str, session_id: str) -> anyio.Lock:
+        return self._roll_locks.setdefault((group_id, session_id), anyio.Lock())
+
+    def _schedule_roll(self, group_id: str, session_id: str) -> None:
+        """After new turns, fold what left the window into the rolling summary in the background."""
+        summaries, key = self._summaries, (group_id, session_id)
+        if summaries is None or summaries.llm is None or self._jobs is None or key in self._roll_queued:
+            return  # no LLM, no background runner, or a pass that has not started yet will see these turns
+        self._roll_queued.add(key)
+        self._jobs.start_soon(self._background_roll, group_id, session_id)
+
+    async def _background_roll(self, group_id: str, session_id: str) -> None:
+        async with self._roll_lock(group_id, session_id):
+            self._roll_queued.discard((group_id, session_id))
+            try:
+                await self._roll(group_id, session_id)
+            except Exception as exc:  # noqa: BLE001 - a background pass must never bring the server down
+                log.warning("rolling summary of session %r in group %r failed: %s", session_id, group_id, exc)
+
+    async def _roll(self, group_id: str, session_id: str) -> rolling.RollOutcome:
+        """The pass itself; the caller holds the session's lock."""
+        info = await self.session_info(group_id, session_id)
+        llm = self.summaries.llm
+        if not effective_session_config(info.configuration).short_term.enabled or llm is None:
+            return rolling.RollOutcome(
+                status="off", covered_through_sequence=info.rolling_summary_covered_through
+            )
+        store = self.engine.store
+        window = await self.recent(group_id, session_id)
+        current = await self._run(rolling.read, store, group_id, session_id)
+        covered = 0 if current is None else current.covered_through_sequence
+        first = window[0].sequence if window else 0
+        rows = await self._run(store.episodes_between, group_id, session_id, covered, first, NOT_TURNS)
+        turns = [episode_from_row(r) for r in rows]
+        if not turns:
+            return rolling.RollOutcome(
+                status="nothing to summarise", covered_through_sequence=None if current is None else covered
+            )
+        counter = await self._run(token_counter)
+
+        async def complete(system: str, prompt: str, max_tokens: int) -> str:
+            return await llm.complete(system, prompt, max_tokens=max_tokens)
+
+        folder = rolling.Folder(
+            complete=complete,
+            count=counter.count,
+            max_tokens=self.config.rolling_summary_max_tokens,
+            input_tokens=self.config.rolling_summary_input_tokens,
+        )
+        try:
+            text = await folder.fold("" if current is None else current.text, turns)
+        except Exception as exc:  # noqa: BLE001 - the previous summary stays; the next add retries
+            log.warning(
+                "rolling summary of session %r in group %r not updated (the previous one is kept): %s",
+                session_id, group_id, exc,
+            )  # fmt: skip
+            return rolling.RollOutcome(
+                status="failed",
+                llm_calls=folder.calls,
+                covered_through_sequence=None if current is None else covered,
+                error=str(exc),
+            )
+        updated = rolling.RollingSummary(
+            text=text,
+            covered_through_sequence=turns[-1].sequence,
+            updated_at=iso(self._now()),
+            omitted_sequences=([] if current is None else current.omitted_sequences) + folder.omitted,
+        )
+        await self._run(rolling.write, store, group_id, session_id, updated)
+        return rolling.RollOutcome(
+            status="updated",
+            summarised=len(turns) - len(folder.omitted),
+            omitted=folder.omitted,
+            llm_calls=folder.calls,
+            covered_through_sequence=updated.covered_through_sequence,
         )
 
     # -- summaries ----------------------------------------------------------------------

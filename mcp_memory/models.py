@@ -62,6 +62,15 @@ class SessionInfo(BaseModel):
     configuration: dict[str, Any]
     episode_count: int
     created_at: datetime
+    rolling_summary: str = Field(
+        "off (no LLM configured)",
+        description="Whether turns leaving the short-term window are condensed into a rolling summary: "
+        "'on', 'off (no LLM configured)' or 'off (short-term memory disabled)'.",
+    )
+    rolling_summary_covered_through: int | None = Field(
+        None,
+        description="The sequence of the newest episode the rolling summary covers (None: no summary yet).",
+    )
 
 
 class CloseResult(BaseModel):
@@ -130,6 +139,11 @@ class RecallResult(BaseModel):
         description="The session's newest episodes, oldest first (only with session_id).",
     )
     vector_search: bool = Field(description="False when only keyword search ran (no embedder available).")
+    rolling_summary: str | None = Field(
+        None,
+        description="The session's rolling summary of the turns that left its recent window (only with "
+        "session_id, when there is one).",
+    )
 
 
 class Fact(BaseModel):
@@ -203,6 +217,9 @@ class SessionDetail(BaseModel):
 
     session: SessionInfo
     recent: list[Episode]
+    rolling_summary: str | None = Field(
+        None, description="The rolling summary of the turns that left the recent window, if any."
+    )
 
 
 class GroupDetail(BaseModel):

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mcp_memory import fts
+from mcp_memory.rolling import m008_rolling_summaries
 from mcp_memory.summaries import m006_summary_counts
 from mcp_memory.tasks import m005_tasks
 
@@ -190,6 +191,7 @@ MIGRATIONS: list[Callable[[Any], None]] = [
     m005_tasks,
     m006_summary_counts,
     m007_effective_importance,
+    m008_rolling_summaries,
 ]
 
 

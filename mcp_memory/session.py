@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from mcp_memory.config import SessionConfig
-from mcp_memory.models import AddMemoryResult, Episode, MemoryInput, RecallResult, SessionInfo
+from mcp_memory.models import AddMemoryResult, Episode, MemoryInput, RecallResult
 
 if TYPE_CHECKING:
     from mcp_memory.manager import MemoryManager
@@ -54,14 +54,3 @@ class MemorySession:
 
     async def flush(self) -> None:
         """Write out anything held in memory before the instance is dropped (nothing is buffered yet)."""
-
-    def info(self, *, created: bool, episode_count: int) -> SessionInfo:
-        return SessionInfo(
-            group_id=self.group_id,
-            session_id=self.session_id,
-            created=created,
-            reference_count=self.reference_count,
-            configuration=self.configuration.model_dump(),
-            episode_count=episode_count,
-            created_at=self.created_at,
-        )

@@ -381,7 +381,10 @@ class Store:
     def get_session(self, group_id: str, session_id: str) -> Any | None:
         rows = self.read(
             "SELECT s.*, (SELECT count(*) FROM episodes e WHERE e.group_id = s.group_id "
-            "AND e.session_id = s.session_id) AS episode_count FROM sessions s "
+            "AND e.session_id = s.session_id) AS episode_count, "
+            "(SELECT r.covered_through_sequence FROM rolling_summaries r WHERE r.group_id = s.group_id "
+            "AND r.session_id = s.session_id) AS rolling_covered_through "
+            "FROM sessions s "
             "WHERE s.group_id = ? AND s.session_id = ?",
             (group_id, session_id),
         )
@@ -390,7 +393,10 @@ class Store:
     def list_sessions(self, group_id: str, limit: int) -> list[Any]:
         return self.read(
             "SELECT s.*, (SELECT count(*) FROM episodes e WHERE e.group_id = s.group_id "
-            "AND e.session_id = s.session_id) AS episode_count FROM sessions s "
+            "AND e.session_id = s.session_id) AS episode_count, "
+            "(SELECT r.covered_through_sequence FROM rolling_summaries r WHERE r.group_id = s.group_id "
+            "AND r.session_id = s.session_id) AS rolling_covered_through "
+            "FROM sessions s "
             "WHERE s.group_id = ? ORDER BY s.created_at DESC, s.session_id LIMIT ?",
             (group_id, limit),
         )
@@ -563,6 +569,17 @@ class Store:
             f"SELECT {EPISODE_COLUMNS} FROM episodes WHERE group_id = ? AND session_id = ? "
             "AND memory_type NOT IN (SELECT value FROM json_each(?)) ORDER BY sequence",
             (group_id, session_id, json.dumps(list(exclude_types))),
+        )
+
+    def episodes_between(
+        self, group_id: str, session_id: str, after: int, before: int, exclude_types: Sequence[str] = ()
+    ) -> list[Any]:
+        """The session's episodes with after < sequence < before, oldest first, leaving out `exclude_types`."""
+        return self.read(
+            f"SELECT {EPISODE_COLUMNS} FROM episodes WHERE group_id = ? AND session_id = ? "
+            "AND sequence > ? AND sequence < ? "
+            "AND memory_type NOT IN (SELECT value FROM json_each(?)) ORDER BY sequence",
+            (group_id, session_id, after, before, json.dumps(list(exclude_types))),
         )
 
     def count_episodes(self, group_id: str, session_id: str, exclude_types: Sequence[str] = ()) -> int:
