@@ -438,14 +438,14 @@ def _register_summary_tools(server: MCPServer) -> None:
         summary: Annotated[
             dict[str, Any] | list[str] | str | None,
             Field(
-                description='A summary you wrote; used first, as given (no LLM call). full: {"topic": ..., '
-                '"action": ..., "outcome": ...}; lightweight: a list of 3 to 5 points of about 10 words.'
+                description="A summary you wrote, used when the server has no LLM and sampling is unavailable. "
+                'full: {"topic": ..., "action": ..., "outcome": ...}; lightweight: 3 to 5 points of about 10 words.'
             ),
         ] = None,
     ) -> SummarizeResponse:
         """Condense a session into a stored summary that recall finds from every session of the group; call it
-        when a conversation ends or reaches a milestone. A `summary` you pass is stored as given; otherwise the
-        server's LLM writes it, or your own model through MCP sampling (sync=true only)."""
+        when a conversation ends or reaches a milestone. The server's LLM writes it, else your own model through
+        MCP sampling (sync=true only), else the `summary` you pass is checked and stored."""
         state = _state(ctx)
         return await state.manager.summarize_session(
             group_id, session_id, mode=mode, sync=sync, generate_embedding=generate_embedding,

@@ -467,9 +467,11 @@ class SummaryJob:
     reserved: bool = False
 
     async def run(self) -> SummaryResult:
-        """Generate (unless the caller wrote it), validate and store; a failure gives the slot back."""
+        """Generate (or take what the caller wrote), validate and store; a failure gives the slot back."""
         try:
-            fields = self.given if self.given is not None else await self._generate()
+            fields = (
+                self.given if self.source == "caller" and self.given is not None else await self._generate()
+            )
             content = render_content(self.mode, fields)
             metadata = self._metadata(fields)
             memory_id = await self.service.store_summary(
@@ -603,12 +605,13 @@ class SummaryService:
     def _source(
         self, given: dict[str, Any] | None, sampling: LLMClient | None
     ) -> tuple[SummarySource, LLMClient | None]:
-        if given is not None:
-            return "caller", None
+        # The issue's order: the configured LLM, else MCP sampling, else what the caller wrote.
         if self.llm is not None:
             return "llm", self.llm
         if sampling is not None:
             return "sampling", sampling
+        if given is not None:
+            return "caller", None
         raise LLMNotConfigured(not_configured_message())
 
     async def _episodes(self, group_id: str, session_id: str) -> list[Episode]:

@@ -451,14 +451,13 @@ async def test_a_malformed_caller_summary_is_rejected_with_the_shape_to_send(sto
     assert used(store) == 0
 
 
-async def test_a_caller_summary_is_used_even_when_an_llm_is_configured(
-    store: Store, fake: FakeOpenAI
-) -> None:
+async def test_a_configured_llm_is_used_before_a_caller_summary(store: Store, fake: FakeOpenAI) -> None:
+    fake.queue_chat(json.dumps({"topic": "from the model", "action": "a", "outcome": "o"}))
     result = await service(store, SessionMemory(episodes(3)), endpoint(fake)).summarize(
         GROUP, SESSION, summary=FULL_REPLY
     )
-    assert result.metadata["source"] == "caller"
-    assert fake.requests_to("/chat/completions") == []
+    assert result.metadata["source"] == "llm" and result.metadata["topic"] == "from the model"
+    assert len(fake.requests_to("/chat/completions")) == 1
 
 
 async def test_sampling_through_a_plain_async_callable_writes_the_summary(store: Store) -> None:

@@ -354,12 +354,14 @@ async def test_on_the_2026_protocol_the_callers_summary_is_stored_and_without_an
     assert asked == []
 
 
-async def test_the_callers_summary_comes_first_even_with_an_llm(llm_config: Config, fake: FakeOpenAI) -> None:
+async def test_a_configured_llm_comes_before_the_callers_summary(
+    llm_config: Config, fake: FakeOpenAI
+) -> None:
     async with connected(llm_config) as client:
         await seed(client)
         result = await call(client, "summarize_session", group_id=GROUP, session_id=SESSION, summary=FULL)
-        assert result["metadata"]["source"] == "caller"
-        assert fake.requests_to("/chat/completions") == []
+        assert result["metadata"]["source"] == "llm"
+        assert len(fake.requests_to("/chat/completions")) == 1
 
 
 @pytest.mark.parametrize(
