@@ -213,6 +213,44 @@ def fail_orphans(
     return int(cursor.rowcount)
 
 
+def fail_dead_local_owners(
+    conn: Any, reason: str = ORPHAN_REASON, *, ttl_s: float = TASK_TTL_S, now: datetime | None = None
+) -> int:
+    """Fail at once the `processing` tasks of owners on this host whose process is gone, lease or not.
+
+    A server restarted right after a crash should not show the dead one's tasks as running for
+    the rest of their lease. Only POSIX can ask whether a pid lives without touching it; elsewhere,
+    and for other hosts, the lease decides.
+    """
+    if os.name != "posix":
+        return 0
+    prefix = f"{socket.gethostname()}:"
+    owners = conn.execute(
+        "SELECT DISTINCT owner FROM tasks WHERE status = 'processing' AND substr(owner, 1, ?) = ?",
+        (len(prefix), prefix),
+    ).fetchall()
+    dead = [owner for (owner,) in owners if not _pid_alive(owner.split(":")[1])]
+    moment = _now(now)
+    failed = 0
+    for owner in dead:
+        failed += conn.execute(
+            "UPDATE tasks SET status = 'failed', error = ?, updated_at = ?, lease_until = NULL, expires_at = ? "
+            "WHERE status = 'processing' AND owner = ?",
+            (reason, _iso(moment), _iso(moment + timedelta(seconds=ttl_s)), owner),
+        ).rowcount
+    return int(failed)
+
+
+def _pid_alive(pid_text: str) -> bool:
+    try:
+        os.kill(int(pid_text), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
+
+
 def expire(conn: Any, older_than: datetime) -> int:
     """Delete finished tasks whose expiry time is before `older_than` (usually now); returns how many."""
     cursor = conn.execute("DELETE FROM tasks WHERE expires_at < ?", (_iso(older_than),))
@@ -288,8 +326,14 @@ class TaskRunner:
         return get(conn, task_id)
 
     async def fail_orphans(self, reason: str = ORPHAN_REASON) -> int:
-        """Fail every task whose owner stopped renewing its lease (call once at start)."""
-        return await self._db(fail_orphans, reason=reason, ttl_s=self.ttl_s)
+        """Fail every task whose owner died on this host or stopped renewing its lease (call once at start)."""
+
+        def both(conn: Any) -> int:
+            return fail_dead_local_owners(conn, reason, ttl_s=self.ttl_s) + fail_orphans(
+                conn, reason, ttl_s=self.ttl_s
+            )
+
+        return await self._db(both)
 
     async def expire(self) -> int:
         """Housekeeping (the manager's background loop): fail orphans, then delete tasks past their expiry."""

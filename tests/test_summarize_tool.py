@@ -5,6 +5,9 @@ real loopback OpenAI-compatible server (tests/fake_openai.py) or the client's ow
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, closing
 from dataclasses import replace
@@ -286,6 +289,26 @@ async def test_a_task_left_processing_by_a_dead_process_is_reported_failed(confi
         while_running = orphan()
         info = await call(client, "get_task", task_id=while_running)
         assert info["status"] == "failed" and info["error"] == tasks.ORPHAN_REASON
+
+
+async def test_a_task_of_a_process_that_died_on_this_host_is_failed_at_the_next_start_despite_its_lease(
+    config: Config,
+) -> None:
+    async with connected(config) as client:
+        await seed(client)
+    exited = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    owner = f"{socket.gethostname()}:{int(exited.stdout)}:cafef00d"
+    with closing(sqlean.connect(str(config.db_path), isolation_level=None)) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        info = tasks.create(
+            conn, kind="summary", group_id=GROUP, session_id=SESSION, owner=owner
+        )  # fresh lease
+        conn.execute("COMMIT")
+    async with connected(config) as client:
+        status = await call(client, "get_task", task_id=info.task_id)
+    assert status["status"] == "failed" and status["error"] == tasks.ORPHAN_REASON
 
 
 async def test_get_task_of_an_unknown_task_is_a_clear_error(client: Client) -> None:
