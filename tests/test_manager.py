@@ -200,3 +200,26 @@ async def test_memories_survive_a_restart_of_the_manager(config: Config) -> None
     async with MemoryManager(config) as manager:
         result = await manager.recall("g", "where is the notebook")
         assert [h.id for h in result.hits] == [added.memories[0].id]
+
+
+async def test_long_term_memory_switched_off_stores_without_vectors_and_keywords_still_find_it(
+    manager: MemoryManager,
+) -> None:
+    await manager.create_group("g", user_ids=["u"])
+    async with manager.created("g", "s", configuration={"long_term": {"enabled": False}}) as session:
+        added = await session.add([{"content": "the lighthouse keeper's diary", "producer": "u"}])
+    episode_id = added.memories[0].id
+    vectors = manager.engine.store.read("SELECT count(*) FROM episode_vectors WHERE rowid = ?", (episode_id,))
+    assert vectors[0][0] == 0
+    result = await manager.recall("g", "lighthouse")
+    assert [(h.id, h.matched_by) for h in result.hits] == [(episode_id, ["keyword"])]
+    assert (await manager.stats()).pending_vectors == 0  # not waiting to be indexed: it never will be
+
+
+async def test_short_term_memory_switched_off_returns_no_window(manager: MemoryManager) -> None:
+    await manager.create_group("g", user_ids=["u"])
+    async with manager.created("g", "s", configuration={"short_term": {"enabled": False}}) as session:
+        await session.add([{"content": "kept in long-term memory only", "producer": "u"}])
+        assert await session.recent() == []
+    result = await manager.recall("g", "long-term memory", session_id="s")
+    assert result.recent == [] and [h.content for h in result.hits] == ["kept in long-term memory only"]
