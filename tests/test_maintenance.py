@@ -27,24 +27,11 @@ from mcp_memory.manager import MemoryManager
 from mcp_memory.schema import MIGRATIONS
 from mcp_memory.store import Filters, NewEpisode, Store
 from mcp_memory.tasks import ORPHAN_REASON
-from tests.helpers import call
+from tests.helpers import FakeClock, call
 
 pytestmark = pytest.mark.anyio
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
-
-
-class FakeClock:
-    """The manager's monotonic clock, moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class FakeNow:

@@ -17,21 +17,9 @@ from mcp_memory.errors import (
     ValidationFailed,
 )
 from mcp_memory.manager import MemoryManager
+from tests.helpers import FakeClock
 
 pytestmark = pytest.mark.anyio
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
