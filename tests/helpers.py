@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from mcp import Client
 
+from mcp_memory.store import Store
+
 # Every tool the server offers; the in-process, stdio and Inspector tests all check this set.
 TOOLS = frozenset(
     {
@@ -48,3 +50,15 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def seed_store(store: Store, user: str = "u") -> None:
+    """Group 'g' with one user and session 's', written straight through a Store."""
+    store.insert_group(
+        {"group_id": "g", "user_ids": f'["{user}"]', "agent_ids": "[]", "description": None,
+         "configuration": "{}", "created_at": "2024-01-01T00:00:00+00:00"}
+    )  # fmt: skip
+    store.insert_session(
+        {"group_id": "g", "session_id": "s", "configuration": "{}", "overrides": "{}",
+         "created_at": "2024-01-01T00:00:00+00:00"}
+    )  # fmt: skip

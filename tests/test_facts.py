@@ -32,7 +32,7 @@ from mcp_memory.schema import MIGRATIONS
 from mcp_memory.server import build_server
 from mcp_memory.store import NewEpisode, Store
 from tests.fake_openai import FakeOpenAI, serve
-from tests.helpers import call, call_error
+from tests.helpers import call, call_error, seed_store
 
 pytestmark = pytest.mark.anyio
 
@@ -874,14 +874,7 @@ def test_the_database_forbids_two_current_identical_triples_but_not_history(tmp_
 
 def test_a_failed_write_leaves_no_fact_and_no_episode(tmp_path: Path) -> None:
     store = Store(tmp_path / "m.db", embedder_name="test", dimension=4)
-    store.insert_group(
-        {"group_id": "g", "user_ids": '["u"]', "agent_ids": "[]", "description": None,
-         "configuration": "{}", "created_at": "2024-01-01T00:00:00+00:00"}
-    )  # fmt: skip
-    store.insert_session(
-        {"group_id": "g", "session_id": "s", "configuration": "{}", "overrides": "{}",
-         "created_at": "2024-01-01T00:00:00+00:00"}
-    )  # fmt: skip
+    seed_store(store)
     insert_fact(store, "Lisbon")
     early = "2020-01-01T00:00:00.000000+00:00"
     batch = [new_fact("Faro", early, subject="Bob"), new_fact("Porto", early)]

@@ -27,7 +27,7 @@ from mcp_memory.manager import MemoryManager
 from mcp_memory.schema import MIGRATIONS
 from mcp_memory.store import Filters, NewEpisode, Store
 from mcp_memory.tasks import ORPHAN_REASON
-from tests.helpers import FakeClock, call
+from tests.helpers import FakeClock, call, seed_store
 
 pytestmark = pytest.mark.anyio
 
@@ -137,7 +137,7 @@ async def test_decay_deletes_nothing_and_a_second_pass_changes_nothing(
 
 def test_decay_runs_in_batches_of_short_transactions(tmp_path: Path) -> None:
     store = Store(tmp_path / "m.db", embedder_name="test", dimension=4)
-    seed_store(store)
+    seed_store(store, "ana")
     insert(store, [new_episode(f"turn {i}", importance=0.9) for i in range(11)])
     later = datetime(2024, 1, 11, tzinfo=UTC)  # ten days after they were stored
     assert store.decay_importance(later, 0.9, batch=3) == 11
@@ -342,7 +342,7 @@ async def test_stats_sort_older_episodes_into_tiers_by_their_vector_state(
 def test_the_maintain_command_runs_a_pass_and_stats_shows_it(tmp_path: Path) -> None:
     db = tmp_path / "cli.db"
     store = Store(db, embedder_name="hashing-384", dimension=384)
-    seed_store(store)
+    seed_store(store, "ana")
     insert(store, [new_episode("an old note", importance=0.7)])
     store.close()
     env = {**os.environ, "MCP_MEMORY_IMPORTANCE_DECAY_PER_DAY": "0.5"}
@@ -428,17 +428,6 @@ def new_episode(content: str, *, importance: float = 0.5) -> NewEpisode:
         producer_id="ana", producer_role="user", produced_for_id=None, content=content, memory_type="message",
         importance=importance, metadata_json="{}", timestamp=iso(START), ts_epoch=START.timestamp(),
         content_hash=content, dedup_key=None,
-    )  # fmt: skip
-
-
-def seed_store(store: Store) -> None:
-    store.insert_group(
-        {"group_id": "g", "user_ids": '["ana"]', "agent_ids": "[]", "description": None,
-         "configuration": "{}", "created_at": "2024-01-01T00:00:00+00:00"}
-    )  # fmt: skip
-    store.insert_session(
-        {"group_id": "g", "session_id": "s", "configuration": "{}", "overrides": "{}",
-         "created_at": "2024-01-01T00:00:00+00:00"}
     )  # fmt: skip
 
 

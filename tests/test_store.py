@@ -15,6 +15,7 @@ import sqlite_vec
 from mcp_memory.errors import EmbedderMismatch, StoreError
 from mcp_memory.schema import MIGRATIONS
 from mcp_memory.store import Filters, NewEpisode, Store
+from tests.helpers import seed_store
 
 
 def episode(
@@ -40,14 +41,7 @@ def open_store(path: Path, name: str = "test-embedder", dimension: int = 4) -> S
 
 
 def seed(store: Store) -> None:
-    store.insert_group(
-        {"group_id": "g", "user_ids": '["u"]', "agent_ids": "[]", "description": None,
-         "configuration": "{}", "created_at": "2024-01-01T00:00:00+00:00"}
-    )  # fmt: skip
-    store.insert_session(
-        {"group_id": "g", "session_id": "s", "configuration": "{}", "overrides": "{}",
-         "created_at": "2024-01-01T00:00:00+00:00"}
-    )  # fmt: skip
+    seed_store(store)
 
 
 def insert(store: Store, episodes: list[NewEpisode], vectors: np.ndarray | None = None):
