@@ -682,6 +682,16 @@ class Store:
         rows = self.read(f"SELECT e.id FROM episodes e WHERE e.group_id = ? {where}", (group_id, *params))
         return np.fromiter((row[0] for row in rows), np.int64, len(rows))
 
+    def in_period(self, ids: Sequence[int], since: float, until: float) -> set[int]:
+        """Which of these episodes have a timestamp (epoch seconds) in [since, until]."""
+        if not ids:
+            return set()
+        rows = self.read(
+            "SELECT id FROM episodes WHERE id IN (SELECT value FROM json_each(?)) AND ts_epoch BETWEEN ? AND ?",
+            (json.dumps(list(ids)), since, until),
+        )
+        return {row[0] for row in rows}
+
     def effective_importance(self, ids: Sequence[int], neutral: float) -> dict[int, float]:
         """The effective importance of those of these episodes whose value is not `neutral`."""
         if not ids:
