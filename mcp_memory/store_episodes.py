@@ -1,0 +1,279 @@
+"""Episodes: writing them (with retry detection), reading them back, keyword search, deletion.
+
+An episode is one stored memory, numbered by `sequence` within its session. Every write
+keeps the FTS5 keyword index (fts.py) in step with the turns around it, and indexes the
+episode's vector when it has one (store_vectors.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mcp_memory import fts
+from mcp_memory.store_db import Database
+from mcp_memory.store_filters import Filters, filter_sql
+from mcp_memory.store_vectors import INDEXED, NOT_INDEXED, PENDING, group_revision, insert_vector
+
+EPISODE_COLUMNS = (
+    "id, group_id, session_id, sequence, producer_id, producer_role, produced_for_id, content, "
+    "memory_type, importance, metadata, timestamp, created_at, content_hash, retrieval_count, "
+    "last_accessed_at, indexed"
+)
+
+
+@dataclass(frozen=True)
+class NewEpisode:
+    """An episode ready to be written: validated and normalised by the caller."""
+
+    producer_id: str
+    producer_role: str
+    produced_for_id: str | None
+    content: str
+    memory_type: str
+    importance: float
+    metadata_json: str
+    timestamp: str
+    ts_epoch: float
+    content_hash: str
+    dedup_key: str | None
+
+
+@dataclass(frozen=True)
+class Inserted:
+    """What happened to one episode of an insert: its id, sequence and whether it already existed."""
+
+    id: int
+    sequence: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class InsertBatch:
+    """The outcome of one insert transaction and the group's vector revision around it."""
+
+    items: list[Inserted]
+    revision_before: int
+    revision_after: int
+
+
+class Episodes(Database):
+    """The Store's episode operations."""
+
+    # -- writing ------------------------------------------------------------------------
+
+    def insert_episodes(
+        self,
+        group_id: str,
+        session_id: str,
+        episodes: Sequence[NewEpisode],
+        vectors: np.ndarray | None,
+        *,
+        index_vectors: bool,
+        created_at: str,
+        retry_window_start: str,
+    ) -> InsertBatch:
+        """Write a batch in one transaction; a retried episode returns its existing id instead."""
+
+        def insert(conn: Any) -> InsertBatch:
+            before = group_revision(conn, group_id)
+            retried = self._retried_batch(conn, group_id, session_id, episodes, retry_window_start)
+            if retried is not None:
+                return InsertBatch(retried, before, before)
+            next_seq = conn.execute(
+                "SELECT coalesce(max(sequence), 0) + 1 FROM episodes WHERE group_id = ? AND session_id = ?",
+                (group_id, session_id),
+            ).fetchone()[0]
+            results = []
+            for i, ep in enumerate(episodes):
+                existing = self._find_by_key(conn, group_id, session_id, ep.dedup_key)
+                if existing is not None:
+                    results.append(existing)
+                    continue
+                vector = None if vectors is None else vectors[i]
+                new_id = self._insert_one(
+                    conn, group_id, session_id, next_seq, ep, vector, index_vectors, created_at
+                )
+                results.append(Inserted(new_id, next_seq, False))
+                next_seq += 1
+            new = [r.sequence for r in results if not r.duplicate]
+            if new:
+                fts.refresh_around(conn, group_id, session_id, min(new), max(new))
+            return InsertBatch(results, before, group_revision(conn, group_id))
+
+        batch: InsertBatch = self.write(insert)
+        return batch
+
+    def _find_by_key(self, conn: Any, group_id: str, session_id: str, key: str | None) -> Inserted | None:
+        """The episode stored with this retry key (producer, timestamp and content), if any."""
+        if key is None:
+            return None
+        row = conn.execute(
+            "SELECT id, sequence FROM episodes WHERE group_id = ? AND session_id = ? AND dedup_key = ?",
+            (group_id, session_id, key),
+        ).fetchone()
+        return None if row is None else Inserted(row[0], row[1], True)
+
+    def _retried_batch(
+        self, conn: Any, group_id: str, session_id: str, episodes: Sequence[NewEpisode], window_start: str
+    ) -> list[Inserted] | None:
+        """A batch with untimed memories is a retry when the session's newest episodes, written within
+        the retry window, are the same producers and contents in the same order."""
+        if all(ep.dedup_key is not None for ep in episodes):
+            return None
+        rows = conn.execute(
+            "SELECT id, sequence, producer_id, content_hash, created_at FROM episodes "
+            "WHERE group_id = ? AND session_id = ? ORDER BY sequence DESC LIMIT ?",
+            (group_id, session_id, len(episodes)),
+        ).fetchall()[::-1]
+        if len(rows) != len(episodes) or any(row[4] < window_start for row in rows):
+            return None
+        if [(r[2], r[3]) for r in rows] != [(ep.producer_id, ep.content_hash) for ep in episodes]:
+            return None
+        return [Inserted(row[0], row[1], True) for row in rows]
+
+    def _insert_one(
+        self,
+        conn: Any,
+        group_id: str,
+        session_id: str,
+        sequence: int,
+        ep: NewEpisode,
+        vector: np.ndarray | None,
+        index_vectors: bool,
+        created_at: str,
+    ) -> int:
+        state = NOT_INDEXED if not index_vectors else (PENDING if vector is None else INDEXED)
+        cur = conn.execute(
+            "INSERT INTO episodes(group_id, session_id, sequence, producer_id, producer_role, produced_for_id, "
+            "content, memory_type, importance, effective_importance, metadata, timestamp, ts_epoch, created_at, "
+            "content_hash, dedup_key, indexed) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                group_id, session_id, sequence, ep.producer_id, ep.producer_role, ep.produced_for_id,
+                ep.content, ep.memory_type, ep.importance, ep.importance, ep.metadata_json, ep.timestamp,
+                ep.ts_epoch, created_at, ep.content_hash, ep.dedup_key, state,
+            ),
+        )  # fmt: skip
+        episode_id = int(cur.lastrowid)
+        if state == INDEXED and vector is not None:
+            insert_vector(conn, episode_id, group_id, session_id, ep, vector)
+        return episode_id
+
+    def touch(self, ids: Sequence[int], now: str) -> None:
+        """Count a retrieval of each episode and refresh its last access time."""
+        if not ids:
+            return
+        self.write(
+            lambda conn: conn.execute(
+                "UPDATE episodes SET retrieval_count = retrieval_count + 1, last_accessed_at = ? "
+                "WHERE id IN (SELECT value FROM json_each(?))",
+                (now, json.dumps(list(ids))),
+            )
+        )
+
+    def delete_episodes(self, group_id: str, ids: Sequence[int] | None, session_id: str | None) -> int:
+        """Delete the group's episodes by id and/or session; the FTS and vector rows go with them."""
+        clauses, params = ["group_id = ?"], [group_id]
+        if ids is not None:
+            clauses.append("id IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(list(ids)))
+        if session_id is not None:
+            clauses.append("session_id = ?")
+            params.append(session_id)
+        where = " AND ".join(clauses)
+
+        def delete(conn: Any) -> int:
+            spans = conn.execute(
+                f"SELECT session_id, min(sequence), max(sequence) FROM episodes WHERE {where} GROUP BY session_id",
+                params,
+            ).fetchall()
+            count = conn.execute(f"DELETE FROM episodes WHERE {where}", params).rowcount
+            for session, low, high in spans:  # the neighbours' context held the deleted text
+                fts.refresh_around(conn, group_id, session, low, high)
+            return int(count)
+
+        return int(self.write(delete))
+
+    # -- reading ------------------------------------------------------------------------
+
+    def recent_episodes(self, group_id: str, session_id: str, limit: int) -> list[Any]:
+        """The session's newest episodes, oldest first."""
+        rows = self.read(
+            f"SELECT {EPISODE_COLUMNS} FROM episodes WHERE group_id = ? AND session_id = ? "
+            "ORDER BY sequence DESC LIMIT ?",
+            (group_id, session_id, limit),
+        )
+        return rows[::-1]
+
+    def session_episodes(
+        self, group_id: str, session_id: str, exclude_types: Sequence[str] = ()
+    ) -> list[Any]:
+        """Every episode of the session, oldest first, leaving out those of `exclude_types`."""
+        return self.read(
+            f"SELECT {EPISODE_COLUMNS} FROM episodes WHERE group_id = ? AND session_id = ? "
+            "AND memory_type NOT IN (SELECT value FROM json_each(?)) ORDER BY sequence",
+            (group_id, session_id, json.dumps(list(exclude_types))),
+        )
+
+    def episodes_between(
+        self, group_id: str, session_id: str, after: int, before: int, exclude_types: Sequence[str] = ()
+    ) -> list[Any]:
+        """The session's episodes with after < sequence < before, oldest first, leaving out `exclude_types`."""
+        return self.read(
+            f"SELECT {EPISODE_COLUMNS} FROM episodes WHERE group_id = ? AND session_id = ? "
+            "AND sequence > ? AND sequence < ? "
+            "AND memory_type NOT IN (SELECT value FROM json_each(?)) ORDER BY sequence",
+            (group_id, session_id, after, before, json.dumps(list(exclude_types))),
+        )
+
+    def count_episodes(self, group_id: str, session_id: str, exclude_types: Sequence[str] = ()) -> int:
+        """How many episodes the session has, leaving out those of `exclude_types`."""
+        rows = self.read(
+            "SELECT count(*) FROM episodes WHERE group_id = ? AND session_id = ? "
+            "AND memory_type NOT IN (SELECT value FROM json_each(?))",
+            (group_id, session_id, json.dumps(list(exclude_types))),
+        )
+        return int(rows[0][0])
+
+    def fetch_episodes(self, ids: Sequence[int]) -> dict[int, Any]:
+        rows = self.read(
+            f"SELECT {EPISODE_COLUMNS} FROM episodes WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(ids)),),
+        )
+        return {row["id"]: row for row in rows}
+
+    def keyword_search(self, group_id: str, match: str, filters: Filters, k: int) -> list[tuple[int, float]]:
+        """Episodes of the group matching an FTS5 expression, best BM25 first, filters inside the query."""
+        where, params = filter_sql(filters, "e")
+        rows = self.read(
+            f"SELECT e.id, bm25(episodes_fts, {', '.join(map(str, fts.COLUMN_WEIGHTS))}) AS rank FROM episodes_fts "
+            "JOIN episodes e ON e.id = episodes_fts.rowid "
+            f"WHERE episodes_fts MATCH ? AND e.group_id = ? {where} ORDER BY rank LIMIT ?",
+            (match, group_id, *params, k),
+        )
+        return [(row[0], float(row[1])) for row in rows]
+
+    def in_period(self, ids: Sequence[int], since: float, until: float) -> set[int]:
+        """Which of these episodes have a timestamp (epoch seconds) in [since, until]."""
+        if not ids:
+            return set()
+        rows = self.read(
+            "SELECT id FROM episodes WHERE id IN (SELECT value FROM json_each(?)) AND ts_epoch BETWEEN ? AND ?",
+            (json.dumps(list(ids)), since, until),
+        )
+        return {row[0] for row in rows}
+
+    def effective_importance(self, ids: Sequence[int], neutral: float) -> dict[int, float]:
+        """The effective importance of those of these episodes whose value is not `neutral`."""
+        if not ids:
+            return {}
+        rows = self.read(
+            "SELECT id, effective_importance FROM episodes WHERE id IN (SELECT value FROM json_each(?)) "
+            "AND effective_importance != ?",
+            (json.dumps(list(ids)), neutral),
+        )
+        return {row[0]: float(row[1]) for row in rows}
