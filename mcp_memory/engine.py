@@ -20,6 +20,7 @@ from mcp_memory.fact_table import NewFact, StoredFacts
 from mcp_memory.models import Episode, RecallHit
 from mcp_memory.store import Filters, Inserted, NewEpisode, Store
 from mcp_memory.vector_cache import GroupVectors, VectorCache, VectorRows
+from mcp_memory.when import named_period
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,11 @@ CLOSED_FACT_WEIGHT = 0.5
 # rank by relevance alone (LoCoMo, where every turn has it, is unchanged); between otherwise equal ones, the
 # more important (or more often recalled) ranks first.
 IMPORTANCE_WEIGHT = 0.3
+# A candidate stored in the period the query names ("in May 2023", when.py) gains what first place in
+# a list of this weight is worth, and the period is widened by TIME_SLACK on each side: what was said
+# on the 3rd is often told on the 5th. Tuned on LoCoMo conversations 0-2 (+1.4 points of R@10 there).
+TIME_WEIGHT = 1.0
+TIME_SLACK = timedelta(days=3)
 STOPWORDS = frozenset(
     """
     a about above after again against all am an and any are as at be because been before being
@@ -58,18 +64,19 @@ _NAME = re.compile(r"[^\W\d_]+(?: [^\W\d_]+)*")
 
 @dataclass(frozen=True)
 class RecallStrategy:
-    """How recall ranks: the weight of each retriever in the fusion (0 turns one off)."""
+    """How recall ranks: the weight of each retriever in the fusion, and of a named time (0 turns one off)."""
 
     keyword_weight: float = KEYWORD_WEIGHT
     vector_weight: float = VECTOR_WEIGHT
+    time_weight: float = TIME_WEIGHT
 
     @classmethod
     def keyword_only(cls) -> RecallStrategy:
-        return cls(keyword_weight=1.0, vector_weight=0.0)
+        return cls(keyword_weight=1.0, vector_weight=0.0, time_weight=0.0)
 
     @classmethod
     def vector_only(cls) -> RecallStrategy:
-        return cls(keyword_weight=0.0, vector_weight=1.0)
+        return cls(keyword_weight=0.0, vector_weight=1.0, time_weight=0.0)
 
 
 @dataclass
@@ -214,6 +221,9 @@ class MemoryEngine:
         keyword = self._keyword_ids(query, pool) if weights.keyword_weight > 0 else []
         vector, vector_ran = self._vector_ids(query, pool) if weights.vector_weight > 0 else ([], False)
         scores = fuse([(weights.keyword_weight, keyword), (weights.vector_weight, vector)])
+        in_time = self._in_named_period(query, list(scores)) if weights.time_weight > 0 else set()
+        for episode_id in in_time:
+            scores[episode_id] += weights.time_weight / (RRF_K + 1)
         for closed in self.store.closed_fact_episodes(list(scores)):
             scores[closed] *= CLOSED_FACT_WEIGHT
         for episode_id, importance in self.store.effective_importance(
@@ -223,10 +233,18 @@ class MemoryEngine:
         ranked = [i for i in sorted(scores, key=lambda i: -scores[i]) if i not in query.exclude_ids]
         chosen = ranked[: query.limit]
         rows = self.store.fetch_episodes(chosen)
-        keyword_set, vector_set = set(keyword), set(vector)
-        hits = [_hit(rows[i], scores[i], keyword_set, vector_set) for i in chosen if i in rows]
+        matched = {"keyword": set(keyword), "vector": set(vector), "time": in_time}
+        hits = [_hit(rows[i], scores[i], matched) for i in chosen if i in rows]
         self.store.touch([h.id for h in hits], iso(self.clock()))
         return hits, vector_ran
+
+    def _in_named_period(self, query: RecallQuery, candidates: list[int]) -> set[int]:
+        """The candidates stored within the period the query's words name (none if it names no time)."""
+        period = named_period(query.text, self.clock())
+        if period is None or not candidates:
+            return set()
+        since, until = period.start - TIME_SLACK, period.end + TIME_SLACK
+        return self.store.in_period(candidates, since.timestamp(), until.timestamp())
 
     def _keyword_ids(self, query: RecallQuery, pool: int) -> list[int]:
         match = fts_query(query.text, query.participants)
@@ -312,7 +330,7 @@ def _vector_rows(
     )
 
 
-def _hit(row: object, score: float, keyword: set[int], vector: set[int]) -> RecallHit:
+def _hit(row: object, score: float, matched: dict[str, set[int]]) -> RecallHit:
     episode = episode_from_row(row)
-    matched = [name for name, ids in (("keyword", keyword), ("vector", vector)) if episode.id in ids]
-    return RecallHit(**episode.model_dump(), score=round(score, 6), matched_by=matched)  # type: ignore[arg-type]
+    by = [name for name, ids in matched.items() if episode.id in ids]
+    return RecallHit(**episode.model_dump(), score=round(score, 6), matched_by=by)  # type: ignore[arg-type]

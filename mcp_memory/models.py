@@ -125,7 +125,10 @@ class RecallHit(Episode):
     """A recalled memory with its relevance score (higher is better)."""
 
     score: float
-    matched_by: list[Literal["keyword", "vector"]]
+    matched_by: list[Literal["keyword", "vector", "time"]] = Field(
+        description='"keyword" and "vector": the searches that found it; "time": it was stored in (or within '
+        "three days of) the date, month or year the query names, which ranks it higher."
+    )
 
 
 class RecallResult(BaseModel):

@@ -354,7 +354,8 @@ def _register_tools(server: MCPServer) -> None:  # noqa: C901 - one closure per 
         min_importance: Annotated[float | None, Field(ge=0, le=1)] = None,
     ) -> RecallResult:
         """Find stored memories by meaning and by keyword, best first, across every session of the group (or
-        one session). Call it before answering questions about earlier conversations."""
+        one session). A date, month or year in the query ("in May 2023", "last week") ranks memories from
+        then higher. Call it before answering questions about earlier conversations."""
         return await _state(ctx).manager.recall(
             group_id, query, session_id=session_id, limit=limit, since=since, until=until, producer=producer,
             role=role, memory_types=memory_types, metadata=metadata, min_importance=min_importance,
