@@ -1,0 +1,206 @@
+"""A group's episodes through the manager: adding them, recalling them, the short-term window, deleting.
+
+Every argument is checked before anything is written or searched, and errors say what to fix.
+The work itself runs on worker threads (the engine's Store and embedder), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from anyio.to_thread import run_sync
+
+from mcp_memory.engine import RecallQuery, RecallStrategy
+from mcp_memory.episodes import normalize_timestamp, parse_memories, prepare_episode
+from mcp_memory.errors import ValidationFailed
+from mcp_memory.models import AddedMemory, AddMemoryResult, DeleteResult, Episode, MemoryInput, RecallResult
+from mcp_memory.store import Filters
+from mcp_memory.summaries import SUMMARY_MEMORY_TYPE
+from mcp_memory.tokens import token_counter
+from mcp_memory.window import trim
+
+if TYPE_CHECKING:
+    from mcp_memory.manager import MemoryManager
+
+MAX_RECALL_LIMIT = 100
+WINDOW_MARGIN = 8
+
+
+class Memories:
+    """Episodes in and out for one manager: add, recall, recent window, delete."""
+
+    def __init__(self, manager: MemoryManager, *, now: Callable[[], datetime]) -> None:
+        self._manager = manager
+        self._now = now
+
+    async def add_memories(
+        self, group_id: str, session_id: str, memories: Sequence[MemoryInput | dict[str, Any]]
+    ) -> AddMemoryResult:
+        """Validate every memory first, then store the batch in one transaction (retries are not duplicated)."""
+        items = parse_memories(memories)
+        manager = self._manager
+        async with manager.opened(group_id, session_id) as session:
+            group = await manager.get_group(group_id)
+            participants = group.user_ids + group.agent_ids
+            now = self._now()
+            episodes = [
+                prepare_memory(i, item, participants, manager.config.max_content_chars, now)
+                for i, item in enumerate(items)
+            ]
+            index = session.configuration.long_term.enabled
+            inserted, pending = await run_sync(
+                partial(manager.engine.add, group_id, session_id, episodes, index_vectors=index)
+            )
+        added = [AddedMemory(id=r.id, sequence=r.sequence, duplicate=r.duplicate) for r in inserted]
+        duplicates = sum(a.duplicate for a in added)
+        return AddMemoryResult(
+            group_id=group_id,
+            session_id=session_id,
+            memories=added,
+            stored=len(added) - duplicates,
+            duplicates=duplicates,
+            embedding_pending=pending,
+        )
+
+    async def recall(
+        self,
+        group_id: str,
+        query: str,
+        *,
+        session_id: str | None = None,
+        limit: int = 10,
+        since: Any = None,
+        until: Any = None,
+        producer: str | None = None,
+        role: str | None = None,
+        memory_types: Sequence[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        min_importance: float | None = None,
+        strategy: RecallStrategy | None = None,
+    ) -> RecallResult:
+        """Hybrid recall over the group, or one session plus its recent window; filters apply inside the search."""
+        if not query.strip():
+            raise ValidationFailed("query is empty; say in plain words what to look for")
+        if not re.search(r"\w", query):
+            raise ValidationFailed("query has no words; say in plain words what to look for")
+        if not 1 <= limit <= MAX_RECALL_LIMIT:
+            raise ValidationFailed(f"limit must be between 1 and {MAX_RECALL_LIMIT}, got {limit}")
+        manager = self._manager
+        group = await manager.get_group(group_id)
+        filters = _filters(session_id, since, until, producer, role, memory_types, metadata, min_importance)
+        recent: list[Episode] = []
+        summary: str | None = None
+        if session_id is not None:
+            await manager.session_info(group_id, session_id)
+            recent = await self.recent(group_id, session_id)
+            summary = await manager.rolling_summary(group_id, session_id)
+        excluded = frozenset(e.id for e in recent)
+        request = RecallQuery(
+            group_id,
+            query,
+            filters,
+            limit,
+            excluded,
+            strategy or RecallStrategy(),
+            frozenset(group.user_ids + group.agent_ids),
+        )
+        hits, vector_ran = await run_sync(manager.engine.recall, request)
+        return RecallResult(
+            group_id=group_id,
+            query=query,
+            hits=hits,
+            recent=recent,
+            vector_search=vector_ran,
+            rolling_summary=summary,
+        )
+
+    async def recent(self, group_id: str, session_id: str) -> list[Episode]:
+        """The session's short-term window (empty when short-term memory is off for it)."""
+        manager = self._manager
+        async with manager.opened(group_id, session_id) as session:
+            window = session.configuration.short_term
+            if not window.enabled:
+                return []
+            # a few more than the count, so a tool call at the edge is seen with its results
+            newest = await run_sync(
+                manager.engine.recent, group_id, session_id, window.max_episodes + WINDOW_MARGIN
+            )
+            counter = await run_sync(token_counter)
+            return trim(
+                newest, max_episodes=window.max_episodes, max_tokens=window.max_tokens, count=counter.count
+            )
+
+    async def delete_memories(
+        self, group_id: str, memory_ids: Sequence[int] | None = None, session_id: str | None = None
+    ) -> DeleteResult:
+        """Delete episodes by id and/or session from the table and both indexes, in one transaction."""
+        if memory_ids is None and session_id is None:
+            raise ValidationFailed("pass memory_ids, session_id or both to say what to delete")
+        manager = self._manager
+        await manager.get_group(group_id)
+        if session_id is not None:
+            await manager.session_info(group_id, session_id)
+        deleted = await run_sync(manager.engine.store.delete_episodes, group_id, memory_ids, session_id)
+        return DeleteResult(group_id=group_id, deleted=deleted)
+
+
+def prepare_memory(
+    index: int | None, item: MemoryInput, participants: list[str], max_chars: int, now: datetime
+) -> Any:
+    """A checked episode ready to store; an error names the item (`memories[index]`) and says nothing was stored."""
+    try:
+        return prepare_episode(item, participants=participants, max_content_chars=max_chars, now=now)
+    except ValidationFailed as exc:
+        where = "" if index is None else f"memories[{index}]: "
+        raise ValidationFailed(f"{where}{exc}; nothing was stored") from None
+
+
+def _filters(
+    session_id: str | None,
+    since: Any,
+    until: Any,
+    producer: str | None,
+    role: str | None,
+    memory_types: Sequence[str] | None,
+    metadata: Mapping[str, Any] | None,
+    min_importance: float | None,
+) -> Filters:
+    start = None if since is None else normalize_timestamp(since, field="since").timestamp()
+    end = None if until is None else normalize_timestamp(until, field="until").timestamp()
+    if start is not None and end is not None and start > end:
+        raise ValidationFailed("since is after until; swap them or widen the range")
+    if role is not None and role not in ("user", "assistant", "system", "tool"):
+        raise ValidationFailed(f"role {role!r} is not valid; use user, assistant, system or tool")
+    if min_importance is not None and not 0 <= min_importance <= 1:
+        raise ValidationFailed(f"min_importance {min_importance} is outside [0, 1]")
+    return Filters(
+        session_id=session_id,
+        group_wide_types=(SUMMARY_MEMORY_TYPE,),
+        since=start,
+        until=end,
+        producer=producer,
+        role=role,
+        memory_types=tuple(memory_types) if memory_types else None,
+        metadata=_metadata_filters(metadata),
+        min_importance=min_importance,
+    )
+
+
+def _metadata_filters(metadata: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
+    pairs = []
+    for path, value in (metadata or {}).items():
+        if not path or any(not part for part in path.split(".")):
+            raise ValidationFailed(
+                f"metadata filter key {path!r} is not a dotted path like 'project' or 'a.b'"
+            )
+        values = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, str | int | float | bool) for v in values):
+            raise ValidationFailed(
+                f"metadata filter {path!r} must be a string, number, boolean, or a list of them (any of)"
+            )
+        pairs.append((path, value))
+    return tuple(pairs)
