@@ -1,7 +1,8 @@
 """Fact extraction: ask a language model for (subject, predicate, object) triplets, read its answer leniently.
 
-`extract_facts(text, complete)` works with any `complete(prompt) -> str`: the OpenAI-compatible
-client below (LLM_API_KEY, LLM_BASE_URL, LLM_MODEL), another LLM client, or MCP sampling.
+`extract_facts(text, llm)` works with any `LLMClient` of llm.py: the configured OpenAI-compatible
+endpoint (LLM_API_KEY, LLM_BASE_URL, LLM_MODEL), with the timeout and bounded retries summaries
+have too, or MCP sampling.
 Models wrap JSON in ```json fences, add a sentence around it, return an object holding the list,
 or get an item wrong; all of that is read, and each item that is not a triplet is skipped and
 counted. An answer with no JSON list in it at all is an error: nothing is stored.
@@ -11,30 +12,23 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mcp_memory.api_errors import api_error_text
-from mcp_memory.config import Config
 from mcp_memory.errors import ExtractionFailed, ValidationFailed
 from mcp_memory.fact_table import fact_key
 from mcp_memory.facts import Triple, check_triple
-
-Complete = Callable[[str], str]
-"""A language model: the prompt in, the reply text out (raises ExtractionFailed on failure)."""
+from mcp_memory.llm import LLMClient, LLMError
 
 MAX_EXTRACTED_FACTS = 50
-DEFAULT_LLM_MODEL = "gpt-4o-mini"
-LLM_TIMEOUT_S = 30.0
-LLM_MAX_RETRIES = 2
+REPLY_MAX_TOKENS = 2048  # fifty short facts as JSON objects, with room for a fence or a sentence around them
 NOT_CONFIGURED = (
     "LLM not configured — fact extraction unavailable; set LLM_API_KEY (and LLM_BASE_URL, LLM_MODEL for "
     "Ollama, vLLM, LM Studio), or pass subject, predicate and object yourself"
 )
 LIST_KEYS = ("facts", "triplets", "triples")
 
+SYSTEM = "You extract facts from text and answer with JSON only."
 PROMPT = """\
 Extract the stable facts stated in the text below: who someone is, where they live or work, what they
 like, own, decided or plan, and facts about projects. Leave out greetings, opinions about the
@@ -62,9 +56,16 @@ class Extraction:
     malformed: int
 
 
-def extract_facts(text: str, complete: Complete, limit: int = MAX_EXTRACTED_FACTS) -> Extraction:
+async def extract_facts(text: str, llm: LLMClient, limit: int = MAX_EXTRACTED_FACTS) -> Extraction:
     """Ask the model for the facts in `text`; raises ExtractionFailed when it fails or answers no JSON list."""
-    return parse_triplets(complete(PROMPT.format(text=text, limit=limit)), limit)
+    prompt = PROMPT.format(text=text, limit=limit)
+    try:
+        answer = await llm.complete(SYSTEM, prompt, max_tokens=REPLY_MAX_TOKENS)
+    except LLMError as exc:  # its message names the endpoint, what failed and what to check
+        raise ExtractionFailed(
+            f"{exc}; nothing was stored; try again, or pass subject, predicate and object yourself"
+        ) from exc
+    return parse_triplets(answer, limit)
 
 
 def parse_triplets(answer: str, limit: int = MAX_EXTRACTED_FACTS) -> Extraction:
@@ -129,71 +130,3 @@ def _preview(answer: str, chars: int = 80) -> str:
     if not flat:
         return "it was empty"
     return f"it began {flat[:chars]!r}" if len(flat) > chars else f"it was {flat!r}"
-
-
-class OpenAICompletion:
-    """`complete(prompt) -> str` over an OpenAI-compatible chat API; thread-safe, one client shared.
-
-    Blocking: call it on a worker thread. The client times out after LLM_TIMEOUT_S and retries
-    connection errors, 408, 409, 429 and 5xx answers LLM_MAX_RETRIES times.
-    """
-
-    def __init__(self, base_url: str | None, api_key: str | None, model: str) -> None:
-        self.base_url = base_url
-        self.model = model
-        self._api_key = api_key or "not-needed"
-        self._client: Any = None
-        self._lock = threading.Lock()
-
-    @property
-    def endpoint(self) -> str:
-        return f"model {self.model!r} at {self.base_url or 'https://api.openai.com/v1'}"
-
-    def __call__(self, prompt: str) -> str:
-        import openai
-
-        try:
-            response = self._get_client().chat.completions.create(
-                model=self.model, messages=[{"role": "user", "content": prompt}], temperature=0
-            )
-        except openai.APIStatusError as exc:
-            raise ExtractionFailed(
-                f"the request to {self.endpoint} failed with HTTP {exc.status_code}: {api_error_text(exc)}; "
-                f"{_hint(exc.status_code)}; nothing was stored, or pass subject, predicate and object yourself"
-            ) from exc
-        except openai.OpenAIError as exc:  # connection errors and timeouts, after the retries
-            raise ExtractionFailed(
-                f"cannot reach {self.endpoint}: {exc}; check LLM_BASE_URL and that the server is running; "
-                "nothing was stored, or pass subject, predicate and object yourself"
-            ) from exc
-        choices = response.choices or []
-        return (choices[0].message.content if choices else None) or ""
-
-    def _get_client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                from openai import OpenAI
-
-                self._client = OpenAI(
-                    base_url=self.base_url,
-                    api_key=self._api_key,
-                    timeout=LLM_TIMEOUT_S,
-                    max_retries=LLM_MAX_RETRIES,
-                )
-            return self._client
-
-
-def completion_from_config(config: Config) -> OpenAICompletion | None:
-    """The configured model, or None when neither LLM_API_KEY nor LLM_BASE_URL is set."""
-    if not (config.llm_api_key or config.llm_base_url):
-        return None
-    return OpenAICompletion(config.llm_base_url, config.llm_api_key, config.llm_model or DEFAULT_LLM_MODEL)
-
-
-def _hint(status: int) -> str:
-    return {
-        401: "check LLM_API_KEY",
-        403: "check LLM_API_KEY and its permissions",
-        404: "check LLM_BASE_URL (it usually ends in /v1) and LLM_MODEL",
-        429: "the server is rate limiting; try again later",
-    }.get(status, "check the server's logs" if status >= 500 else "check LLM_MODEL")

@@ -1,7 +1,10 @@
-"""Language models for summaries: an OpenAI-compatible endpoint, or the client's model through MCP sampling.
+"""Language models for summaries and fact extraction: an OpenAI-compatible endpoint, or the client's
+model through MCP sampling.
 
 Both implement `LLMClient`: one async `complete(system, prompt, max_tokens=...)` that returns
 the reply text or raises `LLMError` with a message naming what failed and what to check.
+`OpenAIChatLLM` is the project's one OpenAI chat client, so every request to the configured
+endpoint has the same timeout and retry policy.
 Nothing here imports mcp: the server hands `SamplingLLM` a plain async callable.
 """
 
@@ -89,12 +92,14 @@ class OpenAIChatLLM:
         max_retries: int = DEFAULT_MAX_RETRIES,
         *,
         backoff_s: float = BACKOFF_S,
+        temperature: float | None = None,
     ) -> None:
         self.base_url = base_url
         self.model = model
         self.timeout_s = timeout_s
         self.max_retries = max(0, max_retries)
         self.backoff_s = backoff_s
+        self.temperature = temperature  # None: the server's default
         self._api_key = api_key or "not-needed"
 
     @property
@@ -111,6 +116,8 @@ class OpenAIChatLLM:
         openai = await _openai_module()
         messages = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
         request: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": max_tokens}
+        if self.temperature is not None:
+            request["temperature"] = self.temperature
         async with openai.AsyncOpenAI(
             base_url=self.base_url, api_key=self._api_key, timeout=self.timeout_s, max_retries=0
         ) as client:

@@ -37,7 +37,6 @@ from mcp_memory.embeddings import Embedder, EmbeddingError, make_embedder
 from mcp_memory.engine import MemoryEngine, RecallStrategy
 from mcp_memory.episodes import iso, utc_now
 from mcp_memory.errors import ConfigurationError, ManagerClosed
-from mcp_memory.extraction import Complete, completion_from_config
 from mcp_memory.llm import DEFAULT_LLM_MODEL, LLMClient, OpenAIChatLLM
 from mcp_memory.manager_facts import Facts
 from mcp_memory.manager_groups import LIST_LIMIT, Groups
@@ -69,7 +68,7 @@ from mcp_memory.summaries import SummarizeResponse, SummaryMode, SummaryService,
 from mcp_memory.tasks import TaskInfo, TaskRunner
 from mcp_memory.vector_cache import VectorCache
 
-__all__ = ["LOCAL_OWNER", "MAX_RECALL_LIMIT", "MemoryManager", "summary_llm"]
+__all__ = ["LOCAL_OWNER", "MAX_RECALL_LIMIT", "MemoryManager", "configured_llm"]
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +105,9 @@ class MemoryManager:
         # the parts read these two directly: None before start, and while no background runner is running
         self._summaries: SummaryService | None = None
         self._jobs: anyio.abc.TaskGroup | None = None  # run_background's, for work that outlives a request
-        # add_fact(text=...) asks this model; replace it to use another client or MCP sampling
-        self.fact_completion: Complete | None = completion_from_config(config)
+        # add_fact(text=...) asks this model (at temperature 0: the same text, the same facts); replace it
+        # to use another LLMClient such as MCP sampling
+        self.fact_llm: LLMClient | None = configured_llm(config, temperature=0.0)
         self._groups = Groups(self, now=now)
         self._sessions = LiveSessions(self, clock=clock, now=now)
         self._memories = Memories(self, now=now)
@@ -140,7 +140,7 @@ class MemoryManager:
             fetch_episodes=self._summary_jobs.episodes,
             store_summary=self._summary_jobs.store_summary,
             write=store.write,
-            llm=summary_llm(self.config),
+            llm=configured_llm(self.config),
             settings=SummarySettings(
                 max_lightweight_per_session=self.config.max_lightweight_per_session,
                 auto_trigger_threshold=self.config.auto_trigger_threshold,
@@ -467,8 +467,14 @@ class MemoryManager:
         )
 
 
-def summary_llm(config: Config) -> OpenAIChatLLM | None:
-    """The configured OpenAI-compatible endpoint for summaries, or None when neither a key nor a URL is set."""
+def configured_llm(config: Config, *, temperature: float | None = None) -> OpenAIChatLLM | None:
+    """The configured OpenAI-compatible endpoint (for summaries and fact extraction), or None when neither
+    a key nor a URL is set."""
     if not (config.llm_api_key or config.llm_base_url):
         return None
-    return OpenAIChatLLM(config.llm_base_url, config.llm_api_key, config.llm_model or DEFAULT_LLM_MODEL)
+    return OpenAIChatLLM(
+        config.llm_base_url,
+        config.llm_api_key,
+        config.llm_model or DEFAULT_LLM_MODEL,
+        temperature=temperature,
+    )

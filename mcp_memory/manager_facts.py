@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 
 class Facts:
-    """The facts of one manager's groups; `manager.fact_completion` is asked when given text."""
+    """The facts of one manager's groups; `manager.fact_llm` is asked when given text."""
 
     def __init__(self, manager: MemoryManager, *, now: Callable[[], datetime]) -> None:
         self._manager = manager
@@ -63,7 +63,7 @@ class Facts:
         manager = self._manager
         max_chars = manager.config.max_content_chars
         triple = check_request(subject, predicate, object, text, max_chars)
-        if triple is None and manager.fact_completion is None:
+        if triple is None and manager.fact_llm is None:
             raise ConfigurationError(NOT_CONFIGURED)
         source, confidence = check_source(source), check_confidence(confidence)
         start = self._now() if valid_from is None else normalize_timestamp(valid_from, field="valid_from")
@@ -72,8 +72,8 @@ class Facts:
             await manager.session_info(group_id, session_id)
         triples, extraction = [triple] if triple is not None else [], None
         if triple is None:
-            assert text is not None and manager.fact_completion is not None  # checked just above
-            extraction = await run_sync(extract_facts, text, manager.fact_completion)
+            assert text is not None and manager.fact_llm is not None  # checked just above
+            extraction = await extract_facts(text, manager.fact_llm)
             triples = extraction.triplets
         prepared = [
             prepare_fact(

@@ -18,16 +18,10 @@ from mcp.shared.exceptions import MCPError
 
 from mcp_memory.config import Config
 from mcp_memory.errors import ExtractionFailed, ValidationFailed
-from mcp_memory.extraction import (
-    DEFAULT_LLM_MODEL,
-    NOT_CONFIGURED,
-    OpenAICompletion,
-    completion_from_config,
-    extract_facts,
-    parse_triplets,
-)
+from mcp_memory.extraction import NOT_CONFIGURED, extract_facts, parse_triplets
 from mcp_memory.fact_table import NewFact
-from mcp_memory.manager import MemoryManager
+from mcp_memory.llm import DEFAULT_LLM_MODEL, LLMError, OpenAIChatLLM
+from mcp_memory.manager import MemoryManager, configured_llm
 from mcp_memory.schema import MIGRATIONS
 from mcp_memory.server import build_server
 from mcp_memory.store import NewEpisode, Store
@@ -532,6 +526,7 @@ async def test_facts_are_extracted_from_text_by_the_configured_model(
     ]
     [request] = llm.requests_to("/chat/completions")
     assert request.authorization == "Bearer sk-facts" and request.json["model"] == "tiny-chat"
+    assert request.json["temperature"] == 0 and request.json["max_tokens"] > 0
     assert "Ana lives in Lisbon. Bob works at the harbour." in request.json["messages"][-1]["content"]
     assert (await recall(llm_client, "harbour"))[0]["content"] == "Bob works at the harbour"
 
@@ -601,7 +596,8 @@ async def test_an_http_500_after_the_retries_is_an_error_and_nothing_is_stored(
     await ready(llm_client)
     llm.queue_chat(500, 500, 500)
     text = await call_error(llm_client, "add_fact", group_id=GROUP, text="Ana lives in Lisbon")
-    assert "HTTP 500" in text and "tiny-chat" in text and "nothing was stored" in text
+    assert "HTTP 500" in text and "tiny-chat" in text and "check the server's logs" in text
+    assert "nothing was stored" in text and "pass subject, predicate and object yourself" in text
     assert len(llm.requests_to("/chat/completions")) == 3  # the first try and max_retries=2
     assert await nothing_stored(llm_client)
 
@@ -618,10 +614,38 @@ async def test_an_unreachable_model_is_an_error_naming_the_variable_to_check(
     llm_client: Client, llm: FakeOpenAI
 ) -> None:
     await ready(llm_client)
+    base_url = llm.base_url
     llm.stop()
     text = await call_error(llm_client, "add_fact", group_id=GROUP, text="Ana lives in Lisbon")
-    assert "cannot reach model 'tiny-chat'" in text and "LLM_BASE_URL" in text
+    assert f"cannot connect to model 'tiny-chat' at {base_url}" in text and "LLM_BASE_URL" in text
+    assert "nothing was stored" in text
     assert await nothing_stored(llm_client)
+
+
+async def test_an_empty_reply_is_an_error_naming_the_model_and_nothing_is_stored(
+    llm_client: Client, llm: FakeOpenAI
+) -> None:
+    await ready(llm_client)
+    llm.queue_chat("")
+    text = await call_error(llm_client, "add_fact", group_id=GROUP, text="Ana lives in Lisbon")
+    assert "'tiny-chat'" in text and "empty reply" in text and "nothing was stored" in text
+    assert await nothing_stored(llm_client)
+
+
+async def test_extraction_and_summaries_ask_the_same_endpoint_with_the_same_timeout_and_retries(
+    db_path: Path,
+) -> None:
+    config = Config(db_path=db_path, embedder="hashing", llm_base_url="http://127.0.0.1:9/v1")
+    async with MemoryManager(config) as configured:
+        facts, summaries = configured.fact_llm, configured.summaries.llm
+        assert isinstance(facts, OpenAIChatLLM) and isinstance(summaries, OpenAIChatLLM)
+        assert (facts.base_url, facts.model, facts.timeout_s, facts.max_retries) == (
+            summaries.base_url,
+            summaries.model,
+            summaries.timeout_s,
+            summaries.max_retries,
+        )
+        assert (facts.temperature, summaries.temperature) == (0.0, None)
 
 
 async def test_extracted_facts_are_deduplicated_against_stored_ones(
@@ -740,24 +764,45 @@ def test_the_limit_keeps_the_first_facts_and_counts_them_all() -> None:
     assert [t[2] for t in found.triplets] == ["book 0", "book 1", "book 2"] and found.found == 5
 
 
-def test_extraction_sends_the_text_in_the_prompt_to_any_completion() -> None:
-    prompts: list[str] = []
+class ScriptedLLM:
+    """An `LLMClient` that records its prompts and answers from a script (a reply or an LLMError)."""
 
-    def complete(prompt: str) -> str:
-        prompts.append(prompt)
-        return answer([LISBON])
+    def __init__(self, reply: str | LLMError) -> None:
+        self.reply = reply
+        self.prompts: list[str] = []
 
-    found = extract_facts("Ana said she lives in Lisbon.", complete, limit=7)
+    async def complete(self, system: str, prompt: str, *, max_tokens: int) -> str:
+        self.prompts.append(prompt)
+        if isinstance(self.reply, LLMError):
+            raise self.reply
+        return self.reply
+
+
+async def test_extraction_sends_the_text_in_the_prompt_to_any_llm_client() -> None:
+    model = ScriptedLLM(answer([LISBON]))
+    found = await extract_facts("Ana said she lives in Lisbon.", model, limit=7)
     assert found.triplets == [("Ana", "lives in", "Lisbon")]
-    assert "Ana said she lives in Lisbon." in prompts[0] and "at most 7" in prompts[0]
+    assert "Ana said she lives in Lisbon." in model.prompts[0] and "at most 7" in model.prompts[0]
 
 
-def test_the_openai_completion_talks_to_an_openai_compatible_server(llm: FakeOpenAI) -> None:
+async def test_a_failing_llm_client_is_an_extraction_error_that_keeps_its_reason() -> None:
+    with pytest.raises(
+        ExtractionFailed, match="^the model is asleep; nothing was stored; try again, or pass"
+    ):
+        await extract_facts("Ana lives in Lisbon", ScriptedLLM(LLMError("the model is asleep")))
+
+
+async def test_extraction_talks_to_an_openai_compatible_server_through_the_shared_client(
+    llm: FakeOpenAI,
+) -> None:
     llm.queue_chat("[]")
-    assert OpenAICompletion(llm.base_url, None, "tiny-chat")("hello") == "[]"
+    found = await extract_facts("hello", OpenAIChatLLM(llm.base_url, None, "tiny-chat"))
+    assert (found.triplets, found.found, found.malformed) == ([], 0, 0)
     [request] = llm.requests_to("/chat/completions")
-    assert request.authorization == "Bearer not-needed"
-    assert request.json["messages"] == [{"role": "user", "content": "hello"}]
+    assert request.authorization == "Bearer not-needed" and "temperature" not in request.json
+    system, user = request.json["messages"]
+    assert system["role"] == "system" and "JSON" in system["content"]
+    assert user["role"] == "user" and "hello" in user["content"]
 
 
 # -- configuration --------------------------------------------------------------------------------
@@ -772,8 +817,8 @@ def test_the_llm_is_configured_from_the_environment(tmp_path: Path) -> None:
         "llama3.2",
     )
     assert "sk-1" not in repr(config)
-    completion = completion_from_config(config)
-    assert completion is not None and completion.model == "llama3.2"
+    llm = configured_llm(config)
+    assert llm is not None and (llm.model, llm.base_url) == ("llama3.2", env["LLM_BASE_URL"])
 
 
 def test_memoria_llm_api_key_is_read_when_llm_api_key_is_not_set() -> None:
@@ -782,10 +827,10 @@ def test_memoria_llm_api_key_is_read_when_llm_api_key_is_not_set() -> None:
 
 
 def test_a_key_or_a_base_url_alone_configures_the_llm_with_the_default_model() -> None:
-    assert completion_from_config(Config.from_env({})) is None
+    assert configured_llm(Config.from_env({})) is None
     for env in ({"LLM_API_KEY": "sk"}, {"LLM_BASE_URL": "http://localhost:1234/v1"}):
-        completion = completion_from_config(Config.from_env(env))
-        assert completion is not None and completion.model == DEFAULT_LLM_MODEL
+        llm = configured_llm(Config.from_env(env))
+        assert llm is not None and llm.model == DEFAULT_LLM_MODEL
 
 
 # -- the migration --------------------------------------------------------------------------------
