@@ -4,7 +4,7 @@ Runs, each in its own process and in this order: cold_start, embed_speed, ingest
 bench/locomo.py is there) locomo, then bench/report.py, which prints the summary and draws the
 charts. Results go to bench/results/<name>.json and bench/results/*.png.
 
-  uv run python -m bench                   # everything, default sizes (about 10 minutes on 2 cores)
+  uv run python -m bench                   # everything, default sizes (about 6 minutes on 2 cores)
   uv run python -m bench --quick           # small sizes, results in bench/results/tmp/ (not committed)
   uv run python -m bench --only scale      # some of them (repeat --only / --skip)
   uv run python -m bench --max-size 1000000  # scale up to 1M memories (long)
