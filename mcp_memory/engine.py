@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -47,6 +49,10 @@ IMPORTANCE_WEIGHT = 0.3
 # on the 3rd is often told on the 5th. Tuned on LoCoMo conversations 0-2 (+1.4 points of R@10 there).
 TIME_WEIGHT = 1.0
 TIME_SLACK = timedelta(days=3)
+# A group with more vectors than this is loaded into the cache on a background thread; until it is
+# ready (and while a copy made stale by another process reloads) sqlite-vec answers, so no recall
+# waits for a load (about 3 s for 100k vectors, 30 s for 1M). Smaller groups load in the call.
+SYNC_LOAD_ROWS = 20_000
 STOPWORDS = frozenset(
     """
     a about above after again against all am an and any are as at be because been before being
@@ -141,7 +147,19 @@ class MemoryEngine:
         self.embedder = embedder
         self.clock = clock
         self.cache = cache
+        self.sync_load_rows = SYNC_LOAD_ROWS
         self._uncacheable: set[str] = set()
+        self._sizes: dict[str, int] = {}
+        self._loads: dict[str, Future[None]] = {}
+        self._loads_lock = threading.Lock()
+        self._loader: ThreadPoolExecutor | None = None
+
+    def close(self) -> None:
+        """Stop loading groups in the background (waiting for a load under way); call before closing the store."""
+        with self._loads_lock:
+            loader, self._loader = self._loader, None
+        if loader is not None:
+            loader.shutdown(wait=True, cancel_futures=True)
 
     # -- writing ------------------------------------------------------------------------
 
@@ -275,21 +293,45 @@ class MemoryEngine:
         return group.search(vector, k, _cache_conditions(filters), allowed, self.cache.pool)
 
     def _cached_group(self, group_id: str) -> GroupVectors | None:
+        """The group's current vectors in memory; None means: search sqlite-vec this time."""
         if self.cache is None or group_id in self._uncacheable:
             return None
-        revision = self.store.vector_revision(group_id)
-        group = self.cache.get(group_id, revision)
+        group = self.cache.get(group_id, self.store.vector_revision(group_id))
         if group is not None:
             return group
+        if group_id not in self._sizes:
+            self._sizes[group_id] = self.store.vector_count(group_id)
+        if self._sizes[group_id] > self.sync_load_rows:
+            self._load_in_background(group_id)
+            return None
+        return self._load(group_id)
+
+    def _load(self, group_id: str) -> GroupVectors | None:
+        assert self.cache is not None
         with self.cache.loading_lock(group_id):
-            group = self.cache.get(group_id, revision)
+            group = self.cache.get(group_id, self.store.vector_revision(group_id))
             if group is None:
-                loaded = GroupVectors(*self.store.scan_group_vectors(group_id))
-                if not self.cache.put(group_id, loaded):
+                group = GroupVectors(*self.store.scan_group_vectors(group_id))
+                self._sizes[group_id] = group.size
+                if not self.cache.put(group_id, group):
                     self._uncacheable.add(group_id)
                     return None
-                group = loaded
         return group
+
+    def _load_in_background(self, group_id: str) -> None:
+        with self._loads_lock:
+            running = self._loads.get(group_id)
+            if running is not None and not running.done():
+                return
+            if self._loader is None:
+                self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcp-memory-load")
+            self._loads[group_id] = self._loader.submit(self._load_logged, group_id)
+
+    def _load_logged(self, group_id: str) -> None:
+        try:
+            self._load(group_id)
+        except Exception as exc:  # noqa: BLE001 - sqlite-vec keeps answering; the next search retries
+            log.warning("could not load group %r's vectors into memory: %s", group_id, exc)
 
     def recent(self, group_id: str, session_id: str, limit: int) -> list[Episode]:
         """The session's newest `limit` episodes, oldest first."""

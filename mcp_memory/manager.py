@@ -195,6 +195,7 @@ class MemoryManager:
             return
         async with self._sessions.closing():
             if self._engine is not None:
+                await run_sync(self._engine.close)
                 if self._engine.cache is not None:
                     self._engine.cache.close()
                 await run_sync(self._engine.store.close)

@@ -145,6 +145,13 @@ class VectorIndex(Database):
         rows = self.read("SELECT vector_revision FROM groups WHERE group_id = ?", (group_id,))
         return int(rows[0][0]) if rows else 0
 
+    def vector_count(self, group_id: str) -> int:
+        """How many of the group's episodes have a vector in the index."""
+        rows = self.read(
+            "SELECT count(*) FROM episodes WHERE group_id = ? AND indexed = ?", (group_id, INDEXED)
+        )
+        return int(rows[0][0])
+
     def scan_group_vectors(self, group_id: str) -> tuple[int, VectorRows]:
         """Every vector of the group with its filter columns, and the revision they are at (one snapshot).
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +143,38 @@ def test_growing_arrays_keep_every_row_and_filters_by_code() -> None:
         assert group.search(query, 5, {"session_id": "missing"}, None, pool) == []
         allowed = group.search(query, 10, {}, np.array([4321, 7]), pool)
         assert sorted(i for i, _ in allowed) == [7, 4321]
+
+
+async def test_a_large_group_loads_in_the_background_while_sqlite_vec_answers(config: Config) -> None:
+    manager = await filled(config, 40)
+    engine = manager.engine
+    engine.sync_load_rows = 10  # 40 vectors count as "large" here
+    gate, scans = threading.Event(), []
+    real_scan = engine.store.scan_group_vectors
+
+    def gated_scan(group_id: str):  # the real scan, held until the test lets it go
+        scans.append(group_id)
+        assert gate.wait(10)
+        return real_scan(group_id)
+
+    engine.store.scan_group_vectors = gated_scan  # type: ignore[method-assign]
+    try:
+        query = engine.embedder.embed(["violin candle"])[0]
+        revision = engine.store.vector_revision("g")
+        for _ in range(3):  # answered while the load waits; one load, not one per search
+            ours = engine.vector_search("g", query, Filters(session_id="s2"), 10)
+            assert_same_neighbours(ours, engine.store.vector_search("g", query, Filters(session_id="s2"), 10))
+            assert engine.cache.get("g", revision) is None
+        gate.set()
+        deadline = time.monotonic() + 10
+        while engine.cache.get("g", revision) is None:
+            assert time.monotonic() < deadline, "the background load never finished"
+            time.sleep(0.01)
+        assert scans == ["g"]
+        assert_same_neighbours(
+            engine.vector_search("g", query, Filters(), 10),
+            engine.store.vector_search("g", query, Filters(), 10),
+        )
+    finally:
+        gate.set()
+        await manager.shutdown()
