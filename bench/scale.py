@@ -653,7 +653,7 @@ def print_summary(result: Mapping[str, Any]) -> None:
     fresh, size = rss["fresh_process"], f"{rss['largest_size']:,}"
     labels = {
         "idle": f"fresh process, {size}-memory database open (idle)",
-        "after_first_recall": f"after its first recall ({fresh.get('first_recall_ms', '?')} ms: loads the search)",
+        "after_first_recall": f"after its first recall ({fresh.get('first_recall_ms', '?')} ms; starts loading the vectors)",
         "warm": f"after {fresh.get('warm_recalls', '?')} recalls (the group's search warm)",
         "with_minilm": "warm, plus MiniLM loaded (as the default server)",
     }
