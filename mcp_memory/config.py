@@ -21,6 +21,7 @@ MAX_LIFE_TIME_S = 600.0
 SESSION_CACHE_SIZE = 100
 MAX_CONTENT_CHARS = 32_000
 VECTOR_CACHE_MB = 1024
+KEYWORD_CACHE_MB = 512
 MAX_LIGHTWEIGHT_PER_SESSION = 3
 AUTO_TRIGGER_THRESHOLD = 20
 TASK_TTL_S = 7 * 24 * 3600.0
@@ -111,6 +112,7 @@ class Config:
     max_life_time_s: float = MAX_LIFE_TIME_S
     session_cache_size: int = SESSION_CACHE_SIZE
     vector_cache_mb: int = VECTOR_CACHE_MB
+    keyword_cache_mb: int = KEYWORD_CACHE_MB
     max_lightweight_per_session: int = MAX_LIGHTWEIGHT_PER_SESSION
     auto_trigger_threshold: int = AUTO_TRIGGER_THRESHOLD
     task_ttl_s: float = TASK_TTL_S
@@ -184,6 +186,7 @@ _ENV_VARS: dict[str, tuple[str, type]] = {
     "max_life_time_s": ("MCP_MEMORY_MAX_LIFE_TIME_S", float),
     "session_cache_size": ("MCP_MEMORY_SESSION_CACHE_SIZE", int),
     "vector_cache_mb": ("MCP_MEMORY_VECTOR_CACHE_MB", int),
+    "keyword_cache_mb": ("MCP_MEMORY_KEYWORD_CACHE_MB", int),
     "max_lightweight_per_session": ("MEMORIA_MAX_LIGHTWEIGHT_PER_SESSION", int),
     "auto_trigger_threshold": ("MEMORIA_AUTO_TRIGGER_THRESHOLD", int),
     "task_ttl_s": ("MCP_MEMORY_TASK_TTL_S", float),

@@ -7,7 +7,6 @@ nothing of sessions' lifecycles or of MCP.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,8 +18,11 @@ import numpy as np
 from mcp_memory.embeddings import Embedder
 from mcp_memory.episodes import DEFAULT_IMPORTANCE, embedding_text, episode_from_row, iso
 from mcp_memory.fact_table import NewFact, StoredFacts
+from mcp_memory.fts import match_expression, query_words
+from mcp_memory.keyword_index import KeywordSearch
 from mcp_memory.models import Episode, RecallHit
 from mcp_memory.store import Filters, Inserted, NewEpisode, Store
+from mcp_memory.store_filters import cache_conditions
 from mcp_memory.vector_cache import GroupVectors, VectorCache, VectorRows
 from mcp_memory.when import named_period
 
@@ -53,19 +55,6 @@ TIME_SLACK = timedelta(days=3)
 # ready (and while a copy made stale by another process reloads) sqlite-vec answers, so no recall
 # waits for a load (about 3 s for 100k vectors, 30 s for 1M). Smaller groups load in the call.
 SYNC_LOAD_ROWS = 20_000
-STOPWORDS = frozenset(
-    """
-    a about above after again against all am an and any are as at be because been before being
-    below between both but by can could did do does doing down during each few for from further had
-    has have having he her here hers herself him himself his how i if in into is it its itself just
-    me more most my myself no nor not now of off on once only or other our ours ourselves out over
-    own same she should so some such than that the their theirs them themselves then there these
-    they this those through to too under until up very was we were what when where which while who
-    whom why will with would you your yours yourself yourselves did does tell ever
-    """.split()  # noqa: SIM905 - a word list reads best as text
-)
-_WORD = re.compile(r"\w+", re.UNICODE)
-_NAME = re.compile(r"[^\W\d_]+(?: [^\W\d_]+)*")
 
 
 @dataclass(frozen=True)
@@ -98,31 +87,6 @@ class RecallQuery:
     participants: frozenset[str] = frozenset()
 
 
-def fts_query(text: str, participants: Iterable[str] = ()) -> str | None:
-    """An FTS5 expression ORing the query's words (stopwords out), each quoted; None if there are none.
-
-    A participant's name is matched against the speaker column only: "what did Caroline
-    paint" is about Caroline's turns, not about every turn that greets her by name.
-    """
-    words = [w.lower() for w in _WORD.findall(text)]
-    # Single letters ("Ana's" gives "s") match nearly every row and only cost time.
-    unique = list(dict.fromkeys([w for w in words if w not in STOPWORDS and len(w) > 1] or words))
-    names = _name_words(participants)
-    speakers = [w for w in unique if w in names]
-    others = [w for w in unique if w not in names]
-    parts = []
-    if others:
-        parts.append("{content before after} : (" + " OR ".join(f'"{w}"' for w in others) + ")")
-    if speakers:
-        parts.append("producer_id : (" + " OR ".join(f'"{w}"' for w in speakers) + ")")
-    return " OR ".join(f"({part})" for part in parts) if parts else None
-
-
-def _name_words(participants: Iterable[str]) -> set[str]:
-    """Lower-cased words of participant ids that read as names (letters and spaces, like 'Ana Lima')."""
-    return {word.lower() for p in participants if _NAME.fullmatch(p) for word in p.split()}
-
-
 def fuse(ranked_lists: Sequence[tuple[float, Sequence[int]]]) -> dict[int, float]:
     """Weighted reciprocal-rank fusion: each list adds weight / (RRF_K + rank) to its ids."""
     scores: dict[int, float] = {}
@@ -142,11 +106,13 @@ class MemoryEngine:
         *,
         clock: Callable[[], datetime],
         cache: VectorCache | None = None,
+        keywords: KeywordSearch | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
         self.clock = clock
         self.cache = cache
+        self.keywords = keywords
         self.sync_load_rows = SYNC_LOAD_ROWS
         self._uncacheable: set[str] = set()
         self._sizes: dict[str, int] = {}
@@ -155,7 +121,9 @@ class MemoryEngine:
         self._loader: ThreadPoolExecutor | None = None
 
     def close(self) -> None:
-        """Stop loading groups in the background (waiting for a load under way); call before closing the store."""
+        """Stop loading in the background (waiting for a load under way); call before closing the store."""
+        if self.keywords is not None:
+            self.keywords.close()
         with self._loads_lock:
             loader, self._loader = self._loader, None
         if loader is not None:
@@ -265,10 +233,26 @@ class MemoryEngine:
         return self.store.in_period(candidates, since.timestamp(), until.timestamp())
 
     def _keyword_ids(self, query: RecallQuery, pool: int) -> list[int]:
-        match = fts_query(query.text, query.participants)
-        if match is None:
+        return [
+            i
+            for i, _ in self.keyword_search(
+                query.group_id, query.text, query.filters, pool, query.participants
+            )
+        ]
+
+    def keyword_search(
+        self, group_id: str, text: str, filters: Filters, k: int, participants: Iterable[str] = ()
+    ) -> list[tuple[int, float]]:
+        """The group's k best BM25 matches for the text's words as (id, bm25), best (lowest) first:
+        from the in-memory copy of the index when it is current, else from FTS5; both rank alike."""
+        words = query_words(text, participants)
+        if not words:
             return []
-        return [i for i, _ in self.store.keyword_search(query.group_id, match, query.filters, pool)]
+        if self.keywords is not None:
+            found = self.keywords.search(words, group_id, filters, k)
+            if found is not None:
+                return found
+        return self.store.keyword_search(group_id, match_expression(words) or "", filters, k)
 
     def _vector_ids(self, query: RecallQuery, pool: int) -> tuple[list[int], bool]:
         try:
@@ -290,7 +274,7 @@ class MemoryEngine:
         allowed = None
         if filters.metadata or filters.min_importance is not None:
             allowed = self.store.candidate_ids(group_id, filters)
-        return group.search(vector, k, _cache_conditions(filters), allowed, self.cache.pool)
+        return group.search(vector, k, cache_conditions(filters), allowed, self.cache.pool)
 
     def _cached_group(self, group_id: str) -> GroupVectors | None:
         """The group's current vectors in memory; None means: search sqlite-vec this time."""
@@ -341,21 +325,6 @@ class MemoryEngine:
 def importance_factor(importance: float) -> float:
     """What an effective importance multiplies a fused score by (1 at the default importance)."""
     return 1.0 + IMPORTANCE_WEIGHT * (importance - DEFAULT_IMPORTANCE)
-
-
-def _cache_conditions(filters: Filters) -> dict[str, object]:
-    conditions: dict[str, object] = {
-        "session_id": filters.session_id,
-        "producer_id": filters.producer,
-        "role": filters.role,
-        "memory_type": filters.memory_types,
-        "since": filters.since,
-        "until": filters.until,
-    }
-    if filters.session_id is not None and filters.group_wide_types:
-        del conditions["session_id"]
-        conditions["session_scope"] = (filters.session_id, filters.group_wide_types)
-    return {name: value for name, value in conditions.items() if value is not None}
 
 
 def _vector_rows(

@@ -37,6 +37,7 @@ from mcp_memory.embeddings import Embedder, EmbeddingError, make_embedder
 from mcp_memory.engine import MemoryEngine, RecallStrategy
 from mcp_memory.episodes import iso, utc_now
 from mcp_memory.errors import ConfigurationError, ManagerClosed
+from mcp_memory.keyword_index import KeywordSearch
 from mcp_memory.llm import DEFAULT_LLM_MODEL, LLMClient, OpenAIChatLLM
 from mcp_memory.manager_facts import Facts
 from mcp_memory.manager_groups import LIST_LIMIT, Groups
@@ -131,7 +132,12 @@ class MemoryManager:
             )
         )
         cache = VectorCache(self.config.vector_cache_mb * 2**20) if self.config.vector_cache_mb > 0 else None
-        self._engine = MemoryEngine(store, self.embedder, clock=self._now, cache=cache)
+        keywords = (
+            KeywordSearch(store, self.config.keyword_cache_mb * 2**20)
+            if self.config.keyword_cache_mb > 0
+            else None
+        )
+        self._engine = MemoryEngine(store, self.embedder, clock=self._now, cache=cache, keywords=keywords)
         self._tasks = TaskRunner(store.write, ttl_s=self.config.task_ttl_s)
         orphans = await self._tasks.fail_orphans()
         if orphans:

@@ -192,6 +192,7 @@ MIGRATIONS: list[Callable[[Any], None]] = [
     m006_summary_counts,
     m007_effective_importance,
     m008_rolling_summaries,
+    fts.m009_change_log,
 ]
 
 

@@ -13,6 +13,7 @@ other modules use; it also re-exports the names they import from here:
     store_filters.py   `Filters` and the SQL that applies them inside each search
     store_episodes.py  writing, reading, searching and deleting episodes
     store_vectors.py   the vec0 index: pending vectors, KNN, scans for the vector cache
+    store_keywords.py  scans, change log and tokenizer for the in-memory keyword index
     store_stats.py     database-wide statistics and the importance decay pass
 
 This module keeps what ties them together: opening and migrating the database, the
@@ -35,6 +36,7 @@ from mcp_memory.schema import MIGRATIONS
 from mcp_memory.store_db import BUSY_TIMEOUT_MS, LOCK_RETRY_BUDGET_S, Database, recorded_embedder
 from mcp_memory.store_episodes import EPISODE_COLUMNS, Episodes, InsertBatch, Inserted, NewEpisode
 from mcp_memory.store_filters import Filters
+from mcp_memory.store_keywords import KeywordReads
 from mcp_memory.store_stats import TIERS, Statistics
 from mcp_memory.store_vectors import (
     INDEXED,
@@ -67,7 +69,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class Store(Episodes, VectorIndex, Statistics):
+class Store(Episodes, VectorIndex, KeywordReads, Statistics):
     """A SQLite database of memories; every method is synchronous and thread-safe."""
 
     def __init__(

@@ -166,6 +166,19 @@ class Database:
             raise
         self._retry(lambda: conn.execute("COMMIT"))
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[Any]:
+        """A read transaction: every statement inside sees the file as it was at the first one."""
+        conn = self._conn()
+        if conn.in_transaction:
+            yield conn
+            return
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
     def write(self, fn: Any) -> Any:
         """Run `fn(conn)` in one write transaction, retried as a whole while the file is locked."""
 

@@ -251,8 +251,8 @@ class Episodes(Database):
         where, params = filter_sql(filters, "e")
         rows = self.read(
             f"SELECT e.id, bm25(episodes_fts, {', '.join(map(str, fts.COLUMN_WEIGHTS))}) AS rank FROM episodes_fts "
-            "JOIN episodes e ON e.id = episodes_fts.rowid "
-            f"WHERE episodes_fts MATCH ? AND e.group_id = ? {where} ORDER BY rank LIMIT ?",
+            "CROSS JOIN episodes e ON e.id = episodes_fts.rowid "  # FTS first: never a MATCH per row
+            f"WHERE episodes_fts MATCH ? AND e.group_id = ? {where} ORDER BY rank, e.id LIMIT ?",
             (match, group_id, *params, k),
         )
         return [(row[0], float(row[1])) for row in rows]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import cast
@@ -38,7 +38,7 @@ class VectorRows:
 
 
 @dataclass
-class _Column:
+class Column:
     """A text column as integer codes, so a filter is one vectorised comparison."""
 
     codes: np.ndarray
@@ -61,7 +61,7 @@ class GroupVectors:
         self._ids = np.asarray(rows.ids, np.int64)
         self._matrix = _normalise_in_place(np.asarray(rows.matrix, np.float32))
         self._ts = np.asarray(rows.ts, np.float64)
-        self._columns = {name: _Column(np.empty(0, np.int32)) for name in CATEGORIES}
+        self._columns = {name: Column(np.empty(0, np.int32)) for name in CATEGORIES}
         for name, column in self._columns.items():
             column.codes = column.encode(getattr(rows, name))
 
@@ -116,29 +116,45 @@ class GroupVectors:
         return [(int(ids[i]), float(1.0 - scores[i])) for i in top]
 
     def _mask(self, n: int, where: dict[str, object], allowed: np.ndarray | None) -> np.ndarray | None:
-        mask: np.ndarray | None = None
+        return where_mask(self._columns, slice(0, n), self._ts, self._ids, where, allowed)
 
-        def both(condition: np.ndarray) -> None:
-            nonlocal mask
-            mask = condition if mask is None else mask & condition
 
-        for name, value in where.items():
-            if name == "session_scope":  # (session_id, types): the session's rows or rows of those types
-                session_id, types = cast(tuple[str, tuple[str, ...]], value)
-                sessions, kinds = self._columns["session_id"], self._columns["memory_type"]
-                in_session = sessions.codes[:n] == sessions.lookup.get(session_id, -1)
-                both(in_session | np.isin(kinds.codes[:n], [kinds.lookup.get(t, -1) for t in types]))
-                continue
-            if name in ("since", "until"):
-                ts = self._ts[:n]
-                both(ts >= value if name == "since" else ts <= value)  # type: ignore[operator]
-                continue
-            column = self._columns[name]
-            wanted = [column.lookup.get(v, -1) for v in (value if isinstance(value, tuple) else (value,))]
-            both(np.isin(column.codes[:n], wanted))
-        if allowed is not None:
-            both(np.isin(self._ids[:n], allowed))
-        return mask
+def where_mask(
+    columns: Mapping[str, Column],
+    rows: slice | np.ndarray,
+    ts: np.ndarray,
+    ids: np.ndarray,
+    where: Mapping[str, object],
+    allowed: np.ndarray | None,
+) -> np.ndarray | None:
+    """Which of `rows` meet every condition (and are `allowed`, when given); None when nothing is asked.
+
+    `where` holds filters.cache_conditions(): a category column's value or tuple of values, "since" and
+    "until" on the timestamps, and "session_scope", (session_id, types): the session's rows or rows of those types.
+    """
+    mask: np.ndarray | None = None
+
+    def both(condition: np.ndarray) -> None:
+        nonlocal mask
+        mask = condition if mask is None else mask & condition
+
+    for name, value in where.items():
+        if name == "session_scope":
+            session_id, types = cast(tuple[str, tuple[str, ...]], value)
+            sessions, kinds = columns["session_id"], columns["memory_type"]
+            in_session = sessions.codes[rows] == sessions.lookup.get(session_id, -1)
+            both(in_session | np.isin(kinds.codes[rows], [kinds.lookup.get(t, -1) for t in types]))
+            continue
+        if name in ("since", "until"):
+            times = ts[rows]
+            both(times >= value if name == "since" else times <= value)  # type: ignore[operator]
+            continue
+        column = columns[name]
+        wanted = [column.lookup.get(v, -1) for v in (value if isinstance(value, tuple) else (value,))]
+        both(np.isin(column.codes[rows], wanted))
+    if allowed is not None:
+        both(np.isin(ids[rows], allowed))
+    return mask
 
 
 def _similarities(matrix: np.ndarray, query: np.ndarray, pool: ThreadPoolExecutor) -> np.ndarray:

@@ -264,11 +264,13 @@ def test_a_version_seven_database_with_data_upgrades_to_rolling_summaries(tmp_pa
     conn.enable_load_extension(True)
     sqlite_vec.load(conn)
     conn.execute("DROP TABLE rolling_summaries")
+    conn.execute("DROP TRIGGER episodes_fts_changes_delete")  # and what version 9 added after it
+    conn.execute("DROP TABLE fts_changes")
     conn.execute("PRAGMA user_version = 7")
     conn.close()
 
     store = open_store(path)
-    assert store.schema_version == len(MIGRATIONS) == 8
+    assert store.schema_version == len(MIGRATIONS) == 9
     assert [r["content"] for r in store.recent_episodes("g", "s", 10)] == ["kept across the upgrade"]
     assert store.get_session("g", "s")["rolling_covered_through"] is None
     summary = rolling.RollingSummary("so far", 1, "2024-01-01T00:00:00+00:00")

@@ -247,6 +247,8 @@ def test_a_version_four_database_with_data_upgrades_to_tasks_and_summary_counts(
     conn.execute("DROP TABLE tasks")
     conn.execute("DROP TABLE summary_counts")
     conn.execute("DROP TABLE rolling_summaries")  # m008's
+    conn.execute("DROP TRIGGER episodes_fts_changes_delete")  # m009's
+    conn.execute("DROP TABLE fts_changes")
     conn.enable_load_extension(True)
     sqlite_vec.load(conn)  # a trigger names the vector table, and dropping a column checks triggers
     conn.execute("ALTER TABLE episodes DROP COLUMN effective_importance")  # m007's

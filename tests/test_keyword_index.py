@@ -1,0 +1,303 @@
+"""The in-memory keyword index: FTS5's BM25 ranking exactly, kept current across writes and processes."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mcp_memory import fts, keyword_index
+from mcp_memory.config import Config
+from mcp_memory.engine import MemoryEngine
+from mcp_memory.fts import match_expression, query_words
+from mcp_memory.keyword_index import KeywordIndex, KeywordSearch
+from mcp_memory.manager import MemoryManager
+from mcp_memory.store import Filters
+
+pytestmark = pytest.mark.anyio
+
+# Stems, case, diacritics and repeats, so tokenisation and term counts matter.
+WORDS = (
+    "painting painted paints sunrise Sunrise lake café cafe naïve Über uber garden gardens river "
+    "violin violins bread letter forest candle mirror ticket the and of 2023 13th"
+).split()
+QUERIES = [
+    "what did Ana paint at the lake?",
+    "café sunrise",
+    "CAFE naive uber",
+    "violins and bread",
+    "forest candle mirror ticket garden",
+    "2023 13th letter",
+    "the",
+    "painting painted",
+    "nothing matches zebra",
+]
+
+
+def sentences(count: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(3, 14)))) for _ in range(count)]
+
+
+async def filled(config: Config, count: int = 240) -> MemoryManager:
+    """Two groups (so table-wide statistics differ from one group's), two sessions, a fact."""
+    manager = await MemoryManager(config).start()
+    texts = sentences(count, seed=1)
+    for group in ("g", "other"):
+        await manager.create_group(group, user_ids=["Ana Lima", "ben"])
+        for session in ("s1", "s2"):
+            async with manager.created(group, session) as live:
+                half = texts[: count // 2] if session == "s1" else texts[count // 2 :]
+                await live.add(
+                    [
+                        {"content": t, "producer": "Ana Lima" if i % 3 else "ben",
+                         "timestamp": 1_700_000_000 + i * 60, "metadata": {"n": i % 2}}
+                        for i, t in enumerate(half if group == "g" else half[: count // 4])
+                    ]
+                )  # fmt: skip
+    await manager.add_fact("g", "Ana", "paints", "the sunrise over the lake")
+    return manager
+
+
+def fts5(engine: MemoryEngine, query: str, filters: Filters, k: int) -> list[tuple[int, float]]:
+    words = query_words(query, ["Ana Lima", "ben"])
+    expression = match_expression(words)
+    return engine.store.keyword_search("g", expression, filters, k) if expression else []
+
+
+def ours(engine: MemoryEngine, query: str, filters: Filters, k: int) -> list[tuple[int, float]] | None:
+    assert engine.keywords is not None
+    return engine.keywords.search(query_words(query, ["Ana Lima", "ben"]), "g", filters, k)
+
+
+def assert_same_ranking(mine: list[tuple[int, float]] | None, reference: list[tuple[int, float]]) -> None:
+    """The same scores, rank by rank; ids may differ only among rows FTS5 scores alike to rounding."""
+    assert mine is not None
+    assert len(mine) == len(reference)
+    assert np.allclose([s for _, s in mine], [s for _, s in reference], rtol=1e-12, atol=1e-12)
+    theirs = dict(reference)
+    for episode_id, score in mine:
+        assert abs(theirs.get(episode_id, reference[-1][1]) - score) < 1e-9
+
+
+NO_FILTERS = Filters()
+
+
+def assert_matches_fts5(engine: MemoryEngine, filters: Filters = NO_FILTERS, k: int = 20) -> None:
+    for query in QUERIES:
+        assert_same_ranking(ours(engine, query, filters, k), fts5(engine, query, filters, k))
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        Filters(),
+        Filters(session_id="s2"),
+        Filters(session_id="s1", group_wide_types=("fact",)),
+        Filters(producer="ben"),
+        Filters(role="user", since=1_700_000_000 + 60 * 20, until=1_700_000_000 + 60 * 90),
+        Filters(memory_types=("fact",)),
+        Filters(metadata=(("n", 1),)),
+        Filters(min_importance=0.5, session_id="s1"),
+    ],
+)
+async def test_the_index_ranks_exactly_as_fts5_does(config: Config, filters: Filters) -> None:
+    manager = await filled(config)
+    try:
+        assert_matches_fts5(manager.engine, filters)
+        assert ours(manager.engine, "nothing matches zebra", filters, 5) == []
+    finally:
+        await manager.shutdown()
+
+
+async def test_a_small_k_keeps_the_best_and_breaks_ties_by_id(config: Config) -> None:
+    manager = await filled(config)
+    try:
+        for k in (1, 3, 7):
+            assert_matches_fts5(manager.engine, k=k)
+    finally:
+        await manager.shutdown()
+
+
+async def test_own_writes_and_deletes_are_caught_up_without_a_reload(config: Config) -> None:
+    manager = await filled(config, 60)
+    engine = manager.engine
+    assert engine.keywords is not None
+    try:
+        index = engine.keywords.current()
+        async with manager.opened("g", "s1") as live:
+            added = await live.add([{"content": "zebra violin zebra", "producer": "ben"}])
+        new_id = added.memories[0].id
+        assert ours(engine, "zebra", Filters(), 5) == fts5(engine, "zebra", Filters(), 5)
+        assert [i for i, _ in ours(engine, "zebra", Filters(), 5) or []][0] == new_id  # then its neighbours
+        assert engine.keywords.current() is index and index.added_rows > 1  # the new turn and its neighbours
+        await manager.delete_memories("g", [new_id])
+        assert ours(engine, "zebra", Filters(), 5) == []
+        assert_matches_fts5(engine)
+        await manager.delete_memories("g", session_id="s2")
+        assert_matches_fts5(engine)
+        assert engine.keywords.current() is index
+    finally:
+        await manager.shutdown()
+
+
+async def test_writes_from_another_process_are_seen_by_the_next_search(config: Config) -> None:
+    reader = await filled(config, 60)
+    writer = await MemoryManager(config).start()
+    try:
+        assert_matches_fts5(reader.engine)
+        async with writer.opened("g", "s2") as live:
+            added = await live.add([{"content": "zebra zebra café", "producer": "Ana Lima"}])
+        assert [i for i, _ in ours(reader.engine, "zebra", Filters(), 3) or []][0] == added.memories[0].id
+        assert_matches_fts5(reader.engine)
+        await writer.delete_memories("g", [added.memories[0].id])
+        assert ours(reader.engine, "zebra", Filters(), 3) == []
+    finally:
+        await reader.shutdown()
+        await writer.shutdown()
+
+
+async def test_a_copy_behind_a_pruned_log_or_too_many_changes_is_reloaded(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = await filled(config, 60)
+    engine = manager.engine
+    assert engine.keywords is not None
+    try:
+        index = engine.keywords.current()
+        monkeypatch.setattr(fts, "KEEP_CHANGES", 2)  # the log forgets all but the newest entries
+        async with manager.opened("g", "s1") as live:
+            await live.add([{"content": f"zebra {i}", "producer": "ben"} for i in range(3)])
+        fresh = engine.keywords.current()
+        assert fresh is not None and fresh is not index
+        assert_matches_fts5(engine)
+        monkeypatch.setattr(fts, "KEEP_CHANGES", 50_000)
+        monkeypatch.setattr(keyword_index, "MAX_CATCH_UP", 2)
+        async with manager.opened("g", "s1") as live:
+            await live.add([{"content": f"zebra again {i}", "producer": "ben"} for i in range(3)])
+        again = engine.keywords.current()
+        assert again is not None and again is not fresh
+        assert_matches_fts5(engine)
+    finally:
+        await manager.shutdown()
+
+
+async def test_a_large_table_loads_in_the_background_while_fts5_answers(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = await filled(config, 60)
+    engine = manager.engine
+    assert engine.keywords is not None
+    gate, entered = threading.Event(), threading.Event()
+    scan = engine.store.scan_keyword_index
+
+    def held_scan(consume):  # type: ignore[no-untyped-def]
+        entered.set()
+        assert gate.wait(10)
+        return scan(consume)
+
+    monkeypatch.setattr(engine.store, "scan_keyword_index", held_scan)
+    try:
+        engine.keywords.close()
+        engine.keywords = KeywordSearch(engine.store, 2**30)
+        engine.keywords.sync_load_rows = 0
+        assert ours(engine, "café", Filters(), 5) is None  # loading: the caller asks FTS5
+        assert entered.wait(10)
+        expected = fts5(engine, "café sunrise", Filters(), 10)
+        assert engine.keyword_search("g", "café sunrise", Filters(), 10, ["Ana Lima", "ben"]) == expected
+        gate.set()
+        for _ in range(200):
+            if engine.keywords.current() is not None:
+                break
+            threading.Event().wait(0.05)
+        assert_matches_fts5(engine)
+    finally:
+        gate.set()
+        await manager.shutdown()
+
+
+async def test_over_the_budget_fts5_answers_and_recall_still_works(db_path: Path) -> None:
+    manager = await filled(Config(db_path=db_path, embedder="hashing", keyword_cache_mb=1), 40)
+    try:
+        manager.engine.keywords.max_bytes = 1000  # type: ignore[union-attr]
+        assert manager.engine.keywords.current() is None  # type: ignore[union-attr]
+        words = query_words("violin bread")
+        assert manager.engine.keywords.search(words, "g", Filters(), 5) is None  # type: ignore[union-attr]
+        result = await manager.recall("g", "violin bread")
+        assert result.hits and "keyword" in result.hits[0].matched_by
+    finally:
+        await manager.shutdown()
+    off = await filled(
+        Config(db_path=db_path.with_name("off.db"), embedder="hashing", keyword_cache_mb=0), 40
+    )
+    try:
+        assert off.engine.keywords is None
+        assert (await off.recall("g", "violin bread")).hits
+    finally:
+        await off.shutdown()
+
+
+async def test_a_word_fts5_reads_as_a_phrase_is_left_to_fts5(config: Config) -> None:
+    manager = await filled(config, 40)
+    engine = manager.engine
+    try:
+        async with manager.opened("g", "s1") as live:
+            await live.add([{"content": "open the garden_gate please", "producer": "ben"}])
+        assert ours(engine, "garden_gate", Filters(), 5) is None
+        found = engine.keyword_search("g", "garden_gate", Filters(), 5)
+        assert found == engine.store.keyword_search(
+            "g", '{content before after} : ("garden_gate")', Filters(), 5
+        )
+        assert len(found) == 3  # the turn, and its two neighbours through their context columns
+    finally:
+        await manager.shutdown()
+
+
+def test_tokens_are_what_fts5_stores(tmp_path: Path) -> None:
+    from tests.test_store import open_store
+
+    store = open_store(tmp_path / "t.db")
+    try:
+        assert store.tokenize_words(["Painting", "café", "Über", "garden_gate", "!!"]) == [
+            ("paint",), ("cafe",), ("uber",), ("garden", "gate"), (),
+        ]  # fmt: skip
+    finally:
+        store.close()
+
+
+def test_the_fts5_fallback_scans_the_index_first_whatever_the_filters(tmp_path: Path) -> None:
+    """A time filter once made SQLite walk the episodes by time and run the MATCH per row (0.9 s at 10k)."""
+    from tests.test_store import open_store
+
+    store = open_store(tmp_path / "t.db")
+    try:
+        plan = store.read(
+            "EXPLAIN QUERY PLAN SELECT e.id FROM episodes_fts CROSS JOIN episodes e ON e.id = episodes_fts.rowid "
+            "WHERE episodes_fts MATCH 'x' AND e.group_id = 'g' AND e.ts_epoch >= 0 AND e.producer_role = 'user'"
+        )
+        assert "episodes_fts" in plan[0]["detail"] and "VIRTUAL TABLE" in plan[0]["detail"]
+    finally:
+        store.close()
+
+
+def test_postings_count_each_column_and_the_row_lengths() -> None:
+    from mcp_memory.store_keywords import KeywordRows
+
+    rows = KeywordRows(
+        np.asarray([5, 9], np.int64), ["g", "g"], ["s", "s"], ["a", "b"], ["user", "user"], ["message"] * 2,
+        np.asarray([1.0, 2.0]),
+    )  # fmt: skip
+    # "sun": twice in row 5's content, once in row 9's speaker column and once in its 'after' column.
+    codes = [
+        ("sun", np.asarray([5 * 4 + 1, 5 * 4 + 1, 9 * 4 + 0, 9 * 4 + 3])),
+        ("sea", np.asarray([9 * 4 + 1])),
+    ]
+    index = KeywordIndex(7, rows, iter(codes))
+    assert index.seq == 7 and index.rows == 2 and index.tokens == 5
+    found_rows, weighted = index._matches("sun", fts.TEXT_COLUMNS)
+    assert found_rows.tolist() == [0, 1] and weighted.tolist() == [2.0, fts.COLUMN_WEIGHTS[3]]
+    assert index._matches("sun", fts.SPEAKER_COLUMNS)[0].tolist() == [1]
+    assert [i for i, _ in index.search([("sun", fts.TEXT_COLUMNS)], "g", {}, None, 5)] == [5, 9]
+    assert index.search([("sun", fts.TEXT_COLUMNS)], "elsewhere", {}, None, 5) == []
