@@ -13,7 +13,10 @@ At each size it times, per query:
   * the exact answer by numpy brute force (matrix-vector product over the same vectors, read back
     from the database), the physical reference: ours / numpy is reported, and recall@10 of our
     vector search against the exact top 10;
-  * the BM25 keyword search alone, and ``manager.recall`` end to end (unfiltered and one session).
+  * the BM25 keyword search alone: the engine's (the in-memory copy of the index recall uses) and
+    FTS5's own bm25() over the same index, with how many queries they rank alike;
+  * ``manager.recall`` end to end (unfiltered and one session).
+Before timing, the engine's background loads (vectors, keyword index) are waited for.
 Resident memory (VmRSS, and the peak VmHWM) is read in a fresh process on the largest database:
 idle with the database open, then after the group's search is warmed, then with MiniLM loaded.
 Prints tables and writes bench/results/scale.json; ``--max-size 1000000`` adds the 1M step.
@@ -53,7 +56,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.report import RESULTS, print_table, write_result  # noqa: E402
 from mcp_memory.config import Config  # noqa: E402
 from mcp_memory.embeddings import HashingEmbedder  # noqa: E402
-from mcp_memory.engine import CANDIDATES_PER_RESULT, MIN_CANDIDATES, RecallQuery, fts_query  # noqa: E402
+from mcp_memory.engine import CANDIDATES_PER_RESULT, MIN_CANDIDATES, RecallQuery  # noqa: E402
+from mcp_memory.fts import fts_query  # noqa: E402
 from mcp_memory.manager import MemoryManager  # noqa: E402
 from mcp_memory.store import Filters  # noqa: E402
 
@@ -64,8 +68,10 @@ SIZES = (1_000, 10_000, 100_000, 1_000_000)
 BATCH = 1000
 LIMIT = 10
 START = datetime(2024, 1, 1, tzinfo=UTC)
-# Goals from the issue: vector search p50 (query embedding excluded) and recall@10 against exact.
+# Goals from the issue, query embedding excluded: p50 of the vector search and of the whole recall
+# (keyword and vector search, fusion, reading the hits), and recall@10 against exact search.
 GOALS = ({"size": 100_000, "target_ms": 15.0, "min_recall": 0.98}, {"size": 10_000, "target_ms": 3.0})
+LOAD_WAIT_S = 300.0
 
 # -- synthetic conversation -------------------------------------------------------------------
 
@@ -363,6 +369,7 @@ async def measure_size(
     """Every per-query timing at the current size, and recall@10 against exact."""
     search, entry = vector_search_entry(manager)
     pool = max(MIN_CANDIDATES, LIMIT * CANDIDATES_PER_RESULT)  # the candidate pool recall asks for
+    loads_s = await wait_for_loads(manager)
     read_ms, exact = timed(lambda: Exact.read(manager))
     exact_session = exact.subset(session)
     vectors = [embedder.vectors[q] for q in queries]
@@ -383,7 +390,13 @@ async def measure_size(
     numpy_ms, truth = run(lambda i: top_k(exact.matrix, exact.ids, vectors[i], pool))
     f_ours_ms, f_ours = run(lambda i: search(GROUP, vectors[i], one_session, pool))
     f_numpy_ms, f_truth = run(lambda i: top_k(exact_session.matrix, exact_session.ids, vectors[i], pool))
-    keyword_ms, _ = run(lambda i: store.keyword_search(GROUP, fts_query(queries[i]) or "x", Filters(), pool))
+    engine = manager.engine
+    keyword_ms, keyword = run(lambda i: engine.keyword_search(GROUP, queries[i], Filters(), pool))
+    n_fts = min(len(queries), max(baseline_queries, 1))
+    fts_ms, fts_found = run(
+        lambda i: store.keyword_search(GROUP, fts_query(queries[i]) or "x", Filters(), pool), n_fts
+    )
+    same_ranking = [same_scores(a, b) for a, b in zip(keyword, fts_found, strict=False)]
     baseline = None
     if not entry.startswith("Store.") and baseline_queries > 0:  # what the engine's own search replaces
         n = min(baseline_queries, len(queries))
@@ -429,6 +442,9 @@ async def measure_size(
         "recall_at_10": round(float(np.mean(unfiltered_recall)), 4),
         "recall_at_10_min": round(float(np.min(unfiltered_recall)), 4),
         "keyword_search_ms": latency_summary(keyword_ms),
+        "keyword_entry_point": "in-memory index" if engine.keywords is not None else "FTS5",
+        "fts5_keyword_ms": latency_summary(fts_ms),
+        "keyword_same_ranking_as_fts5": round(float(np.mean(same_ranking)), 4),
         "recall_ms": latency_summary(recall_ms),
         "filtered": {
             "filter": f"session_id={session}",
@@ -442,7 +458,26 @@ async def measure_size(
         },
         "sqlite_vec": baseline,
         "read_vectors_ms": round(read_ms, 1),
+        "background_loads_s": loads_s,
     }
+
+
+def same_scores(ours: Sequence[tuple[int, float]], fts5: Sequence[tuple[int, float]]) -> bool:
+    """Whether two keyword result lists hold the same BM25 scores rank by rank (ids may differ only in ties)."""
+    return len(ours) == len(fts5) and all(abs(a[1] - b[1]) <= 1e-9 for a, b in zip(ours, fts5, strict=True))
+
+
+async def wait_for_loads(manager: MemoryManager) -> float:
+    """Wait until the group's vectors and the keyword index are in memory (loaded in the background
+    past 20k rows); returns the seconds waited."""
+    engine, started = manager.engine, time.perf_counter()
+    while time.perf_counter() - started < LOAD_WAIT_S:
+        vectors = engine.cache is None or engine._cached_group(GROUP) is not None
+        keywords = engine.keywords is None or engine.keywords.current() is not None
+        if vectors and keywords:
+            break
+        await anyio.sleep(0.2)
+    return round(time.perf_counter() - started, 2)
 
 
 def profile_recall(manager: MemoryManager, queries: Sequence[str], top: int = 20) -> dict[str, Any]:
@@ -486,6 +521,9 @@ def probe(
         result["after_first_recall"] = read_status_mb()
         for q in queries[1:]:
             await manager.recall(GROUP, q, limit=LIMIT)
+        result["loads_s"] = await wait_for_loads(manager)  # both copies in memory before "warm" is read
+        first_warm_ms, _ = await timed_async(lambda: manager.recall(GROUP, queries[0], limit=LIMIT))
+        result["first_recall_after_loads_ms"] = round(first_warm_ms, 1)
         result["warm"] = read_status_mb()
         result["warm_recalls"] = len(queries)
         result["minilm_query_ms"] = time_minilm(queries, minilm_queries)
@@ -596,12 +634,13 @@ def goals(steps: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         step = by_size.get(goal["size"])
         if step is None:
             continue
-        p50 = step["vector_search_ms"]["p50"]
-        out.append({
-            "goal": f"{goal['size']:,}: vector search p50 <= {goal['target_ms']:g} ms",
-            "size": goal["size"], "target_ms": goal["target_ms"], "measured": p50,
-            "met": p50 <= goal["target_ms"],
-        })  # fmt: skip
+        for key, what in (("vector_search_ms", "vector search"), ("recall_ms", "whole recall")):
+            p50 = step[key]["p50"]
+            out.append({
+                "goal": f"{goal['size']:,}: {what} p50 <= {goal['target_ms']:g} ms",
+                "size": goal["size"], "target_ms": goal["target_ms"], "measured": p50,
+                "met": p50 <= goal["target_ms"], "what": what,
+            })  # fmt: skip
         if "min_recall" in goal:
             out.append({
                 "goal": f"{goal['size']:,}: recall@10 vs exact >= {goal['min_recall']}",
@@ -618,7 +657,8 @@ def print_step(step: Mapping[str, Any]) -> None:
         ["numpy exact", step["numpy_exact_ms"]["p50"], step["numpy_exact_ms"]["p95"], 1.0],
         *([["sqlite-vec alone (store)", b["vector_search_ms"]["p50"], b["vector_search_ms"]["p95"], b["recall_at_10"]]]
           if (b := step.get("sqlite_vec")) else []),
-        ["keyword search (BM25)", step["keyword_search_ms"]["p50"], step["keyword_search_ms"]["p95"], None],
+        ["keyword search (BM25, ours)", step["keyword_search_ms"]["p50"], step["keyword_search_ms"]["p95"], None],
+        ["keyword search (FTS5 bm25 alone)", step["fts5_keyword_ms"]["p50"], step["fts5_keyword_ms"]["p95"], None],
         ["manager.recall", step["recall_ms"]["p50"], step["recall_ms"]["p95"], None],
         [f"vector search, {f['filter']}", f["vector_search_ms"]["p50"], f["vector_search_ms"]["p95"], f["recall_at_10"]],
         [f"numpy exact, {f['filter']}", f["numpy_exact_ms"]["p50"], f["numpy_exact_ms"]["p95"], 1.0],
@@ -654,7 +694,7 @@ def print_summary(result: Mapping[str, Any]) -> None:
     labels = {
         "idle": f"fresh process, {size}-memory database open (idle)",
         "after_first_recall": f"after its first recall ({fresh.get('first_recall_ms', '?')} ms; starts loading the vectors)",
-        "warm": f"after {fresh.get('warm_recalls', '?')} recalls (the group's search warm)",
+        "warm": f"after {fresh.get('warm_recalls', '?')} recalls and the background loads ({fresh.get('loads_s', '?')} s)",
         "with_minilm": "warm, plus MiniLM loaded (as the default server)",
     }
     rows = [["bench process, empty database", *_rss(rss["bench_process_empty_db"])]]
