@@ -31,8 +31,8 @@ STANDALONE_TYPES = (FACT_MEMORY_TYPE, SUMMARY_MEMORY_TYPE)
 TURNS_BEFORE = 3
 TURNS_AFTER = 2
 CONTEXT_CHARS_PER_TURN = 1000
-# bm25() weights, in column order: speaker, content, before, after.
 COLUMNS = ("producer_id", "content", "before", "after")
+# bm25() weights, in column order: speaker, content, before, after.
 COLUMN_WEIGHTS = (0.5, 1.0, 0.5, 0.2)
 SPEAKER_COLUMNS = (0,)
 TEXT_COLUMNS = (1, 2, 3)

@@ -32,7 +32,7 @@ from mcp_memory import fts
 from mcp_memory.store import Store
 from mcp_memory.store_filters import Filters, cache_conditions
 from mcp_memory.store_keywords import KeywordRows, RowTokens, TermCodes
-from mcp_memory.vector_cache import Column, where_mask
+from mcp_memory.vector_cache import Column, grown, where_mask
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,8 @@ BYTES_PER_TOKEN = 8
 BYTES_PER_ROW = 64
 SYNC_LOAD_ROWS = 20_000  # a table this small loads in the recall that needs it (about 0.4 s at 20k)
 MAX_CATCH_UP = 5_000  # more log entries than this since the copy's point: reload instead of replaying
-RELOAD_SHARE = (
-    0.1  # rows re-read since the load beyond this share of it (and 2,000): reload in the background
-)
+# Rows re-read since the load beyond this share of it (and at least RELOAD_MIN): reload in the background.
+RELOAD_SHARE = 0.1
 RELOAD_MIN = 2_000
 RETRY_AFTER_S = 60.0  # after a load failed or did not fit, when to look again
 MAX_WORDS = 50_000  # the word -> token memo is cleared past this
@@ -137,10 +136,10 @@ class KeywordIndex:
         if end > len(self._ids):
             capacity = max(end, 2 * len(self._ids) if self.size else end, 64)
             self._ids, self._alive, self._length, self._ts = (
-                _grown(a, capacity) for a in (self._ids, self._alive, self._length, self._ts)
+                grown(a, capacity) for a in (self._ids, self._alive, self._length, self._ts)
             )
             for column in self._columns.values():
-                column.codes = _grown(column.codes, capacity)
+                column.codes = grown(column.codes, capacity)
         self._ids[self.size : end] = rows.ids
         self._alive[self.size : end] = True
         self._length[self.size : end] = lengths
@@ -160,10 +159,10 @@ class KeywordIndex:
         k: int,
     ) -> list[tuple[int, float]]:
         """The group's k best rows for (token, columns) phrases ORed, as (id, bm25) like FTS5: lower is better."""
-        group = self._columns["group_id"].lookup.get(group_id)
+        groups = self._columns["group_id"]
+        group = groups.lookup.get(group_id)
         if group is None or self.rows == 0 or k <= 0:
             return []
-        groups = self._columns["group_id"]
         alone = len(groups.lookup) == 1  # the common case: one group, nothing to mask out
         norm = self._norm()
         scores = np.zeros(self.size)
@@ -180,9 +179,7 @@ class KeywordIndex:
         if mask is not None:
             candidates = candidates[mask]
         values = scores[candidates]
-        if k < len(
-            candidates
-        ):  # everything tied with the k-th best stays, so ties go by id as in FTS5's order
+        if k < len(candidates):  # keep all tied with the k-th best: ties go by id, as in FTS5's order
             keep = values >= np.partition(values, len(values) - k)[len(values) - k]
             candidates, values = candidates[keep], values[keep]
         order = np.lexsort((self._ids[candidates], -values))[:k]
@@ -221,12 +218,6 @@ class KeywordIndex:
         postings = sum(rows.nbytes + table.nbytes for rows, table in self._postings.values())
         per_row = self._ids.nbytes + self._alive.nbytes + self._length.nbytes + self._ts.nbytes
         return int(postings + per_row + 4 * len(CATEGORIES) * len(self._ids) + 64 * len(self._moved))
-
-
-def _grown(array: np.ndarray, capacity: int) -> np.ndarray:
-    grown = np.empty(capacity, array.dtype)
-    grown[: len(array)] = array
-    return grown
 
 
 class KeywordSearch:

@@ -60,13 +60,12 @@ class KeywordReads(Database):
         return [(int(r[0]), int(r[1])) for r in rows]
 
     def keyword_index_size(self) -> tuple[int, int]:
-        """(rows, tokens) of the FTS table, from its running totals (no scan): what a copy would hold."""
-        rows = int(self.read("SELECT count(*) FROM episodes")[0][0])
+        """(rows, tokens) of the FTS table, from the totals record FTS5 keeps (no scan): what a copy would hold."""
         block = self.read("SELECT block FROM episodes_fts_data WHERE id = 1")
         if not block or block[0][0] is None:
-            return rows, 0
-        values = _varints(bytes(block[0][0]))
-        return rows, sum(values[1:])
+            return 0, 0
+        values = _varints(bytes(block[0][0]))  # the row count, then each column's token count
+        return values[0], sum(values[1:])
 
     def scan_keyword_index(self, consume: Callable[[int, KeywordRows, TermCodes], T]) -> T:
         """Call `consume(log head, rows, term codes)` with everything read from one snapshot of the file."""

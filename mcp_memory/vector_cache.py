@@ -87,11 +87,11 @@ class GroupVectors:
         if needed <= len(self._ids):
             return
         capacity = max(needed, 2 * len(self._ids), 1024)
-        self._ids = _grown(self._ids, capacity)
-        self._matrix = _grown(self._matrix, capacity)
-        self._ts = _grown(self._ts, capacity)
+        self._ids = grown(self._ids, capacity)
+        self._matrix = grown(self._matrix, capacity)
+        self._ts = grown(self._ts, capacity)
         for column in self._columns.values():
-            column.codes = _grown(column.codes, capacity)
+            column.codes = grown(column.codes, capacity)
 
     def search(
         self,
@@ -129,7 +129,7 @@ def where_mask(
 ) -> np.ndarray | None:
     """Which of `rows` meet every condition (and are `allowed`, when given); None when nothing is asked.
 
-    `where` holds filters.cache_conditions(): a category column's value or tuple of values, "since" and
+    `where` holds store_filters.cache_conditions(): a category column's value or tuple of values, "since" and
     "until" on the timestamps, and "session_scope", (session_id, types): the session's rows or rows of those types.
     """
     mask: np.ndarray | None = None
@@ -182,10 +182,11 @@ def _normalise_in_place(matrix: np.ndarray) -> np.ndarray:
     return matrix
 
 
-def _grown(array: np.ndarray, capacity: int) -> np.ndarray:
-    grown = np.empty((capacity, *array.shape[1:]), array.dtype)
-    grown[: len(array)] = array
-    return grown
+def grown(array: np.ndarray, capacity: int) -> np.ndarray:
+    """A copy of the array with room for `capacity` rows, its rows kept at the front."""
+    out = np.empty((capacity, *array.shape[1:]), array.dtype)
+    out[: len(array)] = array
+    return out
 
 
 class VectorCache:

@@ -184,6 +184,30 @@ async def test_a_copy_behind_a_pruned_log_or_too_many_changes_is_reloaded(
         await manager.shutdown()
 
 
+async def test_a_copy_grown_by_many_replayed_rows_is_replaced_by_a_fresh_load(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = await filled(config, 60)
+    engine = manager.engine
+    assert engine.keywords is not None
+    try:
+        index = engine.keywords.current()
+        monkeypatch.setattr(keyword_index, "RELOAD_MIN", 0)
+        monkeypatch.setattr(keyword_index, "RELOAD_SHARE", 0.0)
+        async with manager.opened("g", "s1") as live:
+            await live.add([{"content": "zebra", "producer": "ben"}])
+        assert engine.keywords.current() is index  # caught up, and answering while a fresh copy loads
+        for _ in range(200):
+            fresh = engine.keywords.current()
+            if fresh is not index:
+                break
+            threading.Event().wait(0.05)
+        assert fresh is not None and fresh is not index and fresh.added_rows == 0
+        assert_matches_fts5(engine)
+    finally:
+        await manager.shutdown()
+
+
 async def test_a_large_table_loads_in_the_background_while_fts5_answers(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
