@@ -9,6 +9,8 @@ and are retried while another process holds it. `Store` (store.py) builds on `Da
 from __future__ import annotations
 
 import contextlib
+import itertools
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -17,6 +19,8 @@ from types import ModuleType
 from typing import Any
 
 from mcp_memory.errors import ExtensionLoadError, StoreError
+
+log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5_000
 LOCK_RETRY_BUDGET_S = 60.0
@@ -101,6 +105,7 @@ class Database:
         self._connections: list[Any] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._savepoints = itertools.count(1)
 
     def _conn(self) -> Any:
         conn = getattr(self._local, "conn", None)
@@ -146,25 +151,62 @@ class Database:
 
     @contextlib.contextmanager
     def atomic(self) -> Iterator[Any]:
-        """A write transaction (BEGIN IMMEDIATE), or a savepoint when already inside one."""
+        """A write transaction (BEGIN IMMEDIATE), or a uniquely named savepoint when already inside one.
+
+        It ends committed or rolled back, never open: a COMMIT that fails (the lock-retry budget runs
+        out, a full disk, an I/O error, a deferred constraint) is rolled back and re-raised, so no later
+        write on this thread can land in a transaction that will never commit.
+        """
         conn = self._conn()
         if conn.in_transaction:
-            conn.execute("SAVEPOINT nested")
-            try:
+            with self._savepoint(conn):
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK TO nested")
-                conn.execute("RELEASE nested")
-                raise
-            conn.execute("RELEASE nested")
             return
         self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
         try:
             yield conn
+            if (
+                not conn.in_transaction
+            ):  # SQLite rolled it back itself (a full disk, say) and the caller went on
+                raise StoreError(
+                    f"the write to {self.path} was rolled back by SQLite; nothing was written, try again"
+                )
+            self._retry(lambda: conn.execute("COMMIT"))
         except BaseException:
-            conn.execute("ROLLBACK")
+            self._rollback(conn)
             raise
-        self._retry(lambda: conn.execute("COMMIT"))
+
+    @contextlib.contextmanager
+    def _savepoint(self, conn: Any) -> Iterator[None]:
+        name = f"nested_{next(self._savepoints)}"
+        conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            if conn.in_transaction:  # some errors (SQLITE_FULL, say) roll back the whole transaction first
+                conn.execute(f"ROLLBACK TO {name}")
+                conn.execute(f"RELEASE {name}")
+            raise
+        conn.execute(f"RELEASE {name}")
+
+    def _rollback(self, conn: Any) -> None:
+        """Roll back whatever is open; a connection that cannot even do that is closed and replaced."""
+        if not conn.in_transaction:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except self._db.Error as exc:
+            log.warning("could not roll back on %s (%s); reopening the connection", self.path, exc)
+            self._discard(conn)
+
+    def _discard(self, conn: Any) -> None:
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        with self._lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
+        with contextlib.suppress(Exception):
+            conn.close()
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[Any]:
@@ -177,7 +219,11 @@ class Database:
         try:
             yield conn
         finally:
-            conn.execute("COMMIT")
+            if conn.in_transaction:
+                try:
+                    conn.execute("COMMIT")
+                except self._db.Error:
+                    self._rollback(conn)
 
     def write(self, fn: Any) -> Any:
         """Run `fn(conn)` in one write transaction, retried as a whole while the file is locked."""

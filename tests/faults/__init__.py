@@ -1,0 +1,1 @@
+"""Programs the reliability tests run in a child process (a mount namespace, a process to kill)."""
