@@ -129,6 +129,7 @@ class MemoryManager:
                 embedder_name=self.embedder.name,
                 dimension=self.embedder.dimension,
                 check_embedder=check_embedder,
+                embedder_kind=self.config.embedder,
             )
         )
         cache = VectorCache(self.config.vector_cache_mb * 2**20) if self.config.vector_cache_mb > 0 else None

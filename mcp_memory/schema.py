@@ -12,6 +12,7 @@ from typing import Any
 
 from mcp_memory import fts
 from mcp_memory.rolling import m008_rolling_summaries
+from mcp_memory.store_db import APPLICATION_ID
 from mcp_memory.summaries import m006_summary_counts
 from mcp_memory.tasks import m005_tasks
 
@@ -183,6 +184,12 @@ it (decay with age, a small boost per retrieval; see maintenance.py). Recall ran
 
 m007_effective_importance = _script(M007_EFFECTIVE_IMPORTANCE)
 
+
+def m010_application_id(conn: Any) -> None:
+    """Mark the file as ours (PRAGMA application_id), so another application's database is never taken for one."""
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+
+
 MIGRATIONS: list[Callable[[Any], None]] = [
     m001_initial,
     m002_vector_revision,
@@ -193,6 +200,7 @@ MIGRATIONS: list[Callable[[Any], None]] = [
     m007_effective_importance,
     m008_rolling_summaries,
     fts.m009_change_log,
+    m010_application_id,
 ]
 
 

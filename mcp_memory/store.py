@@ -33,7 +33,13 @@ import numpy as np
 from mcp_memory import fact_table, fts
 from mcp_memory.errors import EmbedderMismatch, StoreError
 from mcp_memory.schema import MIGRATIONS
-from mcp_memory.store_db import BUSY_TIMEOUT_MS, LOCK_RETRY_BUDGET_S, Database, recorded_embedder
+from mcp_memory.store_db import (
+    BUSY_TIMEOUT_MS,
+    LOCK_RETRY_BUDGET_S,
+    Database,
+    check_database_file,
+    recorded_embedder,
+)
 from mcp_memory.store_episodes import EPISODE_COLUMNS, Episodes, InsertBatch, Inserted, NewEpisode
 from mcp_memory.store_filters import Filters
 from mcp_memory.store_keywords import KeywordReads
@@ -69,17 +75,37 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+def _mismatch(
+    path: Path, recorded: tuple[str, int], name: str, dimension: int, kind: str
+) -> EmbedderMismatch:
+    return EmbedderMismatch(
+        f"the database {path} was built with embedder {recorded[0]!r} ({recorded[1]} dims) but this server "
+        f"uses {name!r} ({dimension} dims); start with the embedder it was built with (--embedder or "
+        f"MCP_MEMORY_EMBEDDER, and MCP_MEMORY_EMBEDDING_MODEL for an endpoint), or re-embed every memory with "
+        f"the new one: `mcp-memory reindex --db {path} --embedder {kind}`"
+    )
+
+
 class Store(Episodes, VectorIndex, KeywordReads, Statistics):
     """A SQLite database of memories; every method is synchronous and thread-safe."""
 
     def __init__(
-        self, path: Path, *, embedder_name: str, dimension: int, check_embedder: bool = True
+        self,
+        path: Path,
+        *,
+        embedder_name: str,
+        dimension: int,
+        check_embedder: bool = True,
+        embedder_kind: str = "local",
     ) -> None:
+        check_database_file(Path(path))
+        if check_embedder:  # before any migration: a file we refuse is a file we leave as it is
+            self._refuse_other_embedder(Path(path), embedder_name, dimension, embedder_kind)
         super().__init__(path)
         self.dimension = dimension
         try:
             self._migrate()
-            self._check_embedder(embedder_name, dimension, check_embedder)
+            self._check_embedder(embedder_name, dimension, embedder_kind, check_embedder)
         except self._db.DatabaseError as exc:
             self.close()
             raise StoreError(
@@ -111,7 +137,13 @@ class Store(Episodes, VectorIndex, KeywordReads, Statistics):
         while self.write(step):
             pass
 
-    def _check_embedder(self, name: str, dimension: int, strict: bool) -> None:
+    @staticmethod
+    def _refuse_other_embedder(path: Path, name: str, dimension: int, kind: str) -> None:
+        recorded = recorded_embedder(path)
+        if recorded is not None and recorded != (name, dimension):
+            raise _mismatch(path, recorded, name, dimension, kind)
+
+    def _check_embedder(self, name: str, dimension: int, kind: str, strict: bool) -> None:
         def check(conn: Any) -> tuple[str, int] | None:
             rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             if "embedder_name" not in rows:
@@ -125,12 +157,7 @@ class Store(Episodes, VectorIndex, KeywordReads, Statistics):
 
         recorded = self.write(check)
         if strict and recorded is not None and recorded != (name, dimension):
-            raise EmbedderMismatch(
-                f"the database {self.path} was built with embedder {recorded[0]!r} ({recorded[1]} dims) "
-                f"but this server uses {name!r} ({dimension} dims); start with the embedder it was built "
-                f"with (MCP_MEMORY_EMBEDDER and MCP_MEMORY_EMBEDDING_MODEL), or run "
-                f"`mcp-memory reindex --db {self.path}` to re-embed every memory with the new one"
-            )
+            raise _mismatch(self.path, recorded, name, dimension, kind)
 
     # -- groups and sessions ------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -72,20 +73,116 @@ def load_vec(conn: Any) -> None:
 
 def recorded_embedder(path: Path) -> tuple[str, int] | None:
     """The embedder name and dimension a database was built with, read without changing the file."""
-    if not Path(path).exists():
+    if not Path(path).is_file():
         return None
-    db = driver()
     try:
-        conn = db.connect(f"file:{Path(path).as_posix()}?mode=ro", uri=True)
-        try:
-            rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        finally:
-            conn.close()
-    except db.Error:
+        rows = dict(_probe(Path(path), lambda conn: conn.execute("SELECT key, value FROM meta").fetchall()))
+    except Exception:  # noqa: BLE001 - no meta table, not a database: nothing recorded
         return None
     if "embedder_name" not in rows:
         return None
     return rows["embedder_name"], int(rows["embedder_dimension"])
+
+
+def _probe(path: Path, read: Any) -> Any:
+    """`read(conn)` on a read-only connection that leaves no file behind. Without a -wal file the main
+    file is whole and is read as immutable (no -shm or -wal is created); with one, or if that read fails
+    (another process may be writing), it is read as SQLite reads a shared database."""
+    db = driver()
+    modes = ["mode=ro&immutable=1", "mode=ro"] if not _wal(path).exists() else ["mode=ro"]
+    for i, mode in enumerate(modes):
+        try:
+            conn = db.connect(f"file:{path.as_posix()}?{mode}", uri=True)
+            try:
+                return read(conn)
+            finally:
+                conn.close()
+        except db.Error:
+            if i == len(modes) - 1:
+                raise
+    return None
+
+
+def _wal(path: Path) -> Path:
+    return path.with_name(path.name + "-wal")
+
+
+APPLICATION_ID = 0x4D43506D  # "MCPm" in PRAGMA application_id: this file is an mcp-memory database
+OUR_TABLES = frozenset({"meta", "groups", "sessions", "episodes"})  # what databases from before the id hold
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_database_file(path: Path) -> None:
+    """Refuse, before anything opens it for writing, a path that cannot be a usable mcp-memory database:
+    a folder, a file of another kind or another application, a damaged file, or one we may not write."""
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder; pass --db with a file path, such as {path / 'memory.db'}")
+    if not path.exists():
+        _check_writable_folder(path)
+        return
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise StoreError(
+            f"the database {path} is read-only for this user; make it writable (chmod u+rw {path}) "
+            "or pass --db with another path"
+        )
+    _check_writable_folder(path)
+    size = path.stat().st_size
+    if size == 0:
+        return  # SQLite's own empty database: ours from the first migration
+    with path.open("rb") as file:
+        header = file.read(100)
+    if not header.startswith(SQLITE_HEADER):
+        raise StoreError(
+            f"{path} is not an SQLite database (another kind of file, or a damaged one); mcp-memory leaves it "
+            "as it is: pass --db with another path, or move the file aside"
+        )
+    _check_not_truncated(path, header, size)
+    _check_ours(path)
+
+
+def _check_writable_folder(path: Path) -> None:
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StoreError(
+            f"the folder {folder} is read-only for this user, and SQLite keeps its journal files beside the "
+            f"database; make the folder writable or pass --db with a path in a folder you can write"
+        )
+
+
+def _check_not_truncated(path: Path, header: bytes, size: int) -> None:
+    """The header's page count (trusted only when its valid-for number matches the change counter)."""
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages, change_counter, valid_for = (int.from_bytes(header[i : i + 4], "big") for i in (28, 24, 92))
+    if pages and valid_for == change_counter and size < pages * page_size:
+        raise StoreError(
+            f"the database {path} is damaged: it holds {size} bytes but its header says {pages * page_size}; "
+            "restore it from a backup, or move it aside and start again (mcp-memory leaves it as it is)"
+        )
+
+
+def _check_ours(path: Path) -> None:
+    def read(conn: Any) -> tuple[int, set[str]]:
+        application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return application_id, tables
+
+    try:
+        application_id, tables = _probe(path, read)
+    except Exception as exc:  # noqa: BLE001 - whatever SQLite says, the file cannot be used
+        raise StoreError(
+            f"the database {path} cannot be read ({exc}); restore it from a backup, or move it aside and start "
+            "again (mcp-memory leaves it as it is)"
+        ) from None
+    if application_id == APPLICATION_ID or tables >= OUR_TABLES or (application_id == 0 and not tables):
+        return
+    names = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+    raise StoreError(
+        f"{path} is another application's SQLite database (tables: {names or 'none'}); mcp-memory will not "
+        "change it: pass --db with a path of its own"
+    )
 
 
 class Database:
