@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +15,7 @@ from pydantic import ValidationError
 
 from mcp_memory.errors import ValidationFailed
 from mcp_memory.models import Episode, MemoryInput
-from mcp_memory.store import NewEpisode
+from mcp_memory.store import NewEpisode, keyed_retry_key
 
 ROLES = ("user", "assistant", "system", "tool")
 DEFAULT_IMPORTANCE = 0.5
@@ -36,7 +38,13 @@ def normalize_timestamp(value: Any, *, field: str = "timestamp") -> datetime:
     if isinstance(value, bool):
         raise ValidationFailed(_bad_time(field, value))
     if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        try:
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        except OverflowError:
+            raise ValidationFailed(
+                f"{field} {value.isoformat()!r} falls outside the years 1 to 9999 once converted to UTC; "
+                "give a time within them"
+            ) from None
     if isinstance(value, int | float):
         return _from_epoch(value, field)
     if isinstance(value, str) and value.strip():
@@ -44,9 +52,10 @@ def normalize_timestamp(value: Any, *, field: str = "timestamp") -> datetime:
         if _is_number(text):
             return _from_epoch(float(text), field)
         try:
-            return normalize_timestamp(datetime.fromisoformat(text.replace("Z", "+00:00")), field=field)
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            pass
+            raise ValidationFailed(_bad_time(field, value)) from None
+        return normalize_timestamp(parsed, field=field)
     raise ValidationFailed(_bad_time(field, value))
 
 
@@ -99,7 +108,11 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def prepare_episode(
-    item: MemoryInput, *, participants: Sequence[str], max_content_chars: int, now: datetime
+    item: MemoryInput,
+    *,
+    participants: Sequence[str],
+    max_content_chars: int,
+    now: datetime,
 ) -> NewEpisode:
     """Validate one memory against its group and normalise it; raises ValidationFailed."""
     content = item.content.strip()
@@ -121,7 +134,7 @@ def prepare_episode(
     moment = now if item.timestamp is None else normalize_timestamp(item.timestamp)
     metadata_json = _metadata_json(item.metadata)
     content_hash = hashlib.sha256(content.encode()).hexdigest()
-    dedup_key = None if item.timestamp is None else _dedup_key(item.producer, iso(moment), content_hash)
+    dedup_key = None if item.timestamp is None else _digest(item.producer, iso(moment), content_hash)
     return NewEpisode(
         producer_id=item.producer,
         producer_role=item.role,
@@ -157,8 +170,34 @@ def _metadata_json(metadata: dict[str, Any] | None) -> str:
     return text
 
 
-def _dedup_key(producer: str, timestamp: str, content_hash: str) -> str:
-    return hashlib.sha256(f"{producer}\x1f{timestamp}\x1f{content_hash}".encode()).hexdigest()
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def with_retry_keys(episodes: Sequence[NewEpisode], idempotency_key: str | None) -> list[NewEpisode]:
+    """Each memory of one call with what a retry of it shares (its `dedup_key`), or None: an untimed
+    memory's retry is told by the session's newest turns instead.
+
+    With an idempotency key: the key and the position in the call. Otherwise, for a memory with its own
+    time: who, when and what, and how many identical ones came before it in this call, so the same short
+    turn said twice ("Yeah", with the session's time) is stored twice, while the same turns sent again,
+    alone or inside a longer batch, are each found once.
+    """
+    if idempotency_key is not None:
+        size = len(episodes)
+        return [
+            replace(ep, dedup_key=keyed_retry_key(idempotency_key, size, i)) for i, ep in enumerate(episodes)
+        ]
+    seen: Counter[str] = Counter()
+    keyed = []
+    for ep in episodes:
+        if ep.dedup_key is not None:
+            earlier = seen[ep.dedup_key]
+            seen[ep.dedup_key] += 1
+            if earlier:
+                ep = replace(ep, dedup_key=_digest(ep.dedup_key, str(earlier)))
+        keyed.append(ep)
+    return keyed
 
 
 def embedding_text(producer: str, content: str) -> str:

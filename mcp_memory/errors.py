@@ -47,6 +47,10 @@ class SessionExists(MemoryServerError, ValueError):
     """A session with that id already exists in its group."""
 
 
+class IdempotencyConflict(MemoryServerError, ValueError):
+    """An idempotency key was sent again with other memories than the first time."""
+
+
 class SessionInUse(MemoryServerError, RuntimeError):
     """The session still has open references."""
 

@@ -324,11 +324,18 @@ class MemoryManager:
     # -- memories (manager_memories.py) -------------------------------------------------
 
     async def add_memories(
-        self, group_id: str, session_id: str, memories: Sequence[MemoryInput | dict[str, Any]]
+        self,
+        group_id: str,
+        session_id: str,
+        memories: Sequence[MemoryInput | dict[str, Any]],
+        *,
+        idempotency_key: str | None = None,
     ) -> AddMemoryResult:
         """Validate every memory first, then store the batch in one transaction (retries are not duplicated);
         new turns start the automatic summary check and a rolling-summary pass in the background."""
-        result = await self._memories.add_memories(group_id, session_id, memories)
+        result = await self._memories.add_memories(
+            group_id, session_id, memories, idempotency_key=idempotency_key
+        )
         if result.stored:
             self._summary_jobs.schedule_auto_summary(group_id, session_id)
             self._rolling.schedule(group_id, session_id)

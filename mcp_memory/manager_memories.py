@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from anyio.to_thread import run_sync
 
 from mcp_memory.engine import RecallQuery, RecallStrategy
-from mcp_memory.episodes import normalize_timestamp, parse_memories, prepare_episode
+from mcp_memory.episodes import normalize_timestamp, parse_memories, prepare_episode, with_retry_keys
 from mcp_memory.errors import ValidationFailed
 from mcp_memory.models import AddedMemory, AddMemoryResult, DeleteResult, Episode, MemoryInput, RecallResult
 from mcp_memory.store import Filters
@@ -38,19 +38,29 @@ class Memories:
         self._now = now
 
     async def add_memories(
-        self, group_id: str, session_id: str, memories: Sequence[MemoryInput | dict[str, Any]]
+        self,
+        group_id: str,
+        session_id: str,
+        memories: Sequence[MemoryInput | dict[str, Any]],
+        *,
+        idempotency_key: str | None = None,
     ) -> AddMemoryResult:
         """Validate every memory first, then store the batch in one transaction (retries are not duplicated)."""
         items = parse_memories(memories)
+        if idempotency_key is not None and not idempotency_key.strip():
+            raise ValidationFailed("idempotency_key is empty; leave it out or send a unique text per call")
         manager = self._manager
         async with manager.opened(group_id, session_id) as session:
             group = await manager.get_group(group_id)
             participants = group.user_ids + group.agent_ids
             now = self._now()
-            episodes = [
-                prepare_memory(i, item, participants, manager.config.max_content_chars, now)
-                for i, item in enumerate(items)
-            ]
+            episodes = with_retry_keys(
+                [
+                    prepare_memory(i, item, participants, manager.config.max_content_chars, now)
+                    for i, item in enumerate(items)
+                ],
+                idempotency_key,
+            )
             index = session.configuration.long_term.enabled
             inserted, pending = await run_sync(
                 partial(manager.engine.add, group_id, session_id, episodes, index_vectors=index)

@@ -40,7 +40,14 @@ from mcp_memory.store_db import (
     check_database_file,
     recorded_embedder,
 )
-from mcp_memory.store_episodes import EPISODE_COLUMNS, Episodes, InsertBatch, Inserted, NewEpisode
+from mcp_memory.store_episodes import (
+    EPISODE_COLUMNS,
+    Episodes,
+    InsertBatch,
+    Inserted,
+    NewEpisode,
+    keyed_retry_key,
+)
 from mcp_memory.store_filters import Filters
 from mcp_memory.store_keywords import KeywordReads
 from mcp_memory.store_stats import TIERS, Statistics
@@ -69,6 +76,7 @@ __all__ = [
     "NewEpisode",
     "Store",
     "recorded_embedder",
+    "keyed_retry_key",
     "vector_blob",
 ]
 

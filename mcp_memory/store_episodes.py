@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from mcp_memory import fts
+from mcp_memory.errors import IdempotencyConflict
 from mcp_memory.store_db import Database
 from mcp_memory.store_filters import Filters, filter_sql
 from mcp_memory.store_vectors import INDEXED, NOT_INDEXED, PENDING, group_revision, insert_vector
@@ -61,6 +62,14 @@ class InsertBatch:
     revision_after: int
 
 
+KEYED = "key\x1f"  # dedup keys from an idempotency key are readable text; the others are SHA-256 hex digests
+
+
+def keyed_retry_key(idempotency_key: str, size: int, position: int) -> str:
+    """The dedup key of the memory at `position` of a call of `size` memories sent with `idempotency_key`."""
+    return f"{KEYED}{idempotency_key}\x1f{size}\x1f{position}"
+
+
 class Episodes(Database):
     """The Store's episode operations."""
 
@@ -81,6 +90,7 @@ class Episodes(Database):
 
         def insert(conn: Any) -> InsertBatch:
             before = group_revision(conn, group_id)
+            self._check_key_reuse(conn, group_id, session_id, episodes)
             retried = self._retried_batch(conn, group_id, session_id, episodes, retry_window_start)
             if retried is not None:
                 return InsertBatch(retried, before, before)
@@ -90,7 +100,7 @@ class Episodes(Database):
             ).fetchone()[0]
             results = []
             for i, ep in enumerate(episodes):
-                existing = self._find_by_key(conn, group_id, session_id, ep.dedup_key)
+                existing = self._find_by_key(conn, group_id, session_id, ep)
                 if existing is not None:
                     results.append(existing)
                     continue
@@ -108,15 +118,38 @@ class Episodes(Database):
         batch: InsertBatch = self.write(insert)
         return batch
 
-    def _find_by_key(self, conn: Any, group_id: str, session_id: str, key: str | None) -> Inserted | None:
-        """The episode stored with this retry key (producer, timestamp and content), if any."""
-        if key is None:
+    def _find_by_key(self, conn: Any, group_id: str, session_id: str, ep: NewEpisode) -> Inserted | None:
+        """The episode stored with this memory's retry key, if any; the same key for other words is refused."""
+        if ep.dedup_key is None:
             return None
         row = conn.execute(
-            "SELECT id, sequence FROM episodes WHERE group_id = ? AND session_id = ? AND dedup_key = ?",
-            (group_id, session_id, key),
+            "SELECT id, sequence, producer_id, content_hash FROM episodes "
+            "WHERE group_id = ? AND session_id = ? AND dedup_key = ?",
+            (group_id, session_id, ep.dedup_key),
         ).fetchone()
-        return None if row is None else Inserted(row[0], row[1], True)
+        if row is None:
+            return None
+        if (row[2], row[3]) != (ep.producer_id, ep.content_hash):  # only an idempotency key can differ so
+            raise _key_reused(session_id, row[0])
+        return Inserted(row[0], row[1], True)
+
+    def _check_key_reuse(
+        self, conn: Any, group_id: str, session_id: str, episodes: Sequence[NewEpisode]
+    ) -> None:
+        """An idempotency key sent again must come with a call of the same size (the items are checked
+        one by one in `_find_by_key`)."""
+        first = episodes[0].dedup_key if episodes else None
+        if first is None or not first.startswith(KEYED):
+            return
+        call = first[: first.index("\x1f", len(KEYED)) + 1]  # KEYED + the key + the separator
+        rows = conn.execute(
+            "SELECT id, dedup_key FROM episodes WHERE group_id = ? AND session_id = ? "
+            "AND dedup_key >= ? AND dedup_key < ?",
+            (group_id, session_id, call, call[:-1] + "\x20"),
+        ).fetchall()
+        for row in rows:
+            if row[1].split("\x1f")[-2] != str(len(episodes)):
+                raise _key_reused(session_id, row[0])
 
     def _retried_batch(
         self, conn: Any, group_id: str, session_id: str, episodes: Sequence[NewEpisode], window_start: str
@@ -277,3 +310,10 @@ class Episodes(Database):
             (json.dumps(list(ids)), neutral),
         )
         return {row[0]: float(row[1]) for row in rows}
+
+
+def _key_reused(session_id: str, memory_id: int) -> IdempotencyConflict:
+    return IdempotencyConflict(
+        f"this idempotency_key was already used in session {session_id!r} for other memories (memory "
+        f"{memory_id}); send a new key with new memories, or exactly the same memories to retry"
+    )

@@ -82,7 +82,7 @@ def cache_conditions(filters: Filters) -> dict[str, object]:
 
 def _metadata_condition(path: str, value: Any) -> tuple[str, list[Any]]:
     """Equality on a metadata value at a dotted path; a list means any of its values."""
-    json_path = "$." + ".".join(f'"{part}"' for part in path.split("."))
+    json_path = "$." + ".".join(json.dumps(part, ensure_ascii=False) for part in path.split("."))
     if isinstance(value, list):
         return (
             "json_extract(e.metadata, ?) IN (SELECT value FROM json_each(?))",

@@ -65,6 +65,8 @@ class KeywordReads(Database):
         if not block or block[0][0] is None:
             return 0, 0
         values = _varints(bytes(block[0][0]))  # the row count, then each column's token count
+        if not values:  # a table that has never held a row: the record is empty
+            return 0, 0
         return values[0], sum(values[1:])
 
     def scan_keyword_index(self, consume: Callable[[int, KeywordRows, TermCodes], T]) -> T:

@@ -1,0 +1,113 @@
+"""Defects found by driving the server from outside, each pinned by a test that failed before its fix."""
+
+from __future__ import annotations
+
+import pytest
+from mcp import Client
+
+from mcp_memory.errors import IdempotencyConflict, ValidationFailed
+from mcp_memory.manager import MemoryManager
+from tests.helpers import call
+
+pytestmark = pytest.mark.anyio
+
+SESSION_TIME = "2023-05-08T13:56:00Z"
+
+
+async def test_the_first_recall_on_a_fresh_database_answers_with_no_hits(client: Client) -> None:
+    await call(client, "create_group", group_id="g", user_ids=["ana"])
+    result = await call(client, "recall", group_id="g", query="what do you remember about me?")
+    assert result["hits"] == []
+
+
+@pytest.mark.parametrize("moment", ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"])
+async def test_a_timestamp_that_overflows_once_in_utc_is_a_clear_error(
+    manager: MemoryManager, moment: str
+) -> None:
+    await manager.create_group("g", user_ids=["u"])
+    await manager.open_session("g", "s")
+    with pytest.raises(ValidationFailed, match="outside the years 1 to 9999 once converted to UTC"):
+        await manager.add_memories("g", "s", [{"content": "x", "producer": "u", "timestamp": moment}])
+    with pytest.raises(ValidationFailed, match="since .* outside the years 1 to 9999"):
+        await manager.recall("g", "x", since=moment)
+    assert (await manager.session_info("g", "s")).episode_count == 0
+
+
+@pytest.mark.parametrize("key", ['say "hi"', "back\\slash", "naïve key", "日本"])
+async def test_a_metadata_filter_key_with_quotes_or_backslashes_finds_its_memory(
+    manager: MemoryManager, key: str
+) -> None:
+    await manager.create_group("g", user_ids=["u"])
+    await manager.open_session("g", "s")
+    await manager.add_memories(
+        "g", "s", [{"content": "the red kite", "producer": "u", "metadata": {key: {"inner": 1}}}]
+    )
+    await manager.add_memories("g", "s", [{"content": "the red kite too", "producer": "u"}])
+    found = await manager.recall("g", "red kite", metadata={f"{key}.inner": 1})
+    assert [hit.content for hit in found.hits] == ["the red kite"]
+
+
+async def test_the_same_short_turn_said_twice_in_one_batch_with_the_session_time_is_kept_twice(
+    manager: MemoryManager,
+) -> None:
+    await manager.create_group("g", user_ids=["ana", "ben"])
+    await manager.open_session("g", "s")
+    turns = [
+        {"content": "Yeah", "producer": "ana", "timestamp": SESSION_TIME},
+        {"content": "Did you see the game?", "producer": "ben", "timestamp": SESSION_TIME},
+        {"content": "Yeah", "producer": "ana", "timestamp": SESSION_TIME},
+    ]
+    first = await manager.add_memories("g", "s", turns)
+    assert first.stored == 3 and first.duplicates == 0
+    again = await manager.add_memories("g", "s", turns)
+    assert again.stored == 0
+    assert [m.id for m in again.memories] == [m.id for m in first.memories]
+
+
+async def test_turns_sent_again_inside_a_longer_batch_are_found_once_each(manager: MemoryManager) -> None:
+    await manager.create_group("g", user_ids=["ana"])
+    await manager.open_session("g", "s")
+    early = [{"content": "Yeah", "producer": "ana", "timestamp": SESSION_TIME}]
+    first = await manager.add_memories("g", "s", early)
+    overlapping = [
+        *early,
+        {"content": "Yeah", "producer": "ana", "timestamp": SESSION_TIME},
+        {"content": "Later words", "producer": "ana", "timestamp": SESSION_TIME},
+    ]
+    result = await manager.add_memories("g", "s", overlapping)
+    assert [m.duplicate for m in result.memories] == [True, False, False]
+    assert result.memories[0].id == first.memories[0].id
+    assert (await manager.session_info("g", "s")).episode_count == 3
+
+
+async def test_an_idempotency_key_makes_a_retry_of_single_turns_exact(manager: MemoryManager) -> None:
+    await manager.create_group("g", user_ids=["ana"])
+    await manager.open_session("g", "s")
+    yeah = [{"content": "Yeah", "producer": "ana", "timestamp": SESSION_TIME}]
+    one = await manager.add_memories("g", "s", yeah, idempotency_key="call-1")
+    two = await manager.add_memories("g", "s", yeah, idempotency_key="call-2")
+    retried = await manager.add_memories("g", "s", yeah, idempotency_key="call-2")
+    assert one.stored == two.stored == 1 and one.memories[0].id != two.memories[0].id
+    assert retried.duplicates == 1 and retried.memories[0].id == two.memories[0].id
+    untimed = [{"content": "ok", "producer": "ana"}]
+    assert (await manager.add_memories("g", "s", untimed, idempotency_key="call-3")).stored == 1
+    assert (await manager.add_memories("g", "s", untimed, idempotency_key="call-4")).stored == 1
+    assert (await manager.session_info("g", "s")).episode_count == 4
+
+
+async def test_an_idempotency_key_sent_again_with_other_words_is_refused_and_writes_nothing(
+    manager: MemoryManager,
+) -> None:
+    await manager.create_group("g", user_ids=["ana"])
+    await manager.open_session("g", "s")
+    await manager.add_memories("g", "s", [{"content": "first", "producer": "ana"}], idempotency_key="k")
+    with pytest.raises(IdempotencyConflict, match="already used"):
+        await manager.add_memories(
+            "g",
+            "s",
+            [{"content": "first", "producer": "ana"}, {"content": "other", "producer": "ana"}],
+            idempotency_key="k",
+        )
+    with pytest.raises(IdempotencyConflict):
+        await manager.add_memories("g", "s", [{"content": "changed", "producer": "ana"}], idempotency_key="k")
+    assert (await manager.session_info("g", "s")).episode_count == 1
