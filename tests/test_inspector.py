@@ -13,7 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import TOOLS
+
+pytestmark = pytest.mark.slow
 
 # Pinned: 0.15.0 is the last release that runs on Node 20 (0.16 and later need Node >= 22.7.5), and the
 # same version behaves the same on every machine.

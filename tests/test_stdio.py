@@ -24,7 +24,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from mcp_memory import __version__
 from tests.helpers import TOOLS, call
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 HANDSHAKE_DEADLINE_S = 10.0  # clients give up after 10 to 60 s; the handshake must never need a model
 CALL_DEADLINE_S = 120.0
