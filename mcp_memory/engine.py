@@ -7,6 +7,7 @@ nothing of sessions' lifecycles or of MCP.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,10 +43,11 @@ BACKFILL_BATCH = 64
 # current answer above the old one, and the old one is still found when asked about.
 CLOSED_FACT_WEIGHT = 0.5
 # A memory's effective importance (maintenance.py) scales its score by 1 + IMPORTANCE_WEIGHT * (importance
-# - 0.5): from 0.85 to 1.15, exactly 1 at the default 0.5, so memories stored with the default importance
-# rank by relevance alone (LoCoMo, where every turn has it, is unchanged); between otherwise equal ones, the
-# more important (or more often recalled) ranks first.
-IMPORTANCE_WEIGHT = 0.3
+# - 0.5): from 0.99 to 1.01, exactly 1 at the default 0.5. Relevance leads: neighbouring ranks of one list
+# differ by more than 2% down to rank 10 (1/(RRF_K + r)), so importance (and the retrieval count that feeds
+# it) only orders memories that are about equally relevant; at 0.3 (0.85 to 1.15) a memory without the
+# query's word outranked the only one that had it, and each recall then reinforced the wrong answer.
+IMPORTANCE_WEIGHT = 0.02
 # A candidate stored in the period the query names ("in May 2023", when.py) gains what first place in
 # a list of this weight is worth, and the period is widened by TIME_SLACK on each side: what was said
 # on the 3rd is often told on the 5th. Tuned on LoCoMo conversations 0-2 (+1.4 points of R@10 there).
@@ -87,11 +89,16 @@ class RecallQuery:
     participants: frozenset[str] = frozenset()
 
 
-def fuse(ranked_lists: Sequence[tuple[float, Sequence[int]]]) -> dict[int, float]:
-    """Weighted reciprocal-rank fusion: each list adds weight / (RRF_K + rank) to its ids."""
+def fuse(ranked_lists: Sequence[tuple[float, Sequence[tuple[int, float]]]]) -> dict[int, float]:
+    """Weighted reciprocal-rank fusion of (id, score) lists, best first: each list adds weight / (RRF_K + rank)
+    to its ids. Ids with the same score share a rank (1, 1, 3), so equally relevant memories score alike."""
     scores: dict[int, float] = {}
-    for weight, ids in ranked_lists:
-        for rank, episode_id in enumerate(ids, start=1):
+    for weight, ranked in ranked_lists:
+        rank, previous = 0, None
+        for position, (episode_id, score) in enumerate(ranked, start=1):
+            if previous is None or not math.isclose(score, previous, rel_tol=1e-9, abs_tol=1e-12):
+                rank = position
+            previous = score
             scores[episode_id] = scores.get(episode_id, 0.0) + weight / (RRF_K + rank)
     return scores
 
@@ -204,8 +211,8 @@ class MemoryEngine:
         """Hybrid recall: BM25 and vector candidates fused by weighted RRF; returns hits and whether vectors ran."""
         pool = max(MIN_CANDIDATES, (query.limit + len(query.exclude_ids)) * CANDIDATES_PER_RESULT)
         weights = query.strategy
-        keyword = self._keyword_ids(query, pool) if weights.keyword_weight > 0 else []
-        vector, vector_ran = self._vector_ids(query, pool) if weights.vector_weight > 0 else ([], False)
+        keyword = self._keyword_hits(query, pool) if weights.keyword_weight > 0 else []
+        vector, vector_ran = self._vector_hits(query, pool) if weights.vector_weight > 0 else ([], False)
         scores = fuse([(weights.keyword_weight, keyword), (weights.vector_weight, vector)])
         in_time = self._in_named_period(query, list(scores)) if weights.time_weight > 0 else set()
         for episode_id in in_time:
@@ -219,7 +226,7 @@ class MemoryEngine:
         ranked = [i for i in sorted(scores, key=lambda i: -scores[i]) if i not in query.exclude_ids]
         chosen = ranked[: query.limit]
         rows = self.store.fetch_episodes(chosen)
-        matched = {"keyword": set(keyword), "vector": set(vector), "time": in_time}
+        matched = {"keyword": {i for i, _ in keyword}, "vector": {i for i, _ in vector}, "time": in_time}
         hits = [_hit(rows[i], scores[i], matched) for i in chosen if i in rows]
         self.store.touch([h.id for h in hits], iso(self.clock()))
         return hits, vector_ran
@@ -232,13 +239,8 @@ class MemoryEngine:
         since, until = period.start - TIME_SLACK, period.end + TIME_SLACK
         return self.store.in_period(candidates, since.timestamp(), until.timestamp())
 
-    def _keyword_ids(self, query: RecallQuery, pool: int) -> list[int]:
-        return [
-            i
-            for i, _ in self.keyword_search(
-                query.group_id, query.text, query.filters, pool, query.participants
-            )
-        ]
+    def _keyword_hits(self, query: RecallQuery, pool: int) -> list[tuple[int, float]]:
+        return self.keyword_search(query.group_id, query.text, query.filters, pool, query.participants)
 
     def keyword_search(
         self, group_id: str, text: str, filters: Filters, k: int, participants: Iterable[str] = ()
@@ -254,7 +256,7 @@ class MemoryEngine:
                 return found
         return self.store.keyword_search(group_id, match_expression(words) or "", filters, k)
 
-    def _vector_ids(self, query: RecallQuery, pool: int) -> tuple[list[int], bool]:
+    def _vector_hits(self, query: RecallQuery, pool: int) -> tuple[list[tuple[int, float]], bool]:
         try:
             vector = self.embedder.embed([query.text])[0]
         except Exception as exc:  # noqa: BLE001 - keyword search still answers
@@ -262,7 +264,7 @@ class MemoryEngine:
             return [], False
         if not np.any(vector):  # nothing the embedder could read: no direction to search in
             return [], False
-        return [i for i, _ in self.vector_search(query.group_id, vector, query.filters, pool)], True
+        return self.vector_search(query.group_id, vector, query.filters, pool), True
 
     def vector_search(
         self, group_id: str, vector: np.ndarray, filters: Filters, k: int

@@ -261,6 +261,8 @@ class MemoryManager:
 
     async def group_detail(self, group_id: str) -> GroupDetail:
         group = await self.get_group(group_id)
+        sessions, episodes = await run_sync(self.engine.store.group_counts, group_id)
+        group = group.model_copy(update={"session_count": sessions, "episode_count": episodes})
         rows = await run_sync(self.engine.store.list_sessions, group_id, LIST_LIMIT)
         return GroupDetail(group=group, sessions=[self._sessions.info_from_row(r) for r in rows])
 
@@ -426,10 +428,12 @@ class MemoryManager:
         source: str | None = None,
         confidence: float | None = None,
         valid_from: Any = None,
-        replace: bool = False,
+        replace: bool | None = None,
     ) -> FactResult:
         """Store a fact, or the facts a language model finds in `text`: everything is checked before anything
-        is written, then the facts go in one transaction (an identical current fact is returned instead)."""
+        is written, then the facts go in one transaction (an identical current fact is returned instead).
+        `replace` (default: only for facts found in text) closes the current facts of the same subject and
+        predicate."""
         return await self._facts.add_fact(
             group_id, subject, predicate, object, text=text, session_id=session_id, source=source,
             confidence=confidence, valid_from=valid_from, replace=replace,

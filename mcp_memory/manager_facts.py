@@ -56,7 +56,7 @@ class Facts:
         source: str | None = None,
         confidence: float | None = None,
         valid_from: Any = None,
-        replace: bool = False,
+        replace: bool | None = None,
     ) -> FactResult:
         """Store a fact, or the facts a language model finds in `text`: everything is checked before anything
         is written, then the facts go in one transaction (an identical current fact is returned instead)."""
@@ -82,6 +82,8 @@ class Facts:
             )
             for t in triples
         ]  # fmt: skip
+        if replace is None:  # what a text says is the newest word on its subjects: it updates them
+            replace = triple is None
         stored, pending = await self._write_facts(group_id, session_id, prepared, replace)
         if extraction is None:
             return fact_result(group_id, stored, pending=pending)

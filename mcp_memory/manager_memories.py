@@ -17,6 +17,7 @@ from anyio.to_thread import run_sync
 from mcp_memory.engine import RecallQuery, RecallStrategy
 from mcp_memory.episodes import normalize_timestamp, parse_memories, prepare_episode, with_retry_keys
 from mcp_memory.errors import ValidationFailed
+from mcp_memory.fact_table import FACT_MEMORY_TYPE
 from mcp_memory.models import AddedMemory, AddMemoryResult, DeleteResult, Episode, MemoryInput, RecallResult
 from mcp_memory.store import Filters
 from mcp_memory.summaries import SUMMARY_MEMORY_TYPE
@@ -189,7 +190,7 @@ def _filters(
         raise ValidationFailed(f"min_importance {min_importance} is outside [0, 1]")
     return Filters(
         session_id=session_id,
-        group_wide_types=(SUMMARY_MEMORY_TYPE,),
+        group_wide_types=(SUMMARY_MEMORY_TYPE, FACT_MEMORY_TYPE),
         since=start,
         until=end,
         producer=producer,

@@ -103,8 +103,9 @@ class SummaryJobs:
 
     async def store_summary(
         self, group_id: str, session_id: str, text: str, metadata: dict[str, Any], generate_embedding: bool
-    ) -> int:
-        """Store a summary as a memory of type summary, produced by the group's first agent (else user)."""
+    ) -> tuple[int, bool]:
+        """Store a summary as a memory of type summary, produced by the group's first agent (else user);
+        returns its id and whether it was already stored (the same summary as the session's newest memory)."""
         manager = self._manager
         group = await manager.get_group(group_id)
         producer = (group.agent_ids or group.user_ids)[0]
@@ -118,7 +119,7 @@ class SummaryJobs:
             inserted, _ = await run_sync(
                 partial(manager.engine.add, group_id, session_id, [episode], index_vectors=index)
             )
-        return inserted[0].id
+        return inserted[0].id, inserted[0].duplicate
 
     def schedule_auto_summary(self, group_id: str, session_id: str) -> None:
         """After new turns, check the automatic trigger in the background (configured LLM only)."""

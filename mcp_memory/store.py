@@ -187,6 +187,14 @@ class Store(Episodes, VectorIndex, KeywordReads, Statistics):
         rows = self.read("SELECT * FROM groups WHERE group_id = ?", (group_id,))
         return rows[0] if rows else None
 
+    def group_counts(self, group_id: str) -> tuple[int, int]:
+        """How many sessions and episodes the group has."""
+        row = self.read(
+            "SELECT (SELECT count(*) FROM sessions WHERE group_id = ?), (SELECT count(*) FROM episodes WHERE group_id = ?)",
+            (group_id, group_id),
+        )[0]
+        return int(row[0]), int(row[1])
+
     def list_groups(self, limit: int, offset: int = 0) -> list[Any]:
         return self.read(
             "SELECT g.*, (SELECT count(*) FROM sessions s WHERE s.group_id = g.group_id) AS session_count, "

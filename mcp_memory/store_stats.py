@@ -22,12 +22,13 @@ class Statistics(Database):
     """The Store's database-wide operations: the stats report and the decay pass."""
 
     def stats(self, recent_since: str) -> dict[str, Any]:
-        """Counts by group, session, memory type and tier (`recent`: stored at or after `recent_since`),
+        """Counts by group, session, memory type and tier (`pending_vectors`: waiting for an embedding, however
+        new; else `recent`: stored at or after `recent_since`),
         importance and retrieval totals, pending vectors, and the file's size."""
         by_type = self.read("SELECT memory_type, count(*) FROM episodes GROUP BY memory_type")
         by_tier = self.read(
-            f"SELECT CASE WHEN created_at >= ? THEN 'recent' WHEN indexed = {INDEXED} THEN 'long_term' "
-            f"WHEN indexed = {PENDING} THEN 'pending_vectors' ELSE 'not_vector_indexed' END AS tier, count(*) "
+            f"SELECT CASE WHEN indexed = {PENDING} THEN 'pending_vectors' WHEN created_at >= ? THEN 'recent' "
+            f"WHEN indexed = {INDEXED} THEN 'long_term' ELSE 'not_vector_indexed' END AS tier, count(*) "
             "FROM episodes GROUP BY tier",
             (recent_since,),
         )

@@ -131,6 +131,10 @@ class SummaryResult(BaseModel):
         description="topic/action/outcome (full) or points (lightweight), and source_episode_ids."
     )
     auto_triggered: bool = False
+    duplicate: bool = Field(
+        False,
+        description="True when this summary was already stored (a retry); it used no new lightweight slot.",
+    )
 
 
 class SummarizeResponse(BaseModel):
@@ -149,6 +153,7 @@ class SummarizeResponse(BaseModel):
     metadata: dict[str, Any] | None = Field(
         None, description="topic/action/outcome (full) or points (lightweight), source_episode_ids, source."
     )
+    duplicate: bool = Field(False, description="True when this summary was already stored; nothing new was.")
 
     @classmethod
     def done(cls, result: SummaryResult) -> SummarizeResponse:
@@ -159,6 +164,7 @@ class SummarizeResponse(BaseModel):
             memory_id=result.memory_id,
             content=result.content,
             metadata=result.metadata,
+            duplicate=result.duplicate,
         )
 
 
@@ -443,8 +449,9 @@ def claim_auto(conn: Any, group_id: str, session_id: str, multiple: int) -> bool
 
 FetchEpisodes = Callable[[str, str], Awaitable[Sequence[Episode]]]
 """`fetch_episodes(group_id, session_id)`: the session's episodes, oldest first."""
-StoreSummary = Callable[[str, str, str, dict[str, Any], bool], Awaitable[int]]
-"""`store_summary(group_id, session_id, text, metadata, generate_embedding)`: the new memory's id."""
+StoreSummary = Callable[[str, str, str, dict[str, Any], bool], Awaitable[tuple[int, bool]]]
+"""`store_summary(group_id, session_id, text, metadata, generate_embedding)`: the memory's id, and whether
+the same summary was already the session's newest memory (then nothing new was stored)."""
 
 
 @dataclass
@@ -474,12 +481,14 @@ class SummaryJob:
             )
             content = render_content(self.mode, fields)
             metadata = self._metadata(fields)
-            memory_id = await self.service.store_summary(
+            memory_id, duplicate = await self.service.store_summary(
                 self.group_id, self.session_id, content, metadata, self.generate_embedding
             )
         except BaseException:
             await self.cancel()
             raise
+        if duplicate:  # the same summary again: it takes no second slot
+            await self.cancel()
         return SummaryResult(
             memory_id=memory_id,
             content=content,
@@ -487,6 +496,7 @@ class SummaryJob:
             mode=self.mode,
             metadata=metadata,
             auto_triggered=self.auto_triggered,
+            duplicate=duplicate,
         )
 
     async def cancel(self) -> None:

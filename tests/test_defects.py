@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from mcp import Client
 
@@ -111,3 +113,36 @@ async def test_an_idempotency_key_sent_again_with_other_words_is_refused_and_wri
     with pytest.raises(IdempotencyConflict):
         await manager.add_memories("g", "s", [{"content": "changed", "producer": "ana"}], idempotency_key="k")
     assert (await manager.session_info("g", "s")).episode_count == 1
+
+
+async def test_the_same_lightweight_summary_stored_again_takes_no_second_slot(manager: MemoryManager) -> None:
+    await manager.create_group("g", user_ids=["ana"], agent_ids=["bot"])
+    await manager.open_session("g", "s")
+    await manager.add_memories("g", "s", [{"content": "We planned the trip to Porto", "producer": "ana"}])
+    points = ["Ana plans a trip to Porto", "She wants to go in May", "The bot will book trains"]
+    first = await manager.summarize_session("g", "s", mode="lightweight", summary=points)
+    again = await manager.summarize_session("g", "s", mode="lightweight", summary=points)
+    assert again.memory_id == first.memory_id and again.duplicate and not first.duplicate
+    counted = manager.engine.store.read("SELECT lightweight FROM summary_counts")
+    assert [tuple(row) for row in counted] == [(1,)]
+
+
+async def test_a_groups_own_resource_reports_the_same_counts_as_the_list(client: Client) -> None:
+    await call(client, "create_group", group_id="g", user_ids=["ana"])
+    await call(client, "open_session", group_id="g", session_id="s")
+    await call(client, "add_memory", group_id="g", session_id="s", content="hello", producer="ana")
+    listed = json.loads((await client.read_resource("memory://groups")).contents[0].text)
+    detail = json.loads((await client.read_resource("memory://groups/g")).contents[0].text)
+    assert (listed[0]["session_count"], listed[0]["episode_count"]) == (1, 1)
+    assert (detail["group"]["session_count"], detail["group"]["episode_count"]) == (1, 1)
+
+
+async def test_a_recall_scoped_to_a_session_also_finds_the_groups_facts(manager: MemoryManager) -> None:
+    await manager.create_group("g", user_ids=["ana"], agent_ids=["bot"])
+    await manager.open_session("g", "today")
+    await manager.add_memories("g", "today", [{"content": "Good morning", "producer": "ana"}])
+    await manager.add_fact("g", "Ana", "lives in", "Lisbon")  # stored in the group's facts session
+    found = await manager.recall("g", "where does Ana live", session_id="today")
+    assert any(hit.memory_type == "fact" and "Lisbon" in hit.content for hit in found.hits)
+    other = await manager.recall("g", "where does Ana live", session_id="today", memory_types=["message"])
+    assert all(hit.memory_type == "message" for hit in other.hits)

@@ -54,7 +54,8 @@ async def test_when_the_endpoint_fails_memories_are_kept_and_indexed_later(
         async with manager.created("g", "s") as session:
             added = await session.add([{"content": "the spare key is under the blue pot", "producer": "u"}])
         assert added.embedding_pending and added.stored == 1
-        assert (await manager.stats()).pending_vectors == 1
+        stats = await manager.stats()
+        assert stats.pending_vectors == stats.episodes_by_tier["pending_vectors"] == 1
         assert await manager.backfill() == 1
         assert (await manager.stats()).pending_vectors == 0
         result = await manager.recall("g", "where is the key")

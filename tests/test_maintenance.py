@@ -174,10 +174,28 @@ async def test_min_importance_filters_by_the_decayed_importance_inside_the_searc
         assert await found() == [fresh]
 
 
-def test_the_ranking_factor_is_neutral_at_the_default_importance_and_bounded() -> None:
+def test_the_ranking_factor_is_neutral_at_the_default_importance_and_smaller_than_a_rank_step() -> None:
     assert importance_factor(DEFAULT_IMPORTANCE) == 1.0
-    assert importance_factor(0.0) == pytest.approx(0.85)
-    assert importance_factor(1.0) == pytest.approx(1.15)
+    assert importance_factor(0.0) == pytest.approx(0.99)
+    assert importance_factor(1.0) == pytest.approx(1.01)
+    # the most importance can do (least to most important) is less than one rank of a list, down to rank 10
+    step_at_10 = (1 / (RRF_K + 10)) / (1 / (RRF_K + 11))
+    assert importance_factor(1.0) / importance_factor(0.0) < step_at_10
+
+
+async def test_importance_never_lifts_a_memory_without_the_querys_word_over_the_one_that_has_it(
+    clocked: MemoryManager,
+) -> None:
+    for i in range(6):
+        await remember(clocked, f"note {i} about the garden and the weather")
+    guitar = await remember(clocked, "I finally bought a guitar")
+    cost = await remember(clocked, "It cost me a lot of money", 1.0)  # found through its neighbour's word
+    for _ in range(20):  # recalled again and again: its retrieval count feeds its effective importance
+        await clocked.recall("g", "a lot of money")
+    await clocked.maintain()
+    assert effective(clocked)[cost] == 1.0
+    hits = (await clocked.recall("g", "guitar")).hits
+    assert [h.id for h in hits][:2] == [guitar, cost]
 
 
 async def test_a_memory_with_the_default_importance_keeps_its_fused_score(clocked: MemoryManager) -> None:

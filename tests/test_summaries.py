@@ -92,7 +92,7 @@ class SessionMemory:
 
     async def store(
         self, group_id: str, session_id: str, text: str, metadata: dict[str, Any], generate_embedding: bool
-    ) -> int:
+    ) -> tuple[int, bool]:
         memory_id = 10_000 + len(self.stored)
         self.stored.append({"text": text, "metadata": metadata, "generate_embedding": generate_embedding})
         self.episodes.append(
@@ -100,7 +100,7 @@ class SessionMemory:
                 memory_id, text, sequence=len(self.episodes) + 1, memory_type="summary", metadata=metadata
             )
         )
-        return memory_id
+        return memory_id, False
 
 
 @pytest.fixture

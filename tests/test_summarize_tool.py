@@ -190,14 +190,22 @@ async def test_generate_embedding_false_stores_the_summary_without_a_vector_but_
     assert query(llm_config.db_path, fts, ('{before after} : "93"',)) == []
 
 
-async def test_three_lightweight_summaries_then_a_rate_limit_that_suggests_full(llm_config: Config) -> None:
+def other_points(n: int) -> list[str]:
+    """Points that differ from call to call: the same summary again is a duplicate and takes no slot."""
+    return [*POINTS[:2], f"Queries are now {90 + n}% faster"]
+
+
+async def test_three_lightweight_summaries_then_a_rate_limit_that_suggests_full(
+    llm_config: Config, fake: FakeOpenAI
+) -> None:
     async with connected(llm_config) as client:
         await seed(client)
-        for _ in range(3):
+        for n in range(3):
+            fake.queue_chat(json.dumps({"points": other_points(n)}))
             result = await call(
                 client, "summarize_session", group_id=GROUP, session_id=SESSION, mode="lightweight"
             )
-            assert result["metadata"]["points"] == POINTS
+            assert result["metadata"]["points"] == other_points(n)
             assert result["content"].startswith("Session Highlights:\n• ")
         text = await call_error(
             client, "summarize_session", group_id=GROUP, session_id=SESSION, mode="lightweight"
@@ -411,7 +419,9 @@ async def test_a_malformed_caller_summary_is_a_clear_error_and_nothing_is_stored
 # -- automatic summaries ------------------------------------------------------------------------
 
 
-async def test_every_n_turns_an_automatic_lightweight_summary_is_stored(llm_config: Config) -> None:
+async def test_every_n_turns_an_automatic_lightweight_summary_is_stored(
+    llm_config: Config, fake: FakeOpenAI
+) -> None:
     config = replace(llm_config, auto_trigger_threshold=6)
     async with connected(config) as client:
         await seed(client)  # 4 turns: not yet
@@ -431,7 +441,8 @@ async def test_every_n_turns_an_automatic_lightweight_summary_is_stored(llm_conf
         assert metadata["mode"] == "lightweight" and metadata["auto_triggered"] is True
         assert metadata["points"] == POINTS and len(metadata["source_episode_ids"]) == 6
         # it shares the lightweight limit: two more are allowed, then the limit
-        for _ in range(2):
+        for n in range(2):
+            fake.queue_chat(json.dumps({"points": other_points(n)}))
             await call(client, "summarize_session", group_id=GROUP, session_id=SESSION, mode="lightweight")
         text = await call_error(
             client, "summarize_session", group_id=GROUP, session_id=SESSION, mode="lightweight"
