@@ -30,6 +30,7 @@ MAINTENANCE_INTERVAL_S = 3600.0
 ROLLING_SUMMARY_MAX_TOKENS = 500
 ROLLING_SUMMARY_INPUT_TOKENS = 8_000
 EMBEDDER_KINDS = ("local", "openai", "hashing")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class ShortTermConfig(BaseModel):
@@ -127,6 +128,16 @@ class Config:
         if self.embedder not in EMBEDDER_KINDS:
             raise ConfigurationError(
                 f"unknown embedder {self.embedder!r}; set MCP_MEMORY_EMBEDDER to one of {', '.join(EMBEDDER_KINDS)}"
+            )
+        if self.embedder == "openai" and not self.embedding_model:
+            raise ConfigurationError(
+                "the openai embedder needs a model name: set MCP_MEMORY_EMBEDDING_MODEL (e.g. "
+                "text-embedding-3-small, or nomic-embed-text for Ollama)"
+            )
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigurationError(
+                f"log level {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}; set --log-level or "
+                "MCP_MEMORY_LOG_LEVEL to one of them"
             )
         if self.max_content_chars < 1 or self.session_cache_size < 1 or self.max_life_time_s < 0:
             raise ConfigurationError(

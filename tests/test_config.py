@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -46,6 +48,27 @@ def test_bad_environment_values_name_the_variable() -> None:
         Config.from_env({"MCP_MEMORY_SESSION_CACHE_SIZE": "lots"})
     with pytest.raises(ConfigurationError, match="local, openai, hashing"):
         Config.from_env({"MCP_MEMORY_EMBEDDER": "magic"})
+    with pytest.raises(ConfigurationError, match="MCP_MEMORY_EMBEDDING_MODEL"):
+        Config.from_env({"MCP_MEMORY_EMBEDDER": "openai"})
+    with pytest.raises(ConfigurationError, match="MCP_MEMORY_LOG_LEVEL"):
+        Config.from_env({"MCP_MEMORY_LOG_LEVEL": "LOUD"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "env",
+    [{"MCP_MEMORY_EMBEDDER": "magic"}, {"MCP_MEMORY_EMBEDDER": "openai"}, {"MCP_MEMORY_LOG_LEVEL": "LOUD"}],
+)
+def test_a_bad_setting_stops_the_console_script_with_one_line_and_no_traceback(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    script = Path(sys.executable).parent / "mcp-memory"
+    run = subprocess.run(
+        [str(script), "--db", str(tmp_path / "m.db"), "stats"],
+        capture_output=True, text=True, timeout=60, env={"PATH": os.environ.get("PATH", ""), **env},
+    )  # fmt: skip
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.count("\n") == 1 and run.stderr.startswith("mcp-memory: "), run.stderr
 
 
 def test_a_configuration_file_supplies_the_base_session_configuration(tmp_path: Path) -> None:
