@@ -22,7 +22,7 @@ from mcp_memory.fact_table import NewFact, StoredFacts
 from mcp_memory.fts import match_expression, query_words
 from mcp_memory.keyword_index import KeywordSearch
 from mcp_memory.models import Episode, RecallHit
-from mcp_memory.store import Filters, Inserted, NewEpisode, Store
+from mcp_memory.store import EpisodeChange, Filters, Inserted, NewEpisode, Store
 from mcp_memory.store_filters import cache_conditions
 from mcp_memory.vector_cache import GroupVectors, VectorCache, VectorRows
 from mcp_memory.when import named_period
@@ -189,6 +189,18 @@ class MemoryEngine:
             rows = _vector_rows(session_id, [episodes[i] for i in new], ids, vectors[new])
             self.cache.appended(group_id, rows, stored.revision_before, stored.revision_after)
         return stored, pending
+
+    def update(
+        self, group_id: str, episode_id: int, change: EpisodeChange, *, producer: str, embed: bool
+    ) -> tuple[Episode | None, bool]:
+        """Correct an episode in place, re-embedding new text when it has a vector; returns the episode
+        (None if the group has no such episode) and whether its new vector is pending."""
+        vector, pending = None, False
+        if embed and change.content is not None:
+            vectors = self._try_embed([embedding_text(producer, change.content)])
+            vector, pending = (None, True) if vectors is None else (vectors[0], False)
+        row = self.store.update_episode(group_id, episode_id, change, vector, iso(self.clock()))
+        return (None if row is None else episode_from_row(row)), pending
 
     def _try_embed(self, texts: list[str]) -> np.ndarray | None:
         try:

@@ -115,39 +115,57 @@ def prepare_episode(
     now: datetime,
 ) -> NewEpisode:
     """Validate one memory against its group and normalise it; raises ValidationFailed."""
-    content = item.content.strip()
-    if not content:
-        raise ValidationFailed("content is empty; pass the text to remember")
-    if len(content) > max_content_chars:
-        raise ValidationFailed(
-            f"content has {len(content)} characters, more than the maximum {max_content_chars}; "
-            "split it into several memories"
-        )
+    content = check_content(item.content, max_content_chars)
     _check_participant(item.producer, participants, "producer")
     if item.produced_for is not None and not item.produced_for.strip():
         raise ValidationFailed("produced_for is empty; leave it out or name a participant")
-    importance = DEFAULT_IMPORTANCE if item.importance is None else item.importance
-    if not (0.0 <= importance <= 1.0) or math.isnan(importance):
-        raise ValidationFailed(f"importance {importance} is outside [0, 1]")
-    if not item.memory_type.strip():
-        raise ValidationFailed("memory_type is empty; use 'message' for conversation turns")
+    importance = check_importance(DEFAULT_IMPORTANCE if item.importance is None else item.importance)
+    memory_type = check_memory_type(item.memory_type)
     moment = now if item.timestamp is None else normalize_timestamp(item.timestamp)
-    metadata_json = _metadata_json(item.metadata)
-    content_hash = hashlib.sha256(content.encode()).hexdigest()
+    metadata_json = metadata_json_text(item.metadata)
+    content_hash = content_digest(content)
     dedup_key = None if item.timestamp is None else _digest(item.producer, iso(moment), content_hash)
     return NewEpisode(
         producer_id=item.producer,
         producer_role=item.role,
         produced_for_id=item.produced_for,
         content=content,
-        memory_type=item.memory_type.strip(),
-        importance=float(importance),
+        memory_type=memory_type,
+        importance=importance,
         metadata_json=metadata_json,
         timestamp=iso(moment),
         ts_epoch=moment.timestamp(),
         content_hash=content_hash,
         dedup_key=dedup_key,
     )
+
+
+def check_content(text: str, max_chars: int) -> str:
+    """The text to store, stripped; empty or over `max_chars` is a ValidationFailed."""
+    content = text.strip()
+    if not content:
+        raise ValidationFailed("content is empty; pass the text to remember")
+    if len(content) > max_chars:
+        raise ValidationFailed(
+            f"content has {len(content)} characters, more than the maximum {max_chars}; split it into several memories"
+        )
+    return content
+
+
+def check_importance(value: float) -> float:
+    if not (0.0 <= value <= 1.0) or math.isnan(value):
+        raise ValidationFailed(f"importance {value} is outside [0, 1]; give a number from 0 to 1")
+    return float(value)
+
+
+def check_memory_type(value: str) -> str:
+    if not value.strip():
+        raise ValidationFailed("memory_type is empty; use 'message' for conversation turns")
+    return value.strip()
+
+
+def content_digest(content: str) -> str:
+    return hashlib.sha256(content.encode()).hexdigest()
 
 
 def _check_participant(name: str, participants: Sequence[str], field: str) -> None:
@@ -158,7 +176,7 @@ def _check_participant(name: str, participants: Sequence[str], field: str) -> No
         )
 
 
-def _metadata_json(metadata: dict[str, Any] | None) -> str:
+def metadata_json_text(metadata: dict[str, Any] | None) -> str:
     try:
         text = json.dumps(metadata or {}, ensure_ascii=False, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:

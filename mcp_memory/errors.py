@@ -43,6 +43,10 @@ class SessionNotFound(MemoryServerError, LookupError):
     """The session does not exist in its group."""
 
 
+class MemoryNotFound(MemoryServerError, LookupError):
+    """No memory with that id exists in the group."""
+
+
 class SessionExists(MemoryServerError, ValueError):
     """A session with that id already exists in its group."""
 

@@ -62,6 +62,7 @@ from mcp_memory.models import (
     SessionDetail,
     SessionInfo,
     Stats,
+    UpdatedMemory,
 )
 from mcp_memory.session import MemorySession
 from mcp_memory.store import Store, recorded_embedder
@@ -342,6 +343,26 @@ class MemoryManager:
             self._summary_jobs.schedule_auto_summary(group_id, session_id)
             self._rolling.schedule(group_id, session_id)
         return result
+
+    async def update_memory(
+        self,
+        group_id: str,
+        memory_id: int,
+        *,
+        content: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        importance: float | None = None,
+        memory_type: str | None = None,
+    ) -> UpdatedMemory:
+        """Correct a memory in place (id, session, sequence and time stay); keywords and vector follow."""
+        return await self._memories.update_memory(
+            group_id,
+            memory_id,
+            content=content,
+            metadata=metadata,
+            importance=importance,
+            memory_type=memory_type,
+        )
 
     async def recall(
         self,

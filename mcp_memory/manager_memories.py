@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -15,11 +16,29 @@ from typing import TYPE_CHECKING, Any
 from anyio.to_thread import run_sync
 
 from mcp_memory.engine import RecallQuery, RecallStrategy
-from mcp_memory.episodes import normalize_timestamp, parse_memories, prepare_episode, with_retry_keys
-from mcp_memory.errors import ValidationFailed
+from mcp_memory.episodes import (
+    check_content,
+    check_importance,
+    check_memory_type,
+    content_digest,
+    metadata_json_text,
+    normalize_timestamp,
+    parse_memories,
+    prepare_episode,
+    with_retry_keys,
+)
+from mcp_memory.errors import MemoryNotFound, ValidationFailed
 from mcp_memory.fact_table import FACT_MEMORY_TYPE
-from mcp_memory.models import AddedMemory, AddMemoryResult, DeleteResult, Episode, MemoryInput, RecallResult
-from mcp_memory.store import Filters
+from mcp_memory.models import (
+    AddedMemory,
+    AddMemoryResult,
+    DeleteResult,
+    Episode,
+    MemoryInput,
+    RecallResult,
+    UpdatedMemory,
+)
+from mcp_memory.store import NOT_INDEXED, EpisodeChange, Filters
 from mcp_memory.summaries import SUMMARY_MEMORY_TYPE
 from mcp_memory.tokens import token_counter
 from mcp_memory.window import trim
@@ -145,6 +164,52 @@ class Memories:
                 newest, max_episodes=window.max_episodes, max_tokens=window.max_tokens, count=counter.count
             )
 
+    async def update_memory(
+        self,
+        group_id: str,
+        memory_id: int,
+        *,
+        content: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        importance: float | None = None,
+        memory_type: str | None = None,
+    ) -> UpdatedMemory:
+        """Correct a memory in place: its id, session, sequence and time stay; keywords and vector follow."""
+        if content is None and metadata is None and importance is None and memory_type is None:
+            raise ValidationFailed("pass content, metadata, importance or memory_type: what to correct")
+        manager = self._manager
+        await manager.get_group(group_id)
+        stored = await self._stored(group_id, memory_id)
+        if FACT_MEMORY_TYPE in (stored["memory_type"], memory_type):
+            raise ValidationFailed(
+                f"memory {memory_id} is a fact's memory (or would become one); change facts with add_fact "
+                "and replace=true, which keeps the old value as history"
+            )
+        change = EpisodeChange(
+            content=None if content is None else check_content(content, manager.config.max_content_chars),
+            metadata_json=None if metadata is None else metadata_json_text(dict(metadata)),
+            importance=None if importance is None else check_importance(importance),
+            memory_type=None if memory_type is None else check_memory_type(memory_type),
+        )
+        if change.content is not None:
+            change = replace(change, content_hash=content_digest(change.content))
+        episode, pending = await run_sync(
+            partial(
+                manager.engine.update, group_id, memory_id, change,
+                producer=stored["producer_id"], embed=stored["indexed"] != NOT_INDEXED,
+            )
+        )  # fmt: skip
+        if episode is None:  # deleted by another call since it was read
+            raise _memory_not_found(group_id, memory_id)
+        return UpdatedMemory(memory=episode, embedding_pending=pending)
+
+    async def _stored(self, group_id: str, memory_id: int) -> Any:
+        rows = await run_sync(self._manager.engine.store.fetch_episodes, [memory_id])
+        row = rows.get(memory_id)
+        if row is None or row["group_id"] != group_id:
+            raise _memory_not_found(group_id, memory_id)
+        return row
+
     async def delete_memories(
         self, group_id: str, memory_ids: Sequence[int] | None = None, session_id: str | None = None
     ) -> DeleteResult:
@@ -215,3 +280,9 @@ def _metadata_filters(metadata: Mapping[str, Any] | None) -> tuple[tuple[str, An
             )
         pairs.append((path, value))
     return tuple(pairs)
+
+
+def _memory_not_found(group_id: str, memory_id: int) -> MemoryNotFound:
+    return MemoryNotFound(
+        f"memory {memory_id} does not exist in group {group_id!r}; recall finds memories and their ids"
+    )

@@ -190,6 +190,11 @@ def m010_application_id(conn: Any) -> None:
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
 
+def m011_updated_at(conn: Any) -> None:
+    """When a memory was last corrected in place (update_memory); NULL while it is as first stored."""
+    conn.execute("ALTER TABLE episodes ADD COLUMN updated_at TEXT")
+
+
 MIGRATIONS: list[Callable[[Any], None]] = [
     m001_initial,
     m002_vector_revision,
@@ -201,6 +206,7 @@ MIGRATIONS: list[Callable[[Any], None]] = [
     m008_rolling_summaries,
     fts.m009_change_log,
     m010_application_id,
+    m011_updated_at,
 ]
 
 

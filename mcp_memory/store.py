@@ -42,6 +42,7 @@ from mcp_memory.store_db import (
 )
 from mcp_memory.store_episodes import (
     EPISODE_COLUMNS,
+    EpisodeChange,
     Episodes,
     InsertBatch,
     Inserted,
@@ -70,6 +71,7 @@ __all__ = [
     "PENDING",
     "TIERS",
     "Database",
+    "EpisodeChange",
     "Filters",
     "InsertBatch",
     "Inserted",

@@ -18,12 +18,19 @@ from mcp_memory import fts
 from mcp_memory.errors import IdempotencyConflict
 from mcp_memory.store_db import Database
 from mcp_memory.store_filters import Filters, filter_sql
-from mcp_memory.store_vectors import INDEXED, NOT_INDEXED, PENDING, group_revision, insert_vector
+from mcp_memory.store_vectors import (
+    INDEXED,
+    NOT_INDEXED,
+    PENDING,
+    VectorColumns,
+    group_revision,
+    insert_vector,
+)
 
 EPISODE_COLUMNS = (
     "id, group_id, session_id, sequence, producer_id, producer_role, produced_for_id, content, "
     "memory_type, importance, metadata, timestamp, created_at, content_hash, retrieval_count, "
-    "last_accessed_at, indexed"
+    "last_accessed_at, indexed, updated_at"
 )
 
 
@@ -68,6 +75,17 @@ KEYED = "key\x1f"  # dedup keys from an idempotency key are readable text; the o
 def keyed_retry_key(idempotency_key: str, size: int, position: int) -> str:
     """The dedup key of the memory at `position` of a call of `size` memories sent with `idempotency_key`."""
     return f"{KEYED}{idempotency_key}\x1f{size}\x1f{position}"
+
+
+@dataclass(frozen=True)
+class EpisodeChange:
+    """What a correction changes; None keeps the stored value."""
+
+    content: str | None = None
+    content_hash: str | None = None
+    memory_type: str | None = None
+    importance: float | None = None
+    metadata_json: str | None = None
 
 
 class Episodes(Database):
@@ -123,13 +141,14 @@ class Episodes(Database):
         if ep.dedup_key is None:
             return None
         row = conn.execute(
-            "SELECT id, sequence, producer_id, content_hash FROM episodes "
+            "SELECT id, sequence, producer_id, content_hash, updated_at FROM episodes "
             "WHERE group_id = ? AND session_id = ? AND dedup_key = ?",
             (group_id, session_id, ep.dedup_key),
         ).fetchone()
         if row is None:
             return None
-        if (row[2], row[3]) != (ep.producer_id, ep.content_hash):  # only an idempotency key can differ so
+        # other words under the same key: an idempotency key reused, unless the memory was corrected since
+        if (row[2], row[3]) != (ep.producer_id, ep.content_hash) and row[4] is None:
             raise _key_reused(session_id, row[0])
         return Inserted(row[0], row[1], True)
 
@@ -195,6 +214,45 @@ class Episodes(Database):
         if state == INDEXED and vector is not None:
             insert_vector(conn, episode_id, group_id, session_id, ep, vector)
         return episode_id
+
+    def update_episode(
+        self,
+        group_id: str,
+        episode_id: int,
+        change: EpisodeChange,
+        vector: np.ndarray | None,
+        updated_at: str,
+    ) -> Any | None:
+        """Correct a stored episode in place (its id, session, sequence and time stay) and re-index its
+        keywords and vector in the same transaction; None when the group has no such episode. A changed
+        text without a `vector` leaves the episode pending, indexed later, never with its old vector."""
+
+        def update(conn: Any) -> Any | None:
+            row = conn.execute(
+                f"SELECT {EPISODE_COLUMNS} FROM episodes WHERE id = ? AND group_id = ?",
+                (episode_id, group_id),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE episodes SET content = coalesce(?, content), content_hash = coalesce(?, content_hash), "
+                "memory_type = coalesce(?, memory_type), importance = coalesce(?, importance), "
+                "effective_importance = coalesce(?, effective_importance), metadata = coalesce(?, metadata), "
+                "updated_at = ? WHERE id = ?",
+                (
+                    change.content, change.content_hash, change.memory_type, change.importance,
+                    change.importance, change.metadata_json, updated_at, episode_id,
+                ),
+            )  # fmt: skip
+            if change.content is not None or change.memory_type is not None:
+                if row["indexed"] != NOT_INDEXED:
+                    _reindex_vector(conn, row, change, vector)
+                fts.refresh_around(conn, group_id, row["session_id"], row["sequence"], row["sequence"])
+            return conn.execute(
+                f"SELECT {EPISODE_COLUMNS} FROM episodes WHERE id = ?", (episode_id,)
+            ).fetchone()
+
+        return self.write(update)
 
     def touch(self, ids: Sequence[int], now: str) -> None:
         """Count a retrieval of each episode and refresh its last access time."""
@@ -317,3 +375,23 @@ def _key_reused(session_id: str, memory_id: int) -> IdempotencyConflict:
         f"this idempotency_key was already used in session {session_id!r} for other memories (memory "
         f"{memory_id}); send a new key with new memories, or exactly the same memories to retry"
     )
+
+
+def _reindex_vector(conn: Any, row: Any, change: EpisodeChange, vector: np.ndarray | None) -> None:
+    """Replace an episode's vector row: a new vector for new text (pending if there is none yet), or the
+    same vector under its new memory type. The group's revision moves, so in-memory copies reload."""
+    if change.content is None:
+        old = conn.execute("SELECT embedding FROM episode_vectors WHERE rowid = ?", (row["id"],)).fetchone()
+        vector = None if old is None else np.frombuffer(old[0], dtype="<f4")
+    conn.execute("DELETE FROM episode_vectors WHERE rowid = ?", (row["id"],))
+    state = PENDING if vector is None else INDEXED
+    conn.execute("UPDATE episodes SET indexed = ? WHERE id = ?", (state, row["id"]))
+    conn.execute(
+        "UPDATE groups SET vector_revision = vector_revision + 1 WHERE group_id = ?", (row["group_id"],)
+    )
+    if vector is not None:
+        ts = conn.execute("SELECT ts_epoch FROM episodes WHERE id = ?", (row["id"],)).fetchone()[0]
+        columns = VectorColumns(
+            row["producer_id"], row["producer_role"], change.memory_type or row["memory_type"], ts
+        )
+        insert_vector(conn, row["id"], row["group_id"], row["session_id"], columns, vector)

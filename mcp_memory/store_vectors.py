@@ -54,7 +54,9 @@ def insert_vector(
 
 
 @dataclass(frozen=True)
-class _VectorRow:
+class VectorColumns:
+    """The columns a vector row is filtered by in a KNN."""
+
     producer_id: str
     producer_role: str
     memory_type: str
@@ -99,7 +101,7 @@ class VectorIndex(Database):
                     (row["id"],),
                 )
                 if cur.rowcount:
-                    ep = _VectorRow(
+                    ep = VectorColumns(
                         row["producer_id"], row["producer_role"], row["memory_type"], row["ts_epoch"]
                     )
                     insert_vector(conn, row["id"], row["group_id"], row["session_id"], ep, vector)
