@@ -266,6 +266,7 @@ def test_a_version_seven_database_with_data_upgrades_to_rolling_summaries(tmp_pa
     conn.execute("DROP TABLE rolling_summaries")
     conn.execute("DROP TRIGGER episodes_fts_changes_delete")  # and what version 9 added after it
     conn.execute("DROP TABLE fts_changes")
+    conn.execute("ALTER TABLE episodes DROP COLUMN updated_at")  # and m011's
     conn.execute("PRAGMA user_version = 7")
     conn.close()
 

@@ -252,6 +252,7 @@ def test_a_version_four_database_with_data_upgrades_to_tasks_and_summary_counts(
     conn.enable_load_extension(True)
     sqlite_vec.load(conn)  # a trigger names the vector table, and dropping a column checks triggers
     conn.execute("ALTER TABLE episodes DROP COLUMN effective_importance")  # m007's
+    conn.execute("ALTER TABLE episodes DROP COLUMN updated_at")  # m011's
     conn.execute("PRAGMA user_version = 4")
     conn.close()
 
