@@ -251,8 +251,15 @@ class MemoryManager:
         description: str | None = None,
         configuration: Mapping[str, Any] | None = None,
     ) -> GroupInfo:
-        """Register a group and its permanent participants; an existing id is an error."""
+        """Register a group and its permanent participants; the same group again returns it (created false),
+        an existing id with other participants is an error."""
         return await self._groups.create_group(group_id, user_ids, agent_ids, description, configuration)
+
+    async def add_participants(
+        self, group_id: str, user_ids: Sequence[str] = (), agent_ids: Sequence[str] = ()
+    ) -> GroupInfo:
+        """Add users and agents to an existing group."""
+        return await self._groups.add_participants(group_id, user_ids, agent_ids)
 
     async def get_group(self, group_id: str) -> GroupInfo:
         return await self._groups.get_group(group_id)

@@ -39,7 +39,8 @@ class Groups:
         description: str | None = None,
         configuration: Mapping[str, Any] | None = None,
     ) -> GroupInfo:
-        """Register a group and its permanent participants; an existing id is an error."""
+        """Register a group and its permanent participants; the same group again returns it, an existing id with
+        other participants (or another configuration) is an error."""
         users, agents = _participants(user_ids, "user_ids"), _participants(agent_ids, "agent_ids")
         if not users and not agents:
             raise ValidationFailed("a group needs at least one participant; pass user_ids and/or agent_ids")
@@ -52,10 +53,38 @@ class Groups:
             "configuration": json.dumps(dict(configuration or {})),
             "created_at": iso(self._now()),
         }
-        if not await run_sync(self._manager.engine.store.insert_group, row):
+        if await run_sync(self._manager.engine.store.insert_group, row):
+            return (await self.get_group(group_id)).model_copy(update={"created": True})
+        return self._same_group(await self.get_group(group_id), users, agents, configuration)
+
+    @staticmethod
+    def _same_group(
+        group: GroupInfo, users: list[str], agents: list[str], configuration: Mapping[str, Any] | None
+    ) -> GroupInfo:
+        """Creating a group that exists with these participants returns it (a model may create its group in
+        every conversation); other participants or another configuration is an error that says what to do."""
+        if (set(users), set(agents)) != (set(group.user_ids), set(group.agent_ids)):
             raise GroupExists(
-                f"group {group_id!r} already exists; use it as it is (open_session), or pick another group_id"
+                f"group {group.group_id!r} already exists with user_ids {group.user_ids} and agent_ids "
+                f"{group.agent_ids}; use it as it is (open_session), add people with add_participants, or pick another "
+                "group_id"
             )
+        if configuration is not None and dict(configuration) != group.configuration:
+            raise GroupExists(
+                f"group {group.group_id!r} already exists with configuration {group.configuration}; leave "
+                "configuration out to use it, or give a session its own configuration in open_session"
+            )
+        return group
+
+    async def add_participants(
+        self, group_id: str, user_ids: Sequence[str] = (), agent_ids: Sequence[str] = ()
+    ) -> GroupInfo:
+        """Add users and agents to a group (the ones it has already are kept once); returns the group."""
+        users, agents = _participants(user_ids, "user_ids"), _participants(agent_ids, "agent_ids")
+        if not users and not agents:
+            raise ValidationFailed("pass user_ids and/or agent_ids: who joins the group")
+        await self.get_group(group_id)
+        await run_sync(self._manager.engine.store.add_participants, group_id, users, agents)
         return await self.get_group(group_id)
 
     async def get_group(self, group_id: str) -> GroupInfo:

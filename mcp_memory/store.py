@@ -22,6 +22,7 @@ embedder check, groups and sessions, metadata, and facts.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
@@ -184,6 +185,23 @@ class Store(Episodes, VectorIndex, KeywordReads, Statistics):
             return bool(cur.rowcount)
 
         return bool(self.write(insert))
+
+    def add_participants(self, group_id: str, user_ids: Sequence[str], agent_ids: Sequence[str]) -> None:
+        """Append users and agents the group does not have yet, in one transaction."""
+
+        def add(conn: Any) -> None:
+            row = conn.execute(
+                "SELECT user_ids, agent_ids FROM groups WHERE group_id = ?", (group_id,)
+            ).fetchone()
+            users, agents = json.loads(row[0]), json.loads(row[1])
+            users += [u for u in user_ids if u not in users]
+            agents += [a for a in agent_ids if a not in agents]
+            conn.execute(
+                "UPDATE groups SET user_ids = ?, agent_ids = ? WHERE group_id = ?",
+                (json.dumps(users), json.dumps(agents), group_id),
+            )
+
+        self.write(add)
 
     def get_group(self, group_id: str) -> Any | None:
         rows = self.read("SELECT * FROM groups WHERE group_id = ?", (group_id,))

@@ -144,9 +144,11 @@ async def test_session_configuration_deep_merges_base_group_and_session_and_is_f
 async def test_groups_need_a_participant_and_a_new_id(manager: MemoryManager) -> None:
     with pytest.raises(ValidationFailed, match="participant"):
         await manager.create_group("g")
-    await manager.create_group("g", agent_ids=["bot"])
+    first = await manager.create_group("g", agent_ids=["bot"])
     with pytest.raises(GroupExists, match="already exists"):
         await manager.create_group("g", user_ids=["u"])
+    again = await manager.create_group("g", agent_ids=["bot"], description="said again")
+    assert first.created and not again.created and again.description is None
     with pytest.raises(GroupNotFound, match="create_group"):
         await manager.open_session("missing", "s")
 
@@ -211,3 +213,27 @@ async def test_short_term_memory_switched_off_returns_no_window(manager: MemoryM
         assert await session.recent() == []
     result = await manager.recall("g", "long-term memory", session_id="s")
     assert result.recent == [] and [h.content for h in result.hits] == ["kept in long-term memory only"]
+
+
+async def test_creating_an_existing_group_with_another_configuration_is_an_error(
+    manager: MemoryManager,
+) -> None:
+    await manager.create_group("g", user_ids=["u"], configuration={"short_term": {"max_episodes": 5}})
+    same = await manager.create_group("g", user_ids=["u"], configuration={"short_term": {"max_episodes": 5}})
+    assert same.configuration == {"short_term": {"max_episodes": 5}}
+    with pytest.raises(GroupExists, match="configuration"):
+        await manager.create_group("g", user_ids=["u"], configuration={"short_term": {"max_episodes": 9}})
+
+
+async def test_participants_can_join_a_group_and_then_write_to_it(manager: MemoryManager) -> None:
+    await manager.create_group("g", user_ids=["ana"])
+    await manager.open_session("g", "s")
+    with pytest.raises(ValidationFailed, match="not a participant"):
+        await manager.add_memories("g", "s", [{"content": "hi", "producer": "ben"}])
+    group = await manager.add_participants("g", user_ids=["ben", "ana"], agent_ids=["bot"])
+    assert (group.user_ids, group.agent_ids) == (["ana", "ben"], ["bot"])
+    assert (await manager.add_memories("g", "s", [{"content": "hi", "producer": "ben"}])).stored == 1
+    with pytest.raises(ValidationFailed, match="who joins"):
+        await manager.add_participants("g")
+    with pytest.raises(GroupNotFound):
+        await manager.add_participants("nope", user_ids=["x"])
