@@ -85,13 +85,17 @@ class RawServer:
             assert message["id"] == request_id, f"expected the reply to {request_id!r}, got {message!r}"
             return message
 
-    def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def request(
+        self, method: str, params: dict[str, Any] | None = None, *, timeout: float = REPLY_TIMEOUT_S
+    ) -> dict[str, Any]:
+        """Send a request (json.dumps: NaN stays a literal, unpaired surrogates become \\ud800 escapes) and
+        return its reply."""
         request_id = next(self._ids)
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
         if params is not None:
             message["params"] = params
         self.send_line(json.dumps(message))
-        return self.reply_to(request_id)
+        return self.reply_to(request_id, timeout)
 
     def call_tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         """The tool's result (`structuredContent`, `isError`, `content`), or an AssertionError on a protocol error."""
