@@ -50,6 +50,7 @@ class GroupInfo(BaseModel):
     created_at: datetime
     session_count: int = 0
     episode_count: int = 0
+    created: bool = Field(False, description="True when this call created the group (create_group).")
 
 
 class SessionInfo(BaseModel):
@@ -289,4 +290,13 @@ class Stats(BaseModel):
     retrievals: RetrievalStats | None = None
     last_maintenance: MaintenanceReport | None = Field(
         None, description="The newest maintenance pass by any server process on this database."
+    )
+
+
+class UpdatedMemory(BaseModel):
+    """A memory corrected in place: the same id, session, sequence and time, with its new fields."""
+
+    memory: Episode
+    embedding_pending: bool = Field(
+        False, description="True when the new text could not be embedded yet; it is indexed later."
     )
