@@ -2,15 +2,58 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 Role = Literal["user", "assistant", "system", "tool"]
 OpenMode = Literal["create", "open", "open_or_create"]
 MaintenanceTrigger = Literal["schedule", "on_demand"]
-Identifier = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+MAX_ID_CHARS = 200
+
+STRICT_INPUT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+"""What clients send is read as sent: no unknown fields, no coercion across kinds (true is not 1,
+"0.5" is not a number, 2.0 is not an integer), no NaN or infinity."""
+
+
+def id_problem(value: str, example: str = "ana") -> str | None:
+    """Why `value` is not an id a person can read, or None: ids are shown, compared and typed by people."""
+    stripped = value.strip()  # str.strip knows every Unicode space, U+3000 included
+    if not stripped:
+        return f"is empty or only whitespace; send a readable id such as {example!r}"
+    for position, char in enumerate(value):
+        category = unicodedata.category(char)
+        if category == "Cs":
+            return (
+                f"holds an unpaired surrogate (U+{ord(char):04X}) at position {position}, which is not "
+                "valid Unicode; send the id as valid text"
+            )
+        if category == "Cc":
+            return (
+                f"holds a control character ({char!r}) at position {position}; ids are readable text, "
+                "remove it"
+            )
+    if stripped != value:
+        return f"has leading or trailing whitespace; send {stripped!r}"
+    return None
+
+
+def _readable(value: str, example: str) -> str:
+    problem = id_problem(value, example)
+    if problem is not None:
+        # the message goes in the context: a template would read braces in the id as placeholders
+        raise PydanticCustomError("readable_id", "{problem}", {"problem": problem})
+    return value
+
+
+ID_LENGTH = Field(max_length=MAX_ID_CHARS, json_schema_extra={"minLength": 1})
+Identifier = Annotated[str, ID_LENGTH, AfterValidator(partial(_readable, example="ana"))]
+"""A group, session, user, agent or task id: 1 to 200 characters of readable text."""
+MemoryType = Annotated[str, ID_LENGTH, AfterValidator(partial(_readable, example="message"))]
 
 
 def _not_a_bool(value: Any) -> Any:
@@ -26,15 +69,19 @@ TimestampInput = Annotated[datetime | int | float | str, BeforeValidator(_not_a_
 class MemoryInput(BaseModel):
     """One memory to store: what was said, by whom, and when."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
     content: str = Field(description="The text to remember (one turn of the conversation, a note, a result).")
-    producer: str = Field(description="Who said or produced it: one of the group's user_ids or agent_ids.")
+    producer: Identifier = Field(
+        description="Who said or produced it: one of the group's user_ids or agent_ids."
+    )
     role: Role = Field("user", description="user, assistant, system or tool.")
-    produced_for: str | None = Field(None, description="Who it was addressed to, if anyone.")
+    produced_for: Identifier | None = Field(None, description="Who it was addressed to, if anyone.")
     timestamp: TimestampInput | None = Field(
         None, description="When it was said: ISO 8601, or epoch seconds/milliseconds. Default: now (UTC)."
     )
-    memory_type: str = Field("message", description="message (default), note, fact, summary, action, ...")
+    memory_type: MemoryType = Field(
+        "message", description="message (default), note, fact, summary, action, ..."
+    )
     importance: float | None = Field(None, description="0 to 1; default 0.5.")
     metadata: dict[str, Any] | None = Field(None, description="Any JSON object, filterable in recall.")
 

@@ -36,6 +36,7 @@ from mcp_memory.models import (
     Identifier,
     MaintenanceReport,
     MemoryInput,
+    MemoryType,
     OpenMode,
     RecallResult,
     Role,
@@ -243,8 +244,8 @@ def _register_tools(server: MCPServer) -> None:  # noqa: C901 - one closure per 
     async def create_group(
         group_id: GroupId,
         ctx: Context,
-        user_ids: list[str] = [],  # noqa: B006 - the SDK copies defaults per call
-        agent_ids: list[str] = [],  # noqa: B006
+        user_ids: list[Identifier] = [],  # noqa: B006 - the SDK copies defaults per call
+        agent_ids: list[Identifier] = [],  # noqa: B006
         description: str | None = None,
         configuration: dict[str, JsonValue] | None = None,
     ) -> GroupInfo:
@@ -291,13 +292,15 @@ def _register_tools(server: MCPServer) -> None:  # noqa: C901 - one closure per 
         content: Annotated[
             str, Field(description="The text to remember; leave empty when using memories.")
         ] = "",
-        producer: Annotated[str, Field(description="Who said it: a user_id or agent_id of the group.")] = "",
+        producer: Annotated[
+            Identifier | None, Field(description="Who said it: a user_id or agent_id of the group.")
+        ] = None,
         role: Role = "user",
-        produced_for: str | None = None,
+        produced_for: Identifier | None = None,
         timestamp: Annotated[
             TimestampInput | None, Field(description="When it was said (ISO 8601 or epoch); default now.")
         ] = None,
-        memory_type: str = "message",
+        memory_type: MemoryType = "message",
         importance: Annotated[float | None, Field(ge=0, le=1)] = None,
         metadata: dict[str, JsonValue] | None = None,
         memories: Annotated[
@@ -310,7 +313,7 @@ def _register_tools(server: MCPServer) -> None:  # noqa: C901 - one closure per 
         must exist (open_session first). An identical retry returns the existing id, marked duplicate."""
         items: list[Any] | None = memories
         if items is None:
-            if not content.strip() or not producer.strip():
+            if not content.strip() or producer is None:
                 raise ToolError("pass content and producer, or a memories list")
             items = [
                 MemoryInput(
@@ -329,7 +332,7 @@ def _register_tools(server: MCPServer) -> None:  # noqa: C901 - one closure per 
         query: Annotated[str, Field(description="What to look for, in plain words.")],
         ctx: Context,
         session_id: Annotated[
-            str | None,
+            Identifier | None,
             Field(
                 description="Search only this session (and the group's summaries), and also return its most "
                 "recent turns."
@@ -342,9 +345,9 @@ def _register_tools(server: MCPServer) -> None:  # noqa: C901 - one closure per 
         until: Annotated[
             TimestampInput | None, Field(description="Only memories at or before this time.")
         ] = None,
-        producer: str | None = None,
+        producer: Identifier | None = None,
         role: Role | None = None,
-        memory_types: list[str] | None = None,
+        memory_types: list[MemoryType] | None = None,
         metadata: Annotated[
             dict[str, JsonValue] | None,
             Field(
@@ -367,7 +370,7 @@ def _register_tools(server: MCPServer) -> None:  # noqa: C901 - one closure per 
         group_id: GroupId,
         ctx: Context,
         memory_ids: list[int] | None = None,
-        session_id: str | None = None,
+        session_id: Identifier | None = None,
     ) -> DeleteResult:
         """Delete memories for good: by id, every memory of a session, or those ids within a session."""
         return await _state(ctx).manager.delete_memories(group_id, memory_ids, session_id)
@@ -392,7 +395,9 @@ def _register_tools(server: MCPServer) -> None:  # noqa: C901 - one closure per 
             str | None,
             Field(description="Instead of a triple: text the server's LLM extracts up to 50 facts from."),
         ] = None,
-        session_id: Annotated[str | None, Field(description="The session the fact was learned in.")] = None,
+        session_id: Annotated[
+            Identifier | None, Field(description="The session the fact was learned in.")
+        ] = None,
         source: Annotated[str | None, Field(description="Where the fact comes from.")] = None,
         confidence: Annotated[float | None, Field(ge=0, le=1)] = None,
         valid_from: Annotated[
@@ -456,7 +461,9 @@ def _register_summary_tools(server: MCPServer) -> None:
     @server.tool(annotations=READ_ONLY)
     @_tool_errors
     async def get_task(
-        task_id: Annotated[str, Field(description="The task_id summarize_session returned with sync=false.")],
+        task_id: Annotated[
+            Identifier, Field(description="The task_id summarize_session returned with sync=false.")
+        ],
         ctx: Context,
     ) -> TaskInfo:
         """Check a summary started with sync=false: processing, completed (with its result) or failed (with the

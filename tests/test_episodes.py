@@ -8,7 +8,6 @@ import pytest
 
 from mcp_memory.episodes import iso, normalize_timestamp, parse_memories, prepare_episode
 from mcp_memory.errors import ValidationFailed
-from mcp_memory.models import MemoryInput
 
 MOMENT = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -49,7 +48,8 @@ def test_stored_timestamps_are_fixed_width_so_they_sort_as_text() -> None:
 
 
 def prepare(**fields: object):
-    item = MemoryInput.model_validate({"content": "hi", "producer": "ana", **fields})
+    # through parse_memories, as the manager reads them: an unreadable id fails there, naming the field
+    [item] = parse_memories([{"content": "hi", "producer": "ana", **fields}])
     return prepare_episode(item, participants=["ana", "bot"], max_content_chars=100, now=NOW)
 
 
