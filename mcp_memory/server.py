@@ -6,22 +6,34 @@ import functools
 import inspect
 import logging
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 import anyio
+from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer, ResourceSecurity
-from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedToolError
+from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 from mcp.shared.exceptions import MCPDeprecationWarning
-from mcp_types import SamplingMessage, TextContent, ToolAnnotations
+from mcp_types import CallToolResult, InputRequiredResult, SamplingMessage, TextContent, ToolAnnotations
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import Field, JsonValue, TypeAdapter, WithJsonSchema
+from pydantic import AnyUrl, Field, JsonValue, TypeAdapter, ValidationError, WithJsonSchema
 
 from mcp_memory import __version__
+from mcp_memory.arguments import (
+    MAX_ARGUMENT_DEPTH,
+    accepted_names,
+    check_arguments,
+    check_batch,
+    check_text,
+    strict_model,
+    unknown_tool_message,
+    validation_message,
+)
 from mcp_memory.config import Config
-from mcp_memory.errors import MemoryServerError
+from mcp_memory.errors import MemoryServerError, ValidationFailed
 from mcp_memory.llm import SamplingLLM
 from mcp_memory.manager import MAX_RECALL_LIMIT, MemoryManager
 from mcp_memory.models import (
@@ -160,11 +172,78 @@ def _sampling(ctx: Context) -> SamplingLLM | None:
     return SamplingLLM(send)
 
 
+class StrictFuncMetadata(FuncMetadata):
+    """Arguments validated as sent. The SDK's pre-parse reads text that looks like JSON as JSON, so the
+    session_id "null" became null (search every session) and "[1]" a list."""
+
+    def pre_parse_json(self, data: dict[str, Any]) -> dict[str, Any]:
+        return dict(data)
+
+
+class MemoryServer(MCPServer[Any]):
+    """MCPServer whose tools read their arguments strictly."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        tool = self._tool_manager.get_tool(name)
+        if tool is None:
+            raise ToolError(unknown_tool_message(name, [t.name for t in self._tool_manager.list_tools()]))
+        try:
+            check_arguments(name, arguments, accepted_names(tool.fn_metadata.arg_model))
+            return await super().call_tool(name, arguments, context)
+        except ValidationFailed as exc:  # the tools' own are ToolErrors by now (_tool_errors)
+            raise ToolError(f"Error executing tool {name}: {exc}") from None
+        except ToolError as exc:
+            raise (_argument_error(name, exc, arguments) or exc) from exc.__cause__
+
+    async def read_resource(
+        self, uri: AnyUrl | str, context: Context[Any, Any] | None = None
+    ) -> Iterable[ReadResourceContents] | InputRequiredResult:
+        try:
+            check_text("the uri", str(uri))
+        except ValidationFailed as exc:
+            raise ResourceError(str(exc)) from None
+        return await super().read_resource(uri, context)
+
+
+def _argument_error(name: str, exc: ToolError, arguments: dict[str, Any]) -> ToolError | None:
+    """The SDK's error about the arguments, in the server's words; None for any other error."""
+    cause = exc.__cause__
+    if isinstance(exc, UnexpectedToolError):
+        if not isinstance(cause, RecursionError):
+            return None
+        # JSON text inside a string (a summary) can nest past what json.loads reads
+        log.warning("tool %r: an argument nested too deeply to read", name, exc_info=cause)
+        return ToolError(
+            f"Error executing tool {name}: an argument nests too deeply to read (JSON text inside a string "
+            f"counts too); flatten it to at most {MAX_ARGUMENT_DEPTH} levels"
+        )
+    # Tool.run raises a plain ToolError caused by a ValidationError only for the arguments
+    if isinstance(cause, ValidationError):
+        return ToolError(f"Error executing tool {name}: {validation_message(cause, arguments)}")
+    return None
+
+
+def _strict_tools(server: MCPServer) -> None:
+    """Every tool's arguments: no unknown names, no coercion, no NaN; its schema says additionalProperties false."""
+    for tool in server._tool_manager.list_tools():  # noqa: SLF001 - no public way to swap an arg model
+        metadata = tool.fn_metadata
+        model = strict_model(metadata.arg_model)
+        tool.fn_metadata = StrictFuncMetadata(
+            arg_model=model,
+            output_schema=metadata.output_schema,
+            output_model=metadata.output_model,
+            wrap_output=metadata.wrap_output,
+        )
+        tool.parameters = model.model_json_schema(by_alias=True)
+
+
 def build_server(config: Config | None = None, *, manager: MemoryManager | None = None) -> MCPServer:
     """The MCP server; it owns a manager made in its lifespan unless one is passed in (and then shares it)."""
     config = config or Config.from_env()
     states: list[AppState] = []  # the running lifespans' states, newest last; static resources read it
-    server = MCPServer(
+    server = MemoryServer(
         "mcp-memory",
         title="mcp-memory",
         instructions=INSTRUCTIONS,
@@ -177,6 +256,7 @@ def build_server(config: Config | None = None, *, manager: MemoryManager | None 
     _register_resources(server, states)
     _register_fact_resources(server, states)
     _clean_descriptions(server)
+    _strict_tools(server)
     return server
 
 
@@ -222,8 +302,8 @@ def _lifespan(
     return lifespan
 
 
-# Batch items are validated by the manager, one by one, so an error can name memories[i];
-# the schema clients see is still MemoryInput's.
+# Batch items are validated one by one (check_batch here, then the manager), so an error can name
+# memories[i]; the schema clients see is still MemoryInput's.
 MEMORY_ITEM_SCHEMA = TypeAdapter(MemoryInput).json_schema()
 READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, openWorldHint=False)
 WRITES = ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=False)
@@ -311,18 +391,22 @@ def _register_tools(server: MCPServer) -> None:  # noqa: C901 - one closure per 
     ) -> AddMemoryResult:
         """Store one turn of the conversation (or a batch in memories) in a session of the group. The session
         must exist (open_session first). An identical retry returns the existing id, marked duplicate."""
-        items: list[Any] | None = memories
-        if items is None:
-            if not content.strip() or producer is None:
-                raise ToolError("pass content and producer, or a memories list")
+        items: list[Any]
+        if memories is not None:
+            if content.strip():
+                raise ToolError("pass either content or memories, not both")
+            # each item now, in the words of the other argument errors (the manager reads them again)
+            check_batch("memories", memories, MemoryInput, "a memory")
+            items = memories
+        elif not content.strip() or producer is None:
+            raise ToolError("pass content and producer, or a memories list")
+        else:
             items = [
                 MemoryInput(
                     content=content, producer=producer, role=role, produced_for=produced_for,
                     timestamp=timestamp, memory_type=memory_type, importance=importance, metadata=metadata,
                 )
             ]  # fmt: skip
-        elif content.strip():
-            raise ToolError("pass either content or memories, not both")
         return await _state(ctx).manager.add_memories(group_id, session_id, items)
 
     @server.tool(annotations=READ_ONLY)
