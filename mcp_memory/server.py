@@ -57,6 +57,7 @@ from mcp_memory.models import (
     Stats,
     TimestampInput,
 )
+from mcp_memory.stdio import serve_stdio
 from mcp_memory.summaries import SummarizeResponse
 from mcp_memory.tasks import TaskInfo
 
@@ -181,7 +182,7 @@ class StrictFuncMetadata(FuncMetadata):
 
 
 class MemoryServer(MCPServer[Any]):
-    """MCPServer whose tools read their arguments strictly."""
+    """MCPServer whose tools read their arguments strictly, and whose stdio answers every line."""
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
@@ -205,6 +206,9 @@ class MemoryServer(MCPServer[Any]):
         except ValidationFailed as exc:
             raise ResourceError(str(exc)) from None
         return await super().read_resource(uri, context)
+
+    async def run_stdio_async(self) -> None:
+        await serve_stdio(self._lowlevel_server)
 
 
 def _argument_error(name: str, exc: ToolError, arguments: dict[str, Any]) -> ToolError | None:
