@@ -4,8 +4,8 @@ Run with ``uv run python bench/ingest.py [--scale 1.0] [--embedder local]``.
 
 Each run stores synthetic conversational turns (15-25 words, seeded; see bench/scale.py) in a fresh
 database, through the public path the ``add_memory`` tool takes: 1 memory per call ("single"), 100
-per call and 1000 per call. "embedding" uses the default local embedder (all-MiniLM-L6-v2 in numpy,
-one BLAS thread as the server sets it, loaded and warmed before timing); "none" stores into a session
+per call and 1000 per call. "embedding" uses the default local embedder (all-MiniLM-L6-v2 on onnxruntime,
+one thread as the server sets it, loaded and warmed before timing); "none" stores into a session
 configured ``{"long_term": {"enabled": false}}``, so no vector is computed (counted, to be sure).
 Prints a table and writes bench/results/ingest.json. Goal: at least 100 memories/s with the local
 embedder in batch mode on 2 cores.
