@@ -36,7 +36,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 class ShortTermConfig(BaseModel):
     """The session's window of recent episodes."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     enabled: bool = True
     max_episodes: int = Field(20, ge=1, le=1000)
     max_tokens: int = Field(4000, ge=1, le=1_000_000)
@@ -45,14 +45,14 @@ class ShortTermConfig(BaseModel):
 class LongTermConfig(BaseModel):
     """Whether the session's episodes are vector-indexed for recall by meaning."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     enabled: bool = True
 
 
 class SessionConfig(BaseModel):
     """A session's effective configuration: defaults, then group base, then session overrides."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     short_term: ShortTermConfig = ShortTermConfig()
     long_term: LongTermConfig = LongTermConfig()
 

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mcp_memory.errors import ValidationFailed
-from mcp_memory.models import Episode, MemoryInput
+from mcp_memory.models import Episode, MemoryInput, id_problem
 from mcp_memory.store import NewEpisode, keyed_retry_key
 
 ROLES = ("user", "assistant", "system", "tool")
@@ -145,11 +145,32 @@ def check_content(text: str, max_chars: int) -> str:
     content = text.strip()
     if not content:
         raise ValidationFailed("content is empty; pass the text to remember")
+    check_unicode(content, "content")
     if len(content) > max_chars:
         raise ValidationFailed(
             f"content has {len(content)} characters, more than the maximum {max_chars}; split it into several memories"
         )
     return content
+
+
+def check_unicode(text: str, field: str) -> str:
+    """Text SQLite can store: valid Unicode, no unpaired surrogate (a Python caller can hold one)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationFailed(
+            f"{field} holds an unpaired surrogate ({text[exc.start]!r}) at position {exc.start}, which is not "
+            "valid Unicode; send valid text"
+        ) from None
+    return text
+
+
+def check_id(value: str, field: str, example: str = "ana") -> str:
+    """An id a person can read (models.id_problem's rules), for callers that bypass the tools' checks."""
+    problem = id_problem(value, example)
+    if problem is not None:
+        raise ValidationFailed(f"{field} {problem}")
+    return value
 
 
 def check_importance(value: float) -> float:

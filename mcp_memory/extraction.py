@@ -92,7 +92,7 @@ def _json(answer: str) -> Any:
             continue
         try:
             return json.loads(candidate)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # too deep is not a list of facts either
             pass
     raise ExtractionFailed(
         f"the language model's answer is not a JSON list of facts ({_preview(answer)}); nothing was stored; "

@@ -337,7 +337,7 @@ class MemoryManager:
         self,
         group_id: str,
         session_id: str,
-        memories: Sequence[MemoryInput | dict[str, Any]],
+        memories: MemoryInput | Sequence[MemoryInput | dict[str, Any]],
         *,
         idempotency_key: str | None = None,
     ) -> AddMemoryResult:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from anyio.to_thread import run_sync
 
 from mcp_memory.config import effective_session_config
-from mcp_memory.episodes import iso
+from mcp_memory.episodes import check_id, check_unicode, iso
 from mcp_memory.errors import GroupExists, GroupNotFound, ValidationFailed
 from mcp_memory.models import GroupInfo
 
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from mcp_memory.manager import MemoryManager
 
 LIST_LIMIT = 200  # the most rows a listing (groups, a group's sessions, facts) returns
+MAX_DESCRIPTION_CHARS = 2_000
+MAX_PARTICIPANTS = 1_000
 
 
 class Groups:
@@ -41,9 +43,16 @@ class Groups:
     ) -> GroupInfo:
         """Register a group and its permanent participants; the same group again returns it, an existing id with
         other participants (or another configuration) is an error."""
+        check_id(group_id, "group_id", "family")
         users, agents = _participants(user_ids, "user_ids"), _participants(agent_ids, "agent_ids")
         if not users and not agents:
             raise ValidationFailed("a group needs at least one participant; pass user_ids and/or agent_ids")
+        _check_roles(users, agents)
+        if description is not None and len(check_unicode(description, "description")) > MAX_DESCRIPTION_CHARS:
+            raise ValidationFailed(
+                f"description has {len(description)} characters; keep it under {MAX_DESCRIPTION_CHARS} "
+                "(store longer notes with add_memory)"
+            )
         effective_session_config(self._manager.config.base_configuration, configuration)
         row = {
             "group_id": group_id,
@@ -83,12 +92,13 @@ class Groups:
         users, agents = _participants(user_ids, "user_ids"), _participants(agent_ids, "agent_ids")
         if not users and not agents:
             raise ValidationFailed("pass user_ids and/or agent_ids: who joins the group")
-        await self.get_group(group_id)
+        group = await self.get_group(group_id)
+        _check_roles(group.user_ids + users, group.agent_ids + agents)
         await run_sync(self._manager.engine.store.add_participants, group_id, users, agents)
         return await self.get_group(group_id)
 
     async def get_group(self, group_id: str) -> GroupInfo:
-        row = await run_sync(self._manager.engine.store.get_group, group_id)
+        row = await run_sync(self._manager.engine.store.get_group, check_unicode(group_id, "group_id"))
         if row is None:
             raise GroupNotFound(f"group {group_id!r} does not exist; call create_group first")
         return _group_info(row)
@@ -99,10 +109,19 @@ class Groups:
 
 
 def _participants(ids: Sequence[str], field: str) -> list[str]:
-    cleaned = [i.strip() for i in ids]
-    if any(not i for i in cleaned):
-        raise ValidationFailed(f"{field} contains an empty id; every participant needs a name")
-    return list(dict.fromkeys(cleaned))
+    if len(ids) > MAX_PARTICIPANTS:
+        raise ValidationFailed(
+            f"{field} names {len(ids)} participants; a group holds at most {MAX_PARTICIPANTS}"
+        )
+    return list(dict.fromkeys(check_id(i, f"{field}[{n}]") for n, i in enumerate(ids)))
+
+
+def _check_roles(users: Sequence[str], agents: Sequence[str]) -> None:
+    both = sorted(set(users) & set(agents))
+    if both:
+        raise ValidationFailed(
+            f"{both} would be both a user and an agent; each participant is one or the other"
+        )
 
 
 def _group_info(row: Any) -> GroupInfo:

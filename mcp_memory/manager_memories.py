@@ -61,12 +61,14 @@ class Memories:
         self,
         group_id: str,
         session_id: str,
-        memories: Sequence[MemoryInput | dict[str, Any]],
+        memories: MemoryInput | Sequence[MemoryInput | dict[str, Any]],
         *,
         idempotency_key: str | None = None,
     ) -> AddMemoryResult:
-        """Validate every memory first, then store the batch in one transaction (retries are not duplicated)."""
-        items = parse_memories(memories)
+        """Validate every memory first, then store the batch in one transaction (retries are not duplicated).
+        A single MemoryInput is one memory: its errors name the field, not `memories[0]`."""
+        single = isinstance(memories, MemoryInput)
+        items = parse_memories([memories] if isinstance(memories, MemoryInput) else memories)
         if idempotency_key is not None and not idempotency_key.strip():
             raise ValidationFailed("idempotency_key is empty; leave it out or send a unique text per call")
         manager = self._manager
@@ -76,7 +78,9 @@ class Memories:
             now = self._now()
             episodes = with_retry_keys(
                 [
-                    prepare_memory(i, item, participants, manager.config.max_content_chars, now)
+                    prepare_memory(
+                        None if single else i, item, participants, manager.config.max_content_chars, now
+                    )
                     for i, item in enumerate(items)
                 ],
                 idempotency_key,

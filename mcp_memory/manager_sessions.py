@@ -19,7 +19,7 @@ import anyio
 from anyio.to_thread import run_sync
 
 from mcp_memory.config import effective_session_config
-from mcp_memory.episodes import iso
+from mcp_memory.episodes import check_id, iso
 from mcp_memory.errors import SessionExists, SessionInUse, SessionNotFound, ValidationFailed
 from mcp_memory.models import DeleteSessionResult, GroupInfo, SessionDetail, SessionInfo
 from mcp_memory.session import MemorySession
@@ -57,6 +57,7 @@ class LiveSessions:
         """Open (or create) a session and take a reference for `owner`; returns it and whether it was created."""
         if mode not in ("create", "open", "open_or_create"):
             raise ValidationFailed(f"mode {mode!r} is not valid; use 'create', 'open' or 'open_or_create'")
+        check_id(session_id, "session_id", "2025-03-01")
         async with self._lock:
             self._manager.engine  # noqa: B018 - fails once shut down
             group = await self._manager.get_group(group_id)

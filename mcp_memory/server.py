@@ -395,7 +395,7 @@ def _register_tools(server: MCPServer) -> None:  # noqa: C901 - one closure per 
     ) -> AddMemoryResult:
         """Store one turn of the conversation (or a batch in memories) in a session of the group. The session
         must exist (open_session first). An identical retry returns the existing id, marked duplicate."""
-        items: list[Any]
+        items: MemoryInput | list[Any]
         if memories is not None:
             if content.strip():
                 raise ToolError("pass either content or memories, not both")
@@ -405,12 +405,10 @@ def _register_tools(server: MCPServer) -> None:  # noqa: C901 - one closure per 
         elif not content.strip() or producer is None:
             raise ToolError("pass content and producer, or a memories list")
         else:
-            items = [
-                MemoryInput(
-                    content=content, producer=producer, role=role, produced_for=produced_for,
-                    timestamp=timestamp, memory_type=memory_type, importance=importance, metadata=metadata,
-                )
-            ]  # fmt: skip
+            items = MemoryInput(
+                content=content, producer=producer, role=role, produced_for=produced_for,
+                timestamp=timestamp, memory_type=memory_type, importance=importance, metadata=metadata,
+            )  # fmt: skip
         return await _state(ctx).manager.add_memories(group_id, session_id, items)
 
     @server.tool(annotations=READ_ONLY)

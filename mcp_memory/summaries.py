@@ -296,6 +296,8 @@ def parse_json_text(text: str) -> Any:
             return json.loads(candidate)
         except json.JSONDecodeError:
             continue
+        except RecursionError:
+            raise ValueError("it nests JSON too deeply; a summary is a few flat fields") from None
     raise ValueError("it is not JSON")
 
 

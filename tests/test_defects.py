@@ -7,7 +7,7 @@ import json
 import pytest
 from mcp import Client
 
-from mcp_memory.errors import IdempotencyConflict, ValidationFailed
+from mcp_memory.errors import ConfigurationError, IdempotencyConflict, MemoryServerError, ValidationFailed
 from mcp_memory.manager import MemoryManager
 from tests.helpers import call
 
@@ -146,3 +146,53 @@ async def test_a_recall_scoped_to_a_session_also_finds_the_groups_facts(manager:
     assert any(hit.memory_type == "fact" and "Lisbon" in hit.content for hit in found.hits)
     other = await manager.recall("g", "where does Ana live", session_id="today", memory_types=["message"])
     assert all(hit.memory_type == "message" for hit in other.hits)
+
+
+async def test_a_summary_nested_thousands_deep_is_a_clear_error(manager: MemoryManager) -> None:
+    await manager.create_group("g", user_ids=["ana"], agent_ids=["bot"])
+    await manager.open_session("g", "s")
+    await manager.add_memories("g", "s", [{"content": "We planned the trip", "producer": "ana"}])
+    with pytest.raises(MemoryServerError, match="nests JSON too deeply"):
+        await manager.summarize_session("g", "s", summary='{"topic": ' + "[" * 5000 + "]" * 5000 + "}")
+
+
+@pytest.mark.parametrize(
+    "configuration",
+    [{"short_term": {"max_episodes": "5"}}, {"short_term": {"enabled": 1}}, {"long_term": {"enabled": "no"}}],
+)
+async def test_a_session_configuration_is_read_as_sent_not_coerced(
+    manager: MemoryManager, configuration: dict[str, object]
+) -> None:
+    await manager.create_group("g", user_ids=["ana"])
+    with pytest.raises(ConfigurationError, match="invalid session configuration"):
+        await manager.open_session("g", "s", configuration=configuration)
+
+
+async def test_python_callers_get_the_same_checks_as_the_tools(manager: MemoryManager) -> None:
+    with pytest.raises(ValidationFailed, match="group_id is empty or only whitespace"):
+        await manager.create_group("\u3000", user_ids=["ana"])
+    with pytest.raises(ValidationFailed, match=r"user_ids\[0\] holds an unpaired surrogate"):
+        await manager.create_group("g", user_ids=["\ud800"])
+    with pytest.raises(ValidationFailed, match="both a user and an agent"):
+        await manager.create_group("g", user_ids=["ana"], agent_ids=["ana"])
+    with pytest.raises(ValidationFailed, match="description has 2001 characters"):
+        await manager.create_group("g", user_ids=["ana"], description="d" * 2001)
+    await manager.create_group("g", user_ids=["ana"])
+    with pytest.raises(ValidationFailed, match="session_id has leading or trailing whitespace"):
+        await manager.open_session("g", " s ")
+    await manager.open_session("g", "s")
+    with pytest.raises(ValidationFailed, match="content holds an unpaired surrogate"):
+        await manager.add_memories("g", "s", [{"content": "bad \udc80 text", "producer": "ana"}])
+    with pytest.raises(ValidationFailed, match="group_id holds an unpaired surrogate"):
+        await manager.recall("\ud800", "anything")
+    assert (await manager.session_info("g", "s")).episode_count == 0
+
+
+async def test_a_single_memorys_error_names_its_field_not_a_batch_position(client: Client) -> None:
+    await call(client, "create_group", group_id="g", user_ids=["ana"])
+    await call(client, "open_session", group_id="g", session_id="s")
+    result = await client.call_tool(
+        "add_memory", {"group_id": "g", "session_id": "s", "content": "hi", "producer": "bob"}
+    )
+    assert result.is_error and "producer 'bob' is not a participant" in result.content[0].text
+    assert "memories[0]" not in result.content[0].text

@@ -551,6 +551,16 @@ async def test_an_answer_that_is_not_json_is_an_error_and_nothing_is_stored(
     assert await nothing_stored(llm_client)
 
 
+async def test_an_answer_nested_thousands_deep_is_an_error_and_nothing_is_stored(
+    llm_client: Client, llm: FakeOpenAI
+) -> None:
+    await ready(llm_client)
+    llm.queue_chat("[" * 5000 + "]" * 5000)
+    text = await call_error(llm_client, "add_fact", group_id=GROUP, text="Ana lives in Lisbon")
+    assert "not a JSON list of facts" in text and "nothing was stored" in text
+    assert await nothing_stored(llm_client)
+
+
 async def test_an_empty_list_is_an_empty_result(llm_client: Client, llm: FakeOpenAI) -> None:
     await ready(llm_client)
     llm.queue_chat("[]")

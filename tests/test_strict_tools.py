@@ -363,7 +363,7 @@ async def test_python_objects_nested_100000_levels_deep_are_refused_without_recu
 async def test_json_text_nested_too_deeply_in_a_summary_is_a_clear_error(client: Client) -> None:
     await ready(client)
     text = await rejected(client, "summarize_session", group_id=GROUP, session_id=SESSION, summary="[" * 5000)
-    assert "nests too deeply to read" in text
+    assert "nests JSON too deeply" in text and "nothing was stored" in text
 
 
 async def test_an_object_argument_over_the_size_limit_says_the_limit(client: Client) -> None:
