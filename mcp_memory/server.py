@@ -392,6 +392,10 @@ def _register_tools(server: MCPServer) -> None:  # noqa: C901 - one closure per 
             WithJsonSchema({"anyOf": [{"type": "array", "items": MEMORY_ITEM_SCHEMA}, {"type": "null"}]}),
             Field(description="Several memories at once (up to 1000, one transaction); replaces content."),
         ] = None,
+        idempotency_key: Annotated[
+            Identifier | None,
+            Field(description="A unique key per call: a retry with the same key is never stored twice."),
+        ] = None,
     ) -> AddMemoryResult:
         """Store one turn of the conversation (or a batch in memories) in a session of the group. The session
         must exist (open_session first). An identical retry returns the existing id, marked duplicate."""
@@ -409,7 +413,9 @@ def _register_tools(server: MCPServer) -> None:  # noqa: C901 - one closure per 
                 content=content, producer=producer, role=role, produced_for=produced_for,
                 timestamp=timestamp, memory_type=memory_type, importance=importance, metadata=metadata,
             )  # fmt: skip
-        return await _state(ctx).manager.add_memories(group_id, session_id, items)
+        return await _state(ctx).manager.add_memories(
+            group_id, session_id, items, idempotency_key=idempotency_key
+        )
 
     @server.tool(annotations=READ_ONLY)
     @_tool_errors
@@ -491,9 +497,12 @@ def _register_tools(server: MCPServer) -> None:  # noqa: C901 - one closure per 
             Field(description="Since when the fact holds (ISO 8601 or epoch); default now."),
         ] = None,
         replace: Annotated[
-            bool,
-            Field(description="Close the current facts with this subject and predicate; kept as history."),
-        ] = False,
+            bool | None,
+            Field(
+                description="Close the current facts with this subject and predicate, kept as history "
+                "(default: only for facts found in text)."
+            ),
+        ] = None,
     ) -> FactResult:
         """Remember a stable fact about a user or project (not a conversation turn), e.g. Ana / lives in /
         Lisbon; pass replace=true when it supersedes an older value. An identical current fact is returned,

@@ -196,3 +196,26 @@ async def test_a_single_memorys_error_names_its_field_not_a_batch_position(clien
     )
     assert result.is_error and "producer 'bob' is not a participant" in result.content[0].text
     assert "memories[0]" not in result.content[0].text
+
+
+async def test_an_idempotency_key_through_the_tool_stores_a_retried_single_turn_once(client: Client) -> None:
+    await call(client, "create_group", group_id="g", user_ids=["ana"])
+    await call(client, "open_session", group_id="g", session_id="s")
+    turn = {
+        "group_id": "g",
+        "session_id": "s",
+        "content": "Yeah",
+        "producer": "ana",
+        "timestamp": SESSION_TIME,
+    }
+    first = await call(client, "add_memory", **turn, idempotency_key="turn-7")
+    other = await call(client, "add_memory", **turn, idempotency_key="turn-9")
+    retry = await call(client, "add_memory", **turn, idempotency_key="turn-9")
+    assert first["stored"] == other["stored"] == 1 and retry["duplicates"] == 1
+    assert retry["memories"][0]["id"] == other["memories"][0]["id"] != first["memories"][0]["id"]
+    text = (
+        (await client.call_tool("add_memory", {**turn, "content": "Nope", "idempotency_key": "turn-9"}))
+        .content[0]
+        .text
+    )
+    assert "already used" in text

@@ -531,6 +531,21 @@ async def test_facts_are_extracted_from_text_by_the_configured_model(
     assert (await recall(llm_client, "harbour"))[0]["content"] == "Bob works at the harbour"
 
 
+async def test_facts_found_in_text_replace_the_current_value_unless_told_not_to(
+    llm_client: Client, llm: FakeOpenAI
+) -> None:
+    await ready(llm_client)
+    await add_fact(llm_client, **PORTO)
+    llm.queue_chat(answer([LISBON]))
+    result = await add_fact(llm_client, text="Ana moved to Lisbon.")
+    assert len(result["replaced"]) == 1
+    assert await objects(llm_client, subject="Ana") == [("Lisbon", True), ("Porto", False)]
+    llm.queue_chat(answer([{"subject": "Ana", "predicate": "lives in", "object": "Faro"}]))
+    kept = await add_fact(llm_client, text="Ana also lives in Faro in summer.", replace=False)
+    assert kept["replaced"] == []
+    assert ("Lisbon", True) in await objects(llm_client, subject="Ana")
+
+
 async def test_a_fenced_answer_with_prose_around_it_is_read(llm_client: Client, llm: FakeOpenAI) -> None:
     await ready(llm_client)
     llm.queue_chat(f"Here are the facts:\n```json\n{answer([['Ana', 'lives in', 'Porto']])}\n```\nDone.")
