@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from mcp_memory.api_errors import api_error_text
+from mcp_memory.errors import EmbeddingError
 from mcp_memory.minilm import (
     MINILM_DIMENSION,
     MINILM_NAME,
@@ -45,10 +46,6 @@ __all__ = [
     "missing_minilm_files",
 ]
 EMBEDDER_KINDS = ("local", "openai", "hashing")
-
-
-class EmbeddingError(RuntimeError):
-    """An embedding backend failed or returned vectors that cannot be used."""
 
 
 @runtime_checkable

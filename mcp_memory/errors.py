@@ -1,22 +1,103 @@
 """The exceptions mcp_memory raises; each message says what to do next.
 
-server.py maps every `MemoryServerError` onto the SDK's `ToolError` in one place,
-so the model reads these messages verbatim.
+Every error a tool can meet is a `MemoryServerError`, and its class names a stable `category`, the
+first word of the message the model reads (`not_found: group 'g' does not exist; ...`), so a client can
+tell a missing thing from a bad argument without parsing the text:
+
+    invalid      an argument cannot work as sent; nothing was written
+    not_found    a group, session, memory or task does not exist
+    conflict     it exists already, is in use, or a key was reused for other memories
+    limit        a limit was reached (the lightweight summaries of a session)
+    unavailable  a dependency cannot serve now: the database, the language model, a closed server
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class MemoryServerError(Exception):
     """Base class of every error this package raises on purpose."""
+
+    category: ClassVar[str] = "invalid"
 
 
 class ConfigurationError(MemoryServerError, ValueError):
     """The configuration or environment cannot work as given."""
 
 
+class ValidationFailed(MemoryServerError, ValueError):
+    """An argument is invalid; nothing was written."""
+
+
+class InvalidSummary(MemoryServerError, ValueError):
+    """A summary (from the LLM or the caller) does not have the required shape; nothing was stored."""
+
+
+class GroupNotFound(MemoryServerError, LookupError):
+    """The group does not exist."""
+
+    category = "not_found"
+
+
+class SessionNotFound(MemoryServerError, LookupError):
+    """The session does not exist in its group."""
+
+    category = "not_found"
+
+
+class MemoryNotFound(MemoryServerError, LookupError):
+    """No memory with that id exists in the group."""
+
+    category = "not_found"
+
+
+class TaskNotFound(MemoryServerError, LookupError):
+    """No task has that id (it never existed, or it finished long ago and expired)."""
+
+    category = "not_found"
+
+
+class NoEpisodes(MemoryServerError, LookupError):
+    """The session has no episodes to summarise."""
+
+    category = "not_found"
+
+
+class GroupExists(MemoryServerError, ValueError):
+    """A group with that id already exists (with other participants or configuration)."""
+
+    category = "conflict"
+
+
+class SessionExists(MemoryServerError, ValueError):
+    """A session with that id already exists in its group."""
+
+    category = "conflict"
+
+
+class SessionInUse(MemoryServerError, RuntimeError):
+    """The session still has open references."""
+
+    category = "conflict"
+
+
+class IdempotencyConflict(MemoryServerError, ValueError):
+    """An idempotency key was sent again with other memories than the first time."""
+
+    category = "conflict"
+
+
+class RateLimited(MemoryServerError, RuntimeError):
+    """The session has used all its lightweight summaries."""
+
+    category = "limit"
+
+
 class StoreError(MemoryServerError, RuntimeError):
     """The database cannot be opened, migrated or written."""
+
+    category = "unavailable"
 
 
 class ExtensionLoadError(StoreError):
@@ -27,41 +108,28 @@ class EmbedderMismatch(StoreError):
     """The database was built with another embedder or dimension."""
 
 
-class ValidationFailed(MemoryServerError, ValueError):
-    """An argument is invalid; nothing was written."""
-
-
-class GroupNotFound(MemoryServerError, LookupError):
-    """The group does not exist."""
-
-
-class GroupExists(MemoryServerError, ValueError):
-    """A group with that id already exists."""
-
-
-class SessionNotFound(MemoryServerError, LookupError):
-    """The session does not exist in its group."""
-
-
-class MemoryNotFound(MemoryServerError, LookupError):
-    """No memory with that id exists in the group."""
-
-
-class SessionExists(MemoryServerError, ValueError):
-    """A session with that id already exists in its group."""
-
-
-class IdempotencyConflict(MemoryServerError, ValueError):
-    """An idempotency key was sent again with other memories than the first time."""
-
-
-class SessionInUse(MemoryServerError, RuntimeError):
-    """The session still has open references."""
-
-
 class ManagerClosed(MemoryServerError, RuntimeError):
     """The memory manager has been shut down."""
 
+    category = "unavailable"
 
-class ExtractionFailed(MemoryServerError, RuntimeError):
+
+class LLMError(MemoryServerError, RuntimeError):
+    """A language model request failed or no language model is available."""
+
+    category = "unavailable"
+
+
+class LLMNotConfigured(LLMError):
+    """No LLM endpoint is configured and the client offers no sampling."""
+
+
+class ExtractionFailed(LLMError):
     """Facts could not be extracted from text: the language model failed or its answer was unusable."""
+
+
+class EmbeddingError(RuntimeError):
+    """An embedding backend failed or returned vectors that cannot be used (recall falls back to keywords)."""
+
+
+CATEGORIES = ("invalid", "not_found", "conflict", "limit", "unavailable")

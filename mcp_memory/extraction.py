@@ -15,10 +15,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from mcp_memory.errors import ExtractionFailed, ValidationFailed
+from mcp_memory.errors import ExtractionFailed, LLMError, ValidationFailed
 from mcp_memory.fact_table import fact_key
 from mcp_memory.facts import Triple, check_triple
-from mcp_memory.llm import LLMClient, LLMError
+from mcp_memory.llm import LLMClient
 
 MAX_EXTRACTED_FACTS = 50
 REPLY_MAX_TOKENS = 2048  # fifty short facts as JSON objects, with room for a fence or a sentence around them

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import anyio
 
 from mcp_memory.api_errors import api_error_text
-from mcp_memory.errors import MemoryServerError
+from mcp_memory.errors import LLMError
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,6 @@ LLM_NOT_CONFIGURED = "LLM not configured — episodic memory generation unavaila
 
 SamplingSend = Callable[[list[dict[str, str]], str, int], Awaitable[str]]
 """What the server provides for sampling: `send(messages, system_prompt, max_tokens) -> reply text`."""
-
-
-class LLMError(MemoryServerError, RuntimeError):
-    """A language model request failed or no language model is available."""
-
-
-class LLMNotConfigured(LLMError):
-    """No LLM endpoint is configured and the client offers no sampling."""
 
 
 class LLMClient(Protocol):

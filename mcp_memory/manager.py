@@ -33,10 +33,10 @@ from anyio.to_thread import run_sync
 
 from mcp_memory import rolling
 from mcp_memory.config import Config
-from mcp_memory.embeddings import Embedder, EmbeddingError, make_embedder
+from mcp_memory.embeddings import Embedder, make_embedder
 from mcp_memory.engine import MemoryEngine, RecallStrategy
 from mcp_memory.episodes import iso, utc_now
-from mcp_memory.errors import ConfigurationError, ManagerClosed
+from mcp_memory.errors import ConfigurationError, EmbeddingError, ManagerClosed
 from mcp_memory.keyword_index import KeywordSearch
 from mcp_memory.llm import DEFAULT_LLM_MODEL, LLMClient, OpenAIChatLLM
 from mcp_memory.manager_facts import Facts
@@ -62,12 +62,15 @@ from mcp_memory.models import (
     SessionDetail,
     SessionInfo,
     Stats,
+    SummarizeResponse,
+    SummaryMode,
+    TaskInfo,
     UpdatedMemory,
 )
 from mcp_memory.session import MemorySession
 from mcp_memory.store import Store, recorded_embedder
-from mcp_memory.summaries import SummarizeResponse, SummaryMode, SummaryService, SummarySettings
-from mcp_memory.tasks import TaskInfo, TaskRunner
+from mcp_memory.summaries import SummaryService, SummarySettings
+from mcp_memory.tasks import TaskRunner
 from mcp_memory.vector_cache import VectorCache
 
 __all__ = ["LOCAL_OWNER", "MAX_RECALL_LIMIT", "MemoryManager", "configured_llm"]
@@ -268,9 +271,7 @@ class MemoryManager:
         return await self._groups.list_groups()
 
     async def group_detail(self, group_id: str) -> GroupDetail:
-        group = await self.get_group(group_id)
-        sessions, episodes = await run_sync(self.engine.store.group_counts, group_id)
-        group = group.model_copy(update={"session_count": sessions, "episode_count": episodes})
+        group = await self._groups.counted(await self.get_group(group_id))
         rows = await run_sync(self.engine.store.list_sessions, group_id, LIST_LIMIT)
         return GroupDetail(group=group, sessions=[self._sessions.info_from_row(r) for r in rows])
 

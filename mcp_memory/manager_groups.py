@@ -64,7 +64,14 @@ class Groups:
         }
         if await run_sync(self._manager.engine.store.insert_group, row):
             return (await self.get_group(group_id)).model_copy(update={"created": True})
-        return self._same_group(await self.get_group(group_id), users, agents, configuration)
+        return await self.counted(
+            self._same_group(await self.get_group(group_id), users, agents, configuration)
+        )
+
+    async def counted(self, group: GroupInfo) -> GroupInfo:
+        """The group with its session and episode counts (a plain read leaves them 0: counting costs a scan)."""
+        sessions, episodes = await run_sync(self._manager.engine.store.group_counts, group.group_id)
+        return group.model_copy(update={"session_count": sessions, "episode_count": episodes})
 
     @staticmethod
     def _same_group(
@@ -95,7 +102,7 @@ class Groups:
         group = await self.get_group(group_id)
         _check_roles(group.user_ids + users, group.agent_ids + agents)
         await run_sync(self._manager.engine.store.add_participants, group_id, users, agents)
-        return await self.get_group(group_id)
+        return await self.counted(await self.get_group(group_id))
 
     async def get_group(self, group_id: str) -> GroupInfo:
         row = await run_sync(self._manager.engine.store.get_group, check_unicode(group_id, "group_id"))

@@ -30,6 +30,7 @@ from mcp_memory.episodes import (
 from mcp_memory.errors import MemoryNotFound, ValidationFailed
 from mcp_memory.fact_table import FACT_MEMORY_TYPE
 from mcp_memory.models import (
+    MAX_RECALL_LIMIT,
     AddedMemory,
     AddMemoryResult,
     DeleteResult,
@@ -46,7 +47,6 @@ from mcp_memory.window import trim
 if TYPE_CHECKING:
     from mcp_memory.manager import MemoryManager
 
-MAX_RECALL_LIMIT = 100
 WINDOW_MARGIN = 8
 
 

@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING, Any
 from anyio.to_thread import run_sync
 
 from mcp_memory.episodes import episode_from_row
-from mcp_memory.errors import ConfigurationError, ValidationFailed
+from mcp_memory.errors import ConfigurationError, LLMNotConfigured, ValidationFailed
 from mcp_memory.fact_table import FACT_MEMORY_TYPE
-from mcp_memory.llm import LLMClient, LLMNotConfigured
+from mcp_memory.llm import LLMClient
 from mcp_memory.manager_memories import prepare_memory
-from mcp_memory.models import Episode, MemoryInput
-from mcp_memory.summaries import SUMMARY_MEMORY_TYPE, SummarizeResponse, SummaryMode
-from mcp_memory.tasks import TaskInfo
+from mcp_memory.models import Episode, MemoryInput, SummarizeResponse, SummaryMode, TaskInfo
+from mcp_memory.summaries import SUMMARY_MEMORY_TYPE
 
 if TYPE_CHECKING:
     from mcp_memory.manager import MemoryManager

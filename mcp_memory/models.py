@@ -7,13 +7,14 @@ from datetime import datetime
 from functools import partial
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 Role = Literal["user", "assistant", "system", "tool"]
 OpenMode = Literal["create", "open", "open_or_create"]
 MaintenanceTrigger = Literal["schedule", "on_demand"]
 MAX_ID_CHARS = 200
+MAX_RECALL_LIMIT = 100  # the most hits one recall returns
 
 STRICT_INPUT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 """What clients send is read as sent: no unknown fields, no coercion across kinds (true is not 1,
@@ -63,7 +64,26 @@ def _not_a_bool(value: Any) -> Any:
     return value
 
 
-TimestampInput = Annotated[datetime | int | float | str, BeforeValidator(_not_a_bool)]
+TimestampInput = Annotated[
+    datetime | int | float | str,
+    BeforeValidator(_not_a_bool),
+    WithJsonSchema({"type": ["string", "number"]}),  # ISO 8601 text or epoch seconds/milliseconds
+]
+
+
+class MemoryFilter(BaseModel):
+    """Which memories a recall may return: every condition given must hold."""
+
+    model_config = STRICT_INPUT
+    since: TimestampInput | None = Field(None, description="Only memories at or after this time.")
+    until: TimestampInput | None = Field(None, description="Only memories at or before this time.")
+    producer: Identifier | None = Field(None, description="Only what this participant said.")
+    role: Role | None = Field(None, description="Only this role.")
+    memory_types: list[MemoryType] | None = Field(None, description="Only these types.")
+    metadata: dict[str, Any] | None = Field(
+        None, description='Metadata values by dotted path, e.g. {"project": "x"}; a list means any of.'
+    )
+    min_importance: float | None = Field(None, ge=0, le=1, description="Only this important or more (0-1).")
 
 
 class MemoryInput(BaseModel):
@@ -347,3 +367,77 @@ class UpdatedMemory(BaseModel):
     embedding_pending: bool = Field(
         False, description="True when the new text could not be embedded yet; it is indexed later."
     )
+
+
+SummaryMode = Literal["full", "lightweight"]
+SummarySource = Literal["caller", "llm", "sampling"]
+TaskStatus = Literal["processing", "completed", "failed"]
+
+
+class SummaryResult(BaseModel):
+    """A stored session summary."""
+
+    memory_id: int = Field(description="The id of the stored summary memory (memory_type 'summary').")
+    content: str
+    truncated: bool = Field(
+        description="True when the session was over the mode's input limits and only part of it was read."
+    )
+    mode: SummaryMode
+    metadata: dict[str, Any] = Field(
+        description="topic/action/outcome (full) or points (lightweight), and source_episode_ids."
+    )
+    auto_triggered: bool = False
+    duplicate: bool = Field(
+        False,
+        description="True when this summary was already stored (a retry); it used no new lightweight slot.",
+    )
+
+
+class SummarizeResponse(BaseModel):
+    """What summarize_session returns: the stored summary (sync), or the task that is making it."""
+
+    status: Literal["completed", "processing"] = Field(
+        description="completed: the summary is stored (below); processing: poll get_task with task_id."
+    )
+    mode: SummaryMode
+    truncated: bool = Field(
+        description="True when the session was over the mode's input limits and only part of it was read."
+    )
+    task_id: str | None = Field(None, description="With sync=false: the task to poll with get_task.")
+    memory_id: int | None = Field(None, description="The stored summary memory (memory_type 'summary').")
+    content: str | None = None
+    metadata: dict[str, Any] | None = Field(
+        None, description="topic/action/outcome (full) or points (lightweight), source_episode_ids, source."
+    )
+    duplicate: bool = Field(False, description="True when this summary was already stored; nothing new was.")
+
+    @classmethod
+    def done(cls, result: SummaryResult) -> SummarizeResponse:
+        return cls(
+            status="completed",
+            mode=result.mode,
+            truncated=result.truncated,
+            memory_id=result.memory_id,
+            content=result.content,
+            metadata=result.metadata,
+            duplicate=result.duplicate,
+        )
+
+
+class TaskInfo(BaseModel):
+    """A background task: `processing` until it is `completed` (with a result) or `failed` (with an error)."""
+
+    task_id: str
+    kind: str = Field(description="What the task does, e.g. 'summary'.")
+    status: TaskStatus
+    created_at: datetime
+    updated_at: datetime
+    result: dict[str, Any] | None = Field(None, description="The finished task's result.")
+    error: str | None = Field(None, description="Why the task failed.")
+
+
+class GroupListing(BaseModel):
+    """Groups with their counts; with a group_id, that group and its sessions (newest first)."""
+
+    groups: list[GroupInfo]
+    sessions: list[SessionInfo] | None = Field(None, description="The group's sessions, when one was named.")

@@ -30,22 +30,27 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import anyio
-from pydantic import BaseModel, Field
 
-from mcp_memory.errors import ConfigurationError, MemoryServerError, ValidationFailed
-from mcp_memory.llm import LLMClient, LLMNotConfigured, not_configured_message
-from mcp_memory.models import Episode
+from mcp_memory.errors import (
+    ConfigurationError,
+    InvalidSummary,
+    LLMNotConfigured,
+    MemoryServerError,
+    NoEpisodes,
+    RateLimited,
+    ValidationFailed,
+)
+from mcp_memory.llm import LLMClient, not_configured_message
+from mcp_memory.models import Episode, SummaryMode, SummaryResult, SummarySource
 from mcp_memory.tasks import Write
 from mcp_memory.tokens import token_counter
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-SummaryMode = Literal["full", "lightweight"]
-SummarySource = Literal["caller", "llm", "sampling"]
 SUMMARY_MEMORY_TYPE = "summary"
 DEFAULT_MAX_LIGHTWEIGHT_PER_SESSION = 3
 DEFAULT_AUTO_TRIGGER_THRESHOLD = 20
@@ -80,18 +85,6 @@ def count_tokens(text: str) -> int:
     return token_counter().count(text)
 
 
-class InvalidSummary(MemoryServerError, ValueError):
-    """A summary (from the LLM or the caller) does not have the required shape; nothing was stored."""
-
-
-class RateLimited(MemoryServerError, RuntimeError):
-    """The session has used all its lightweight summaries."""
-
-
-class NoEpisodes(MemoryServerError, LookupError):
-    """The session has no episodes to summarise."""
-
-
 @dataclass(frozen=True)
 class SummarySettings:
     """The per-session lightweight limit and the automatic trigger (0 turns either off)."""
@@ -116,56 +109,6 @@ def _env_count(env: Mapping[str, str], name: str, default: int) -> int:
     if not text.isdigit():
         raise ConfigurationError(f"{name} must be a whole number of 0 or more, got {text!r}")
     return int(text)
-
-
-class SummaryResult(BaseModel):
-    """A stored session summary."""
-
-    memory_id: int = Field(description="The id of the stored summary memory (memory_type 'summary').")
-    content: str
-    truncated: bool = Field(
-        description="True when the session was over the mode's input limits and only part of it was read."
-    )
-    mode: SummaryMode
-    metadata: dict[str, Any] = Field(
-        description="topic/action/outcome (full) or points (lightweight), and source_episode_ids."
-    )
-    auto_triggered: bool = False
-    duplicate: bool = Field(
-        False,
-        description="True when this summary was already stored (a retry); it used no new lightweight slot.",
-    )
-
-
-class SummarizeResponse(BaseModel):
-    """What summarize_session returns: the stored summary (sync), or the task that is making it."""
-
-    status: Literal["completed", "processing"] = Field(
-        description="completed: the summary is stored (below); processing: poll get_task with task_id."
-    )
-    mode: SummaryMode
-    truncated: bool = Field(
-        description="True when the session was over the mode's input limits and only part of it was read."
-    )
-    task_id: str | None = Field(None, description="With sync=false: the task to poll with get_task.")
-    memory_id: int | None = Field(None, description="The stored summary memory (memory_type 'summary').")
-    content: str | None = None
-    metadata: dict[str, Any] | None = Field(
-        None, description="topic/action/outcome (full) or points (lightweight), source_episode_ids, source."
-    )
-    duplicate: bool = Field(False, description="True when this summary was already stored; nothing new was.")
-
-    @classmethod
-    def done(cls, result: SummaryResult) -> SummarizeResponse:
-        return cls(
-            status="completed",
-            mode=result.mode,
-            truncated=result.truncated,
-            memory_id=result.memory_id,
-            content=result.content,
-            metadata=result.metadata,
-            duplicate=result.duplicate,
-        )
 
 
 # -- choosing what to read ------------------------------------------------------------------------

@@ -24,18 +24,18 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-from mcp_memory.errors import MemoryServerError
+from mcp_memory.errors import MemoryServerError, TaskNotFound
+from mcp_memory.models import TaskInfo, TaskStatus
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-TaskStatus = Literal["processing", "completed", "failed"]
 LEASE_S = 30.0
 HEARTBEAT_S = 10.0
 TASK_TTL_S = 7 * 24 * 3600.0
@@ -62,22 +62,6 @@ CREATE INDEX tasks_expires ON tasks(expires_at) WHERE expires_at IS NOT NULL;
 """
 """Times are fixed-width UTC ISO 8601 text, so they compare as text. `lease_until` is set while
 processing, `expires_at` once finished (finished tasks are kept `TASK_TTL_S`)."""
-
-
-class TaskNotFound(MemoryServerError, LookupError):
-    """No task has that id (it never existed, or it finished long ago and expired)."""
-
-
-class TaskInfo(BaseModel):
-    """A background task: `processing` until it is `completed` (with a result) or `failed` (with an error)."""
-
-    task_id: str
-    kind: str = Field(description="What the task does, e.g. 'summary'.")
-    status: TaskStatus
-    created_at: datetime
-    updated_at: datetime
-    result: dict[str, Any] | None = Field(None, description="The finished task's result.")
-    error: str | None = Field(None, description="Why the task failed.")
 
 
 def m005_tasks(conn: Any) -> None:

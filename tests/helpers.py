@@ -20,6 +20,9 @@ TOOLS = frozenset(
         "summarize_session",
         "get_task",
         "run_maintenance",
+        "update_memory",
+        "list_groups",
+        "add_participants",
     }
 )
 

@@ -17,10 +17,10 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from mcp_memory.config import Config
-from mcp_memory.errors import ExtractionFailed, ValidationFailed
+from mcp_memory.errors import ExtractionFailed, LLMError, ValidationFailed
 from mcp_memory.extraction import NOT_CONFIGURED, extract_facts, parse_triplets
 from mcp_memory.fact_table import NewFact
-from mcp_memory.llm import DEFAULT_LLM_MODEL, LLMError, OpenAIChatLLM
+from mcp_memory.llm import DEFAULT_LLM_MODEL, OpenAIChatLLM
 from mcp_memory.manager import MemoryManager, configured_llm
 from mcp_memory.schema import MIGRATIONS
 from mcp_memory.server import build_server
@@ -123,7 +123,7 @@ async def test_a_fact_is_stored_current_and_linked_to_a_memory_of_type_fact(clie
     assert (fact["subject"], fact["predicate"], fact["object"]) == ("Ana", "lives in", "Lisbon")
     assert fact["current"] and fact["valid_to"] is None and not fact["duplicate"]
     assert (fact["source"], fact["confidence"]) == ("chat on monday", 0.9)
-    [hit] = await recall(client, "Lisbon", memory_types=["fact"])
+    [hit] = await recall(client, "Lisbon", filters={"memory_types": ["fact"]})
     assert hit["id"] == fact["memory_id"]
     assert (hit["content"], hit["memory_type"], hit["role"]) == ("Ana lives in Lisbon", "fact", "system")
     assert hit["metadata"] == {"fact": {"id": fact["id"], "current": True}}
@@ -136,7 +136,7 @@ async def test_the_same_triple_twice_returns_the_same_fact_marked_duplicate(clie
     assert (again["stored"], again["duplicates"]) == (0, 1)
     assert again["facts"][0]["id"] == first["id"] and again["facts"][0]["duplicate"]
     assert (await facts(client))["total"] == 1
-    assert len(await recall(client, "Lisbon", memory_types=["fact"])) == 1
+    assert len(await recall(client, "Lisbon", filters={"memory_types": ["fact"]})) == 1
 
 
 async def test_a_triple_differing_only_in_case_and_spacing_is_the_same_fact(client: Client) -> None:
@@ -327,7 +327,7 @@ async def test_recall_finds_a_fact_by_its_words_and_by_its_embedding(client: Cli
     await call(
         client, "add_memory", group_id=GROUP, session_id=SESSION, content="we had lunch", producer="bob"
     )
-    [hit] = await recall(client, "peanuts allergy", memory_types=["fact"])
+    [hit] = await recall(client, "peanuts allergy", filters={"memory_types": ["fact"]})
     assert hit["id"] == fact["memory_id"] and hit["matched_by"] == ["keyword", "vector"]
     assert (await recall(client, "peanuts allergy"))[0]["id"] == fact["memory_id"]
 
@@ -349,7 +349,7 @@ async def test_the_current_fact_ranks_first_whichever_order_the_facts_were_store
     await ready(client)
     await add_fact(client, **PORTO)
     await add_fact(client, **LISBON, replace=True)  # Ana moved from Porto to Lisbon
-    hits = await recall(client, "Ana lives in", memory_types=["fact"])
+    hits = await recall(client, "Ana lives in", filters={"memory_types": ["fact"]})
     assert [h["content"] for h in hits] == ["Ana lives in Lisbon", "Ana lives in Porto"]
 
 
@@ -382,7 +382,7 @@ async def test_a_facts_words_do_not_make_the_turns_beside_it_match_nor_theirs_th
 async def test_a_fact_about_a_participant_is_found_when_the_query_only_names_them(client: Client) -> None:
     await ready(client)
     fact = await add_one(client, subject="Ana", predicate="prefers", object="green tea")
-    [hit] = await recall(client, "Ana?", memory_types=["fact"])
+    [hit] = await recall(client, "Ana?", filters={"memory_types": ["fact"]})
     assert hit["id"] == fact["memory_id"] and hit["producer"] == "ana"
 
 
@@ -401,14 +401,16 @@ async def test_recall_by_role_user_leaves_facts_out(client: Client) -> None:
     await call(
         client, "add_memory", group_id=GROUP, session_id=SESSION, content="Lisbon was sunny", producer="ana"
     )
-    assert [h["content"] for h in await recall(client, "Lisbon", role="user")] == ["Lisbon was sunny"]
+    assert [h["content"] for h in await recall(client, "Lisbon", filters={"role": "user"})] == [
+        "Lisbon was sunny"
+    ]
 
 
 async def test_recall_can_ask_for_current_facts_only_through_metadata(client: Client) -> None:
     await ready(client)
     await add_fact(client, **LISBON)
     await add_fact(client, **PORTO, replace=True)
-    hits = await recall(client, "Ana lives", metadata={"fact.current": True})
+    hits = await recall(client, "Ana lives", filters={"metadata": {"fact.current": True}})
     assert [h["content"] for h in hits] == ["Ana lives in Porto"]
 
 

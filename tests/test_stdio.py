@@ -102,7 +102,7 @@ async def test_memories_added_through_the_console_script_are_recalled_by_a_new_s
             assert again_biscuit["hits"][0]["content"] == "Ana's cat is called Biscuit and loves tuna"
             assert set(hit_ids(again_lisbon)) == set(lisbon_ids)
             porto = await call(
-                client, "recall", group_id="family", query="Porto", metadata={"topic": "family"}
+                client, "recall", group_id="family", query="Porto", filters={"metadata": {"topic": "family"}}
             )
             assert hit_ids(porto) == [all_ids[3]]
 

@@ -22,7 +22,7 @@ import pytest
 from mcp.shared.message import SessionMessage
 from mcp_types import JSONRPCNotification, JSONRPCResponse
 
-from mcp_memory.stdio import MAX_MESSAGE_DEPTH, encode_message, read_line, scan_id
+from mcp_memory.server.stdio import MAX_MESSAGE_DEPTH, encode_message, read_line, scan_id
 from tests.test_stdio import base_env, console_script
 
 REPLY_DEADLINE_S = 30.0

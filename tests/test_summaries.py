@@ -17,8 +17,15 @@ import anyio
 import pytest
 
 from mcp_memory import tasks
-from mcp_memory.errors import ConfigurationError, MemoryServerError, ValidationFailed
-from mcp_memory.llm import LLMError, LLMNotConfigured, OpenAIChatLLM, SamplingLLM
+from mcp_memory.errors import (
+    ConfigurationError,
+    LLMError,
+    LLMNotConfigured,
+    MemoryServerError,
+    TaskNotFound,
+    ValidationFailed,
+)
+from mcp_memory.llm import OpenAIChatLLM, SamplingLLM
 from mcp_memory.models import Episode
 from mcp_memory.store import Store
 from mcp_memory.summaries import (
@@ -780,5 +787,5 @@ async def test_reading_a_task_fails_it_when_its_owner_stopped_renewing_the_lease
 
 
 async def test_an_unknown_task_id_is_a_clear_error(store: Store) -> None:
-    with pytest.raises(tasks.TaskNotFound, match="task 'task_nope' does not exist"):
+    with pytest.raises(TaskNotFound, match="task 'task_nope' does not exist"):
         await tasks.TaskRunner(store.write).get("task_nope")

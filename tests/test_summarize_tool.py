@@ -44,7 +44,7 @@ TURNS = [
 ]
 NO_LLM = "LLM not configured — episodic memory generation unavailable"
 DEADLINE_S = 20.0
-SDK_PREFIX = "Error executing tool summarize_session: "  # what MCPServer puts before every ToolError
+CATEGORY = "unavailable: "  # the category word every error starts with (errors.py)
 
 
 def reply(body: dict[str, Any]) -> str:
@@ -350,7 +350,7 @@ async def test_mcp_sampling_writes_the_summary_when_no_llm_is_configured(config:
         assert "orders table" in asked[0].messages[0].content.text  # type: ignore[union-attr]
         # the request is over once sync=false returns, so sampling is never used in the background
         text = await call_error(client, "summarize_session", group_id=GROUP, session_id=SESSION, sync=False)
-        assert text.removeprefix(SDK_PREFIX).startswith(NO_LLM) and "sync=true" in text
+        assert text.startswith(CATEGORY + NO_LLM) and "sync=true" in text
         assert len(asked) == 1
 
 
@@ -370,7 +370,7 @@ async def test_on_the_2026_protocol_the_callers_summary_is_stored_and_without_an
         assert client.protocol_version == "2026-07-28"
         await seed(client)
         text = await call_error(client, "summarize_session", group_id=GROUP, session_id=SESSION)
-        assert text.removeprefix(SDK_PREFIX).startswith(f"{NO_LLM}. Configure any OpenAI-compatible endpoint")
+        assert text.startswith(f"{CATEGORY}{NO_LLM}. Configure any OpenAI-compatible endpoint")
         assert (
             "LLM_API_KEY" in text and "LLM_BASE_URL" in text and "LLM_MODEL" in text and "`summary`" in text
         )

@@ -1116,7 +1116,7 @@ async def test_recall_results_never_cross_groups(client: Client) -> None:
         (await add(client, "the secret recipe uses saffron", group_id="joneses"))["id"],
         (await add(client, "saffron again", group_id="joneses"))["id"],
     }
-    for arguments in ({}, {"session_id": SESSION}, {"producer": "alice"}, {"limit": 100}):
+    for arguments in ({}, {"session_id": SESSION}, {"filters": {"producer": "alice"}}, {"limit": 100}):
         result = await recall(client, "secret recipe saffron", group_id="smiths", **arguments)
         ids = {h["id"] for h in result["hits"]} | {e["id"] for e in result["recent"]}
         assert ids and ids <= mine, arguments
@@ -1279,7 +1279,9 @@ async def test_recall_applies_each_filter_inside_the_search(
     client: Client, filters: dict, expected: str, predicate: Callable[[dict], bool]
 ) -> None:
     await seed_haystack(client)
-    result = await recall(client, "apple", limit=5, **filters)
+    where = {name: value for name, value in filters.items() if name != "session_id"}  # session_id is its own
+    scope = {"session_id": filters["session_id"]} if "session_id" in filters else {}
+    result = await recall(client, "apple", limit=5, filters=where, **scope)
     contents = [h["content"] for h in result["hits"]]
     assert expected in contents, contents
     assert all(predicate(h) for h in result["hits"]), contents
@@ -1287,14 +1289,14 @@ async def test_recall_applies_each_filter_inside_the_search(
 
 async def test_recall_filters_find_the_needle_with_limit_one(client: Client) -> None:
     await seed_haystack(client)
-    result = await recall(client, "apple", limit=1, producer="helper")
+    result = await recall(client, "apple", limit=1, filters={"producer": "helper"})
     assert [h["content"] for h in result["hits"]] == [NEEDLE]
 
 
 async def test_recall_filter_matching_nothing_returns_no_hits(client: Client) -> None:
     await seed_haystack(client)
     for filters in ({"producer": "bob", "role": "system"}, {"metadata": {"project": "omega"}}):
-        result = await recall(client, "apple", **filters)
+        result = await recall(client, "apple", filters=filters)
         assert result["hits"] == [], filters
 
 
@@ -1305,8 +1307,7 @@ async def test_recall_with_since_after_until_is_an_error(client: Client) -> None
         "recall",
         group_id=GROUP,
         query="apple",
-        since="2025-02-01T00:00:00Z",
-        until="2025-01-01T00:00:00Z",
+        filters={"since": "2025-02-01T00:00:00Z", "until": "2025-01-01T00:00:00Z"},
     )
     assert "since is after until" in text
     assert "swap" in text
@@ -1315,7 +1316,7 @@ async def test_recall_with_since_after_until_is_an_error(client: Client) -> None
 async def test_recall_with_a_bad_since_or_until_is_an_error(client: Client) -> None:
     await ready(client)
     for name in ("since", "until"):
-        text = await call_error(client, "recall", group_id=GROUP, query="apple", **{name: "last week"})
+        text = await call_error(client, "recall", group_id=GROUP, query="apple", filters={name: "last week"})
         assert name in text
         assert "ISO 8601" in text
 
@@ -1329,22 +1330,26 @@ async def test_recall_with_a_limit_outside_one_to_a_hundred_is_an_error(client: 
 
 async def test_recall_with_an_unknown_role_lists_the_roles(client: Client) -> None:
     await ready(client)
-    text = await call_error(client, "recall", group_id=GROUP, query="apple", role="boss")
+    text = await call_error(client, "recall", group_id=GROUP, query="apple", filters={"role": "boss"})
     assert "role" in text
     assert "assistant" in text
 
 
 async def test_recall_with_min_importance_outside_zero_to_one_is_an_error(client: Client) -> None:
     await ready(client)
-    text = await call_error(client, "recall", group_id=GROUP, query="apple", min_importance=2)
+    text = await call_error(client, "recall", group_id=GROUP, query="apple", filters={"min_importance": 2})
     assert "min_importance" in text
 
 
 async def test_recall_with_a_malformed_metadata_filter_is_an_error(client: Client) -> None:
     await ready(client)
-    text = await call_error(client, "recall", group_id=GROUP, query="apple", metadata={"a..b": 1})
+    text = await call_error(
+        client, "recall", group_id=GROUP, query="apple", filters={"metadata": {"a..b": 1}}
+    )
     assert "dotted path" in text
-    text = await call_error(client, "recall", group_id=GROUP, query="apple", metadata={"a": {"b": 1}})
+    text = await call_error(
+        client, "recall", group_id=GROUP, query="apple", filters={"metadata": {"a": {"b": 1}}}
+    )
     assert "string, number, boolean" in text
 
 

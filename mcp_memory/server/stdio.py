@@ -42,7 +42,7 @@ from mcp_types import (
 )
 from pydantic import ValidationError
 
-from mcp_memory.arguments import MAX_ARGUMENT_DEPTH
+from mcp_memory.server.arguments import MAX_ARGUMENT_DEPTH
 
 log = logging.getLogger(__name__)
 

@@ -74,20 +74,24 @@ def check_names(tool: str, arguments: Mapping[str, Any], accepted: Sequence[str]
 def check_batch(name: str, items: Sequence[Any], model: type[BaseModel], noun: str) -> None:
     """Each item of a batch argument (memories) read by `model` before anything is written; the first bad
     one fails, named by its index."""
-    accepted = accepted_names(model)
     for index, item in enumerate(items):
-        where = f"{name}[{index}]"
-        unknown = [str(key) for key in item if key not in accepted] if isinstance(item, dict) else []
-        if unknown:
-            raise ValidationFailed(
-                f"unknown field {_quote(unknown[0])} in {where}{_suggestion(unknown[0], accepted)} "
-                f"{noun} takes: {', '.join(accepted)}; nothing was stored"
-            )
-        try:
-            model.model_validate(item)
-        except ValidationError as exc:
-            message = validation_message(exc, item, within=where)
-            raise ValidationFailed(f"{message}; nothing was stored") from None
+        read_model(f"{name}[{index}]", item, model, noun, suffix="; nothing was stored")
+
+
+def read_model(where: str, value: Any, model: type[M], noun: str, suffix: str = "") -> M:
+    """An object argument (filters, a batch item) read by `model`: an unknown field is named with the valid
+    ones, any other fault in the words of the other argument errors."""
+    accepted = accepted_names(model)
+    unknown = [str(key) for key in value if key not in accepted] if isinstance(value, dict) else []
+    if unknown:
+        raise ValidationFailed(
+            f"unknown field {_quote(unknown[0])} in {where}{_suggestion(unknown[0], accepted)} "
+            f"{noun} takes: {', '.join(accepted)}{suffix}"
+        )
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise ValidationFailed(f"{validation_message(exc, value, within=where)}{suffix}") from None
 
 
 def unknown_tool_message(name: str, tools: Sequence[str]) -> str:

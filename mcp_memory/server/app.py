@@ -1,0 +1,304 @@
+"""The MCP server: strict arguments, short answers, errors by category, a manager started beside the handshake.
+
+`MemoryServer` checks every tool call before the SDK reads it (arguments.py), turns each result into the
+short text a model reads (render.py; the structured content keeps every field), and starts every error
+with its category word (errors.py). The lifespan refuses an unusable database file at once, then starts
+the manager in the background: importing numpy and the store, opening the database and loading the model
+happen while the client's handshake and tools/list are answered; a request that needs memory waits for it.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+import anyio
+import anyio.abc
+from anyio.to_thread import run_sync
+from mcp.server.lowlevel.helper_types import ReadResourceContents
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedToolError
+from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
+from mcp_types import CallToolResult, InputRequiredResult, TextContent
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import AnyUrl, ValidationError
+
+from mcp_memory import __version__
+from mcp_memory.config import Config
+from mcp_memory.errors import ManagerClosed, MemoryServerError, ValidationFailed
+from mcp_memory.server.arguments import (
+    MAX_ARGUMENT_DEPTH,
+    accepted_names,
+    check_arguments,
+    check_text,
+    strict_model,
+    unknown_tool_message,
+    validation_message,
+)
+from mcp_memory.server.render import render
+from mcp_memory.server.schema import lean_schema
+from mcp_memory.server.stdio import serve_stdio
+from mcp_memory.store_db import check_database_file
+
+if TYPE_CHECKING:
+    from mcp_memory.manager import MemoryManager
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+OWNER_KEY = "mcp_memory.owner"
+
+INSTRUCTIONS = """\
+mcp-memory is your long memory across conversations. A group is a person, team or project; a session \
+is one conversation in it.
+- Start: list_groups to find the user's group; create_group (safe to repeat with the same people), then \
+open_session with an id for this conversation.
+- Store every turn with add_memory (the user's words role=user, producer=their id; yours role=assistant, \
+producer=your id); retries are never stored twice. Correct a wrong memory with update_memory.
+- Before answering about the past (earlier talks, preferences, names, dates), call recall with a short \
+query; pass session_id to search this conversation and get its latest turns.
+- Keep stable facts with add_fact (replace=true when a value changes). At the end call summarize_session, \
+then close_session.
+"""
+
+
+class MemoryAccess:
+    """The lifespan's manager, ready once it has started (in the background); requests wait for it."""
+
+    def __init__(self, manager: MemoryManager | None = None) -> None:
+        self.owner: Hashable = object()  # references taken where no connection owns them
+        self._manager = manager
+        self._failure: BaseException | None = None
+        self._ready = anyio.Event()
+        if manager is not None:
+            self._ready.set()
+
+    async def manager(self) -> MemoryManager:
+        await self._ready.wait()
+        if self._manager is None:
+            raise ManagerClosed(
+                f"the memory database could not be opened ({self._failure}); restart the server"
+            )
+        return self._manager
+
+    async def run(
+        self, config: Config, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Start a manager, run its background work until cancelled, then shut it down."""
+        task_status.started()
+        from mcp_memory.manager import MemoryManager  # numpy, the store and the embedder load here
+
+        try:
+            manager = MemoryManager(config)
+            await manager.start()
+        except BaseException as exc:
+            self._failure = exc
+            self._ready.set()
+            raise
+        self._manager = manager
+        self._ready.set()
+        try:
+            await manager.run_background()
+        finally:
+            # outside the cancelled scope: a shutdown inside it would be cancelled at its first await
+            with anyio.CancelScope(shield=True):
+                await manager.shutdown()
+
+    async def settled(self) -> None:
+        """Wait until the manager has started or failed to (so a start failure is never lost at exit)."""
+        await self._ready.wait()
+
+
+def _shown_as(error: type[Exception]) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Re-raise our errors as the SDK's `error` (it hides the message of any other), category word first."""
+
+    def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return await fn(*args, **kwargs)
+            except MemoryServerError as exc:
+                raise error(f"{exc.category}: {exc}") from exc
+
+        return wrapper
+
+    return decorate
+
+
+tool_errors = _shown_as(ToolError)
+resource_errors = _shown_as(ResourceError)
+
+
+def access(ctx: Context) -> MemoryAccess:
+    state = ctx.request_context.lifespan_context
+    assert isinstance(state, MemoryAccess)
+    return state
+
+
+async def manager_of(ctx: Context) -> MemoryManager:
+    return await access(ctx).manager()
+
+
+def owner_of(ctx: Context) -> Hashable:
+    """Who holds the references a request takes: its connection, released when the client disconnects.
+
+    On the stateless 2026-07-28 protocol every request has a connection of its own, so the
+    references belong to the lifespan instead (one stdio process or in-process client).
+    """
+    state = access(ctx)
+    connection = getattr(ctx.request_context.session, "_connection", None)
+    if connection is None or connection.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        return state.owner
+    if OWNER_KEY not in connection.state:
+        token = object()
+        connection.state[OWNER_KEY] = token
+
+        async def release() -> None:
+            try:
+                await (await state.manager()).release_owner(token)
+            except MemoryServerError:  # the manager never started, or has shut down: nothing to release
+                pass
+
+        connection.exit_stack.push_async_callback(release)
+    return connection.state[OWNER_KEY]
+
+
+class StrictFuncMetadata(FuncMetadata):
+    """Arguments validated as sent. The SDK's pre-parse reads text that looks like JSON as JSON, so the
+    session_id "null" became null (search every session) and "[1]" a list."""
+
+    def pre_parse_json(self, data: dict[str, Any]) -> dict[str, Any]:
+        return dict(data)
+
+
+class MemoryServer(MCPServer[Any]):
+    """MCPServer whose tools read their arguments strictly and answer in short text, and whose stdio
+    answers every line."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        tool = self._tool_manager.get_tool(name)
+        if tool is None:
+            tools = [t.name for t in self._tool_manager.list_tools()]
+            raise ToolError(f"not_found: {unknown_tool_message(name, tools)}")
+        try:
+            check_arguments(name, arguments, accepted_names(tool.fn_metadata.arg_model))
+            result = await super().call_tool(name, arguments, context)
+        except ValidationFailed as exc:
+            raise ToolError(f"invalid: {exc}") from None
+        except ToolError as exc:
+            raise _in_our_words(name, exc, arguments) from exc.__cause__
+        if (
+            isinstance(result, CallToolResult)
+            and not result.is_error
+            and result.structured_content is not None
+        ):
+            result.content = [TextContent(type="text", text=render(name, result.structured_content))]
+        return result
+
+    async def read_resource(
+        self, uri: AnyUrl | str, context: Context[Any, Any] | None = None
+    ) -> Iterable[ReadResourceContents] | InputRequiredResult:
+        try:
+            check_text("the uri", str(uri))
+        except ValidationFailed as exc:
+            raise ResourceError(f"invalid: {exc}") from None
+        return await super().read_resource(uri, context)
+
+    async def run_stdio_async(self) -> None:
+        await serve_stdio(self._lowlevel_server)
+
+
+def _in_our_words(name: str, exc: ToolError, arguments: dict[str, Any]) -> ToolError:
+    """A tool's error as the model reads it: the category word first, never the SDK's prefix or a dump."""
+    cause = exc.__cause__
+    if isinstance(exc, UnexpectedToolError):
+        if isinstance(
+            cause, RecursionError
+        ):  # JSON text inside a string (a summary) can nest past json.loads
+            log.warning("tool %r: an argument nested too deeply to read", name, exc_info=cause)
+            return ToolError(
+                f"invalid: an argument nests too deeply to read (JSON text inside a string counts too); "
+                f"flatten it to at most {MAX_ARGUMENT_DEPTH} levels"
+            )
+        return ToolError(f"internal: {name} failed unexpectedly; the server's log (stderr) has the details")
+    if isinstance(
+        cause, ValidationError
+    ):  # Tool.run raises a ToolError from a ValidationError for arguments only
+        return ToolError(f"invalid: {validation_message(cause, arguments)}")
+    return ToolError(str(exc).removeprefix(f"Error executing tool {name}: "))
+
+
+def build_server(config: Config | None = None, *, manager: MemoryManager | None = None) -> MemoryServer:
+    """The MCP server; it owns a manager made in its lifespan unless one is passed in (and then shares it)."""
+    from mcp_memory.server.prompts import register_prompts
+    from mcp_memory.server.resources import register_resources
+    from mcp_memory.server.tools import register_tools
+
+    config = config or Config.from_env()
+    states: list[MemoryAccess] = []  # the running lifespans' states, newest last; static resources read it
+    server = MemoryServer(
+        "mcp-memory",
+        title="mcp-memory",
+        instructions=INSTRUCTIONS,
+        version=__version__,
+        lifespan=_lifespan(config, manager, states),
+        log_level=config.log_level.upper(),  # type: ignore[arg-type]
+    )
+    register_tools(server)
+    register_resources(server, states)
+    register_prompts(server)
+    _strict_and_lean(server)
+    return server
+
+
+def _strict_and_lean(server: MCPServer) -> None:
+    """Every tool reads its arguments strictly (no unknown names, no coercion, no NaN) and advertises a lean
+    schema and a description without source indentation."""
+    for tool in server._tool_manager.list_tools():  # noqa: SLF001 - no public way to swap an arg model
+        metadata = tool.fn_metadata
+        model = strict_model(metadata.arg_model)
+        tool.fn_metadata = StrictFuncMetadata(
+            arg_model=model,
+            output_schema=metadata.output_schema,
+            output_model=metadata.output_model,
+            wrap_output=metadata.wrap_output,
+        )
+        tool.parameters = lean_schema(model.model_json_schema(by_alias=True))
+        tool.description = inspect.cleandoc(tool.description or "")
+
+
+def _lifespan(
+    config: Config, shared: MemoryManager | None, states: list[MemoryAccess]
+) -> Callable[[MCPServer], Any]:
+    @asynccontextmanager
+    async def lifespan(_: MCPServer) -> AsyncIterator[MemoryAccess]:
+        if shared is not None:
+            state = MemoryAccess(shared)
+            states.append(state)
+            try:
+                yield state
+            finally:
+                states.remove(state)
+                await shared.release_owner(state.owner)
+            return
+        # a folder, a foreign or damaged file: refused before the handshake, in one line
+        await run_sync(check_database_file, config.db_path)
+        state = MemoryAccess()
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(state.run, config)
+            states.append(state)
+            try:
+                yield state
+            finally:
+                states.remove(state)
+                await state.settled()  # a start that fails after the client left still ends in its error
+                tasks.cancel_scope.cancel()  # stops the background work; the manager shuts down
+
+    return lifespan

@@ -1,0 +1,358 @@
+"""The tools. Each calls the manager and returns a model; MemoryServer checks the arguments first and
+renders the result as short text. Descriptions are the model's manual and cost tokens in every
+conversation: a sentence or two each, a few words per parameter.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Annotated, Any, Literal
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp_types import SamplingMessage, TextContent, ToolAnnotations
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import Field, JsonValue, WithJsonSchema
+
+from mcp_memory.llm import SamplingLLM
+from mcp_memory.models import (
+    MAX_RECALL_LIMIT,
+    AddMemoryResult,
+    CloseResult,
+    DeleteResult,
+    DeleteSessionResult,
+    FactResult,
+    GroupInfo,
+    GroupListing,
+    Identifier,
+    MaintenanceReport,
+    MemoryFilter,
+    MemoryInput,
+    MemoryType,
+    OpenMode,
+    RecallResult,
+    Role,
+    SessionInfo,
+    SummarizeResponse,
+    TaskInfo,
+    TimestampInput,
+    UpdatedMemory,
+)
+from mcp_memory.server.app import manager_of, owner_of, tool_errors
+from mcp_memory.server.arguments import check_batch, read_model
+
+READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, openWorldHint=False)
+WRITES = ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=False)
+IDEMPOTENT = ToolAnnotations(
+    readOnlyHint=False, destructiveHint=False, idempotentHint=True, openWorldHint=False
+)
+DESTRUCTIVE = ToolAnnotations(readOnlyHint=False, destructiveHint=True, openWorldHint=False)
+
+
+GroupId = Annotated[Identifier, Field(description="Group id.")]
+SessionId = Annotated[Identifier, Field(description="Session id.")]
+OptionalSession = Annotated[Identifier | None, Field(description="Only this session.")]
+Users = Annotated[list[Identifier], Field(description="User ids.")]
+Agents = Annotated[list[Identifier], Field(description="Agent ids.")]
+Importance = Annotated[float | None, Field(ge=0, le=1, description="0-1, default 0.5.")]
+Metadata = Annotated[dict[str, JsonValue] | None, Field(description="Any JSON object.")]
+When = Annotated[TimestampInput | None, Field(description="ISO 8601 or epoch; default now.")]
+MemoryTypeArg = Annotated[MemoryType, Field(description="message, note, fact, summary, ...")]
+Configuration = Annotated[
+    dict[str, JsonValue] | None, Field(description="Session settings, e.g. short_term.")
+]
+SUMMARY = WithJsonSchema(
+    {"type": ["object", "array", "string"], "description": "Your own summary, if the server has no LLM."}
+)
+FILTERS = WithJsonSchema(
+    {
+        "type": "object",
+        "description": "Any of: since, until (times); producer; role; memory_types (list); "
+        'metadata ({"dotted.path": value}); min_importance (0-1).',
+    }
+)
+BATCH_SCHEMA = WithJsonSchema(
+    {
+        "type": "array",
+        "items": {"type": "object"},
+        "description": "Up to 1000 turns, each with the fields above.",
+    }
+)
+
+
+def register_tools(server: MCPServer) -> None:
+    _groups(server)
+    _sessions(server)
+    _memories(server)
+    _reading(server)
+    _knowledge(server)
+
+
+def _groups(server: MCPServer) -> None:
+    @server.tool(annotations=IDEMPOTENT)
+    @tool_errors
+    async def create_group(
+        group_id: GroupId,
+        ctx: Context,
+        user_ids: Users = [],  # noqa: B006 - the SDK copies defaults per call
+        agent_ids: Agents = [],  # noqa: B006
+        description: Annotated[str | None, Field(description="What the group is for.")] = None,
+        configuration: Configuration = None,
+    ) -> GroupInfo:
+        """Create a group of people and agents sharing a memory (repeating it is harmless)."""
+        manager = await manager_of(ctx)
+        return await manager.create_group(group_id, user_ids, agent_ids, description, configuration)
+
+    @server.tool(annotations=IDEMPOTENT)
+    @tool_errors
+    async def add_participants(
+        group_id: GroupId,
+        ctx: Context,
+        user_ids: Users = [],  # noqa: B006 - the SDK copies defaults per call
+        agent_ids: Agents = [],  # noqa: B006
+    ) -> GroupInfo:
+        """Add users or agents to a group."""
+        return await (await manager_of(ctx)).add_participants(group_id, user_ids, agent_ids)
+
+    @server.tool(annotations=READ_ONLY)
+    @tool_errors
+    async def list_groups(
+        ctx: Context,
+        group_id: Annotated[Identifier | None, Field(description="List this group's sessions.")] = None,
+    ) -> GroupListing:
+        """List groups, or a group's sessions, with counts."""
+        manager = await manager_of(ctx)
+        if group_id is None:
+            return GroupListing(groups=await manager.list_groups())
+        detail = await manager.group_detail(group_id)
+        return GroupListing(groups=[detail.group], sessions=detail.sessions)
+
+
+def _sessions(server: MCPServer) -> None:
+    @server.tool(annotations=IDEMPOTENT)
+    @tool_errors
+    async def open_session(
+        group_id: GroupId,
+        session_id: SessionId,
+        ctx: Context,
+        mode: Annotated[
+            OpenMode, Field(description="create fails if it exists, open if not.")
+        ] = "open_or_create",
+        configuration: Configuration = None,
+    ) -> SessionInfo:
+        """Open or create a session when a conversation starts."""
+        manager = await manager_of(ctx)
+        _, created = await manager.open_session(
+            group_id, session_id, mode=mode, configuration=configuration, owner=owner_of(ctx)
+        )
+        return await manager.session_info(group_id, session_id, created=created)
+
+    @server.tool(annotations=IDEMPOTENT)
+    @tool_errors
+    async def close_session(group_id: GroupId, session_id: SessionId, ctx: Context) -> CloseResult:
+        """Close a session when the conversation ends."""
+        manager = await manager_of(ctx)
+        released, left = await manager.close_session(group_id, session_id, owner=owner_of(ctx))
+        message = "closed" if released else "this connection had not opened it"
+        return CloseResult(
+            group_id=group_id, session_id=session_id, released=released, reference_count=left, message=message
+        )
+
+    @server.tool(annotations=DESTRUCTIVE)
+    @tool_errors
+    async def delete_session(group_id: GroupId, session_id: SessionId, ctx: Context) -> DeleteSessionResult:
+        """Delete a closed session and all its memories."""
+        return await (await manager_of(ctx)).delete_session(group_id, session_id)
+
+
+def _memories(server: MCPServer) -> None:
+    @server.tool(annotations=IDEMPOTENT)
+    @tool_errors
+    async def add_memory(
+        group_id: GroupId,
+        session_id: SessionId,
+        ctx: Context,
+        content: Annotated[str, Field(description="The text to remember.")] = "",
+        producer: Annotated[Identifier | None, Field(description="Who said it: a participant id.")] = None,
+        role: Annotated[Role, Field(description="Who is speaking.")] = "user",
+        produced_for: Annotated[Identifier | None, Field(description="Who it was said to.")] = None,
+        timestamp: When = None,
+        memory_type: MemoryTypeArg = "message",
+        importance: Importance = None,
+        metadata: Metadata = None,
+        memories: Annotated[list[dict[str, JsonValue]] | None, BATCH_SCHEMA] = None,
+        idempotency_key: Annotated[
+            Identifier | None, Field(description="Unique per call; a retry is stored once.")
+        ] = None,
+    ) -> AddMemoryResult:
+        """Store a conversation turn (or a batch) in an open session."""
+        items: MemoryInput | list[Any]
+        if memories is not None:
+            if content.strip():
+                raise ToolError("invalid: pass either content or memories, not both")
+            check_batch("memories", memories, MemoryInput, "a memory")  # in the words of the other checks
+            items = memories
+        elif not content.strip() or producer is None:
+            raise ToolError("invalid: pass content and producer, or a memories list")
+        else:
+            items = MemoryInput(
+                content=content, producer=producer, role=role, produced_for=produced_for,
+                timestamp=timestamp, memory_type=memory_type, importance=importance, metadata=metadata,
+            )  # fmt: skip
+        manager = await manager_of(ctx)
+        return await manager.add_memories(group_id, session_id, items, idempotency_key=idempotency_key)
+
+    @server.tool(annotations=IDEMPOTENT)
+    @tool_errors
+    async def update_memory(
+        group_id: GroupId,
+        memory_id: Annotated[int, Field(description="The memory's id.")],
+        ctx: Context,
+        content: Annotated[str | None, Field(description="New text.")] = None,
+        metadata: Metadata = None,
+        importance: Importance = None,
+        memory_type: Annotated[MemoryType | None, Field(description="New type.")] = None,
+    ) -> UpdatedMemory:
+        """Correct a memory in place (same id, session and time)."""
+        manager = await manager_of(ctx)
+        return await manager.update_memory(
+            group_id,
+            memory_id,
+            content=content,
+            metadata=metadata,
+            importance=importance,
+            memory_type=memory_type,
+        )
+
+    @server.tool(annotations=DESTRUCTIVE)
+    @tool_errors
+    async def delete_memory(
+        group_id: GroupId,
+        ctx: Context,
+        memory_ids: Annotated[list[int] | None, Field(description="Memory ids.")] = None,
+        session_id: OptionalSession = None,
+    ) -> DeleteResult:
+        """Delete memories by id, or a session's memories."""
+        return await (await manager_of(ctx)).delete_memories(group_id, memory_ids, session_id)
+
+
+def _reading(server: MCPServer) -> None:
+    @server.tool(annotations=READ_ONLY)
+    @tool_errors
+    async def recall(
+        group_id: GroupId,
+        query: Annotated[str, Field(description="What to look for, in plain words.")],
+        ctx: Context,
+        session_id: Annotated[
+            Identifier | None, Field(description="Only this session, plus its latest turns.")
+        ] = None,
+        limit: Annotated[int, Field(ge=1, le=MAX_RECALL_LIMIT, description="Most hits.")] = 10,
+        filters: Annotated[dict[str, JsonValue] | None, FILTERS] = None,
+    ) -> RecallResult:
+        """Search memories by meaning and keyword. Use it before answering about the past."""
+        where = MemoryFilter() if filters is None else read_model("filters", filters, MemoryFilter, "filters")
+        manager = await manager_of(ctx)
+        return await manager.recall(
+            group_id, query, session_id=session_id, limit=limit, **where.model_dump(exclude_none=True)
+        )
+
+
+def _knowledge(server: MCPServer) -> None:
+    @server.tool(annotations=IDEMPOTENT)
+    @tool_errors
+    async def add_fact(
+        group_id: GroupId,
+        ctx: Context,
+        subject: Annotated[str | None, Field(description="e.g. Ana.")] = None,
+        predicate: Annotated[str | None, Field(description="e.g. lives in.")] = None,
+        object: Annotated[str | None, Field(description="e.g. Lisbon.")] = None,
+        text: Annotated[
+            str | None, Field(description="Or text to extract facts from (needs the server's LLM).")
+        ] = None,
+        session_id: Annotated[Identifier | None, Field(description="Where it was learned.")] = None,
+        source: Annotated[str | None, Field(description="Where it comes from.")] = None,
+        confidence: Annotated[float | None, Field(ge=0, le=1, description="0-1.")] = None,
+        valid_from: When = None,
+        replace: Annotated[
+            bool | None, Field(description="Close the current value (default: only for text).")
+        ] = None,
+    ) -> FactResult:
+        """Keep a stable fact as subject, predicate, object."""
+        manager = await manager_of(ctx)
+        return await manager.add_fact(
+            group_id, subject, predicate, object, text=text, session_id=session_id, source=source,
+            confidence=confidence, valid_from=valid_from, replace=replace,
+        )  # fmt: skip
+
+    @server.tool(annotations=WRITES)
+    @tool_errors
+    async def summarize_session(
+        group_id: GroupId,
+        session_id: SessionId,
+        ctx: Context,
+        mode: Annotated[
+            Literal["full", "lightweight"],
+            Field(description="full: topic, action, outcome; lightweight: 3-5 points."),
+        ] = "full",
+        sync: Annotated[bool, Field(description="false: return a task_id for get_task.")] = True,
+        generate_embedding: Annotated[bool, Field(description="false: keyword search only.")] = True,
+        focus_topics: Annotated[list[str] | None, Field(description="Topics to stress.")] = None,
+        summary: Annotated[dict[str, Any] | list[str] | str | None, SUMMARY] = None,
+    ) -> SummarizeResponse:
+        """Store a summary of a session; recall finds it from every session."""
+        manager = await manager_of(ctx)
+        return await manager.summarize_session(
+            group_id, session_id, mode=mode, sync=sync, generate_embedding=generate_embedding,
+            focus_topics=focus_topics, summary=summary, sampling=_sampling(ctx),
+        )  # fmt: skip
+
+    @server.tool(annotations=READ_ONLY)
+    @tool_errors
+    async def get_task(
+        task_id: Annotated[Identifier, Field(description="From summarize_session.")], ctx: Context
+    ) -> TaskInfo:
+        """The state of a summary started with sync=false."""
+        return await (await manager_of(ctx)).get_task(task_id)
+
+    @server.tool(annotations=IDEMPOTENT)
+    @tool_errors
+    async def run_maintenance(ctx: Context) -> MaintenanceReport:
+        """Run the hourly upkeep now (importance decay, pending vectors)."""
+        return await (await manager_of(ctx)).maintain(trigger="on_demand")
+
+
+def _sampling(ctx: Context) -> SamplingLLM | None:
+    """The client's model through MCP sampling, when it declared the capability on a handshake connection.
+
+    The 2026-07-28 protocol has no back-channel for server-initiated requests, so sampling is
+    never offered there.
+    """
+    session = ctx.session
+    capabilities = session.client_capabilities
+    if (
+        capabilities is None
+        or capabilities.sampling is None
+        or session.protocol_version in MODERN_PROTOCOL_VERSIONS
+    ):
+        return None
+    related = ctx.request_context.request_id
+
+    async def send(messages: list[dict[str, str]], system_prompt: str, max_tokens: int) -> str:
+        sampling_messages = [
+            SamplingMessage(role=m["role"], content=TextContent(type="text", text=m["content"]))  # type: ignore[arg-type]
+            for m in messages
+        ]
+        with warnings.catch_warnings():  # the call warns synchronously; the request itself is awaited below
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            request = session.create_message(
+                sampling_messages,
+                max_tokens=max_tokens,
+                system_prompt=system_prompt,
+                related_request_id=related,
+            )
+        result = await request
+        parts = result.content if isinstance(result.content, list) else [result.content]
+        return "".join(part.text for part in parts if isinstance(part, TextContent))
+
+    return SamplingLLM(send)
