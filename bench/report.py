@@ -350,9 +350,13 @@ def summarize(results: Mapping[str, Mapping[str, Any]], folder: Path = RESULTS) 
     if "cold_start" in results and isinstance(results["cold_start"].get("summary"), Mapping):
         summary = results["cold_start"]["summary"]
         print_table(
-            ["cold start (stdio)", "median s", "max s"],
-            [[key, v.get("median"), v.get("max")] for key, v in summary.items() if isinstance(v, Mapping)],
-            f"cold_start: embedder {results['cold_start'].get('embedder', '?')}",
+            ["launch -> tools/list (stdio)", "median s", "max s", "mcp-memory / it"],
+            [
+                [key, v.get("tools_list_s_median"), v.get("tools_list_s_max"), v.get("mcp_memory_ratio")]
+                for key, v in summary.items()
+                if isinstance(v, Mapping)
+            ],
+            f"cold_start: mcp-memory embedder {results['cold_start'].get('embedder', '?')}",
         )
     if "embed_speed" in results:
         speed = results["embed_speed"]

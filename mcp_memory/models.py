@@ -350,8 +350,9 @@ class Stats(BaseModel):
     episodes_total: int = 0
     episodes_by_tier: dict[str, int] = Field(
         default_factory=dict,
-        description="recent: stored in the last 24 hours; older ones are long_term (vector-indexed), "
-        "pending_vectors (embedding failed, indexed later) or not_vector_indexed (found by keyword only).",
+        description="pending_vectors: waiting for an embedding (it failed; indexed later), however new; the "
+        "others are recent (stored in the last 24 hours), long_term (vector-indexed) or not_vector_indexed "
+        "(found by keyword only).",
     )
     importance: ImportanceStats | None = None
     retrievals: RetrievalStats | None = None

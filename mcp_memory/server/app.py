@@ -91,10 +91,9 @@ class MemoryAccess:
     ) -> None:
         """Start a manager, run its background work until cancelled, then shut it down."""
         task_status.started()
-        from mcp_memory.manager import MemoryManager  # numpy, the store and the embedder load here
-
         try:
-            manager = MemoryManager(config)
+            # numpy, the store and the embedder load on a worker thread: the event loop answers the handshake
+            manager = await run_sync(_new_manager, config)
             await manager.start()
         except BaseException as exc:
             self._failure = exc
@@ -112,6 +111,12 @@ class MemoryAccess:
     async def settled(self) -> None:
         """Wait until the manager has started or failed to (so a start failure is never lost at exit)."""
         await self._ready.wait()
+
+
+def _new_manager(config: Config) -> MemoryManager:
+    from mcp_memory.manager import MemoryManager
+
+    return MemoryManager(config)
 
 
 def _shown_as(error: type[Exception]) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
@@ -270,7 +275,9 @@ def _strict_and_lean(server: MCPServer) -> None:
             output_model=metadata.output_model,
             wrap_output=metadata.wrap_output,
         )
-        tool.parameters = lean_schema(model.model_json_schema(by_alias=True))
+        tool.parameters = lean_schema(
+            tool.parameters
+        )  # the SDK's schema; the strict model's differs in titles only
         tool.description = inspect.cleandoc(tool.description or "")
 
 
