@@ -74,7 +74,7 @@ async def test_recall_reads_as_short_lines_and_keeps_every_field_in_structured_c
     hits = result.structured_content["hits"]  # type: ignore[index]
     assert len(hits) == 3 and {hits[0]["id"], hits[1]["id"]} == {ids[2], ids[3]}
     assert f"#{ids[2]} 2025-04-22 ana: Yes please, and remind me" in text
-    assert text.splitlines()[0] == "3 memories, best first:"
+    assert text.splitlines()[0] == "best first:"
     memory_tokens = sum(tokens(hit["content"]) for hit in hits)
     assert tokens(text) <= 2 * memory_tokens, (tokens(text), memory_tokens, text)
     assert {"score", "matched_by", "metadata", "importance", "session_id"} <= set(hits[0])

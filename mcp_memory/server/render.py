@@ -37,7 +37,7 @@ def memory_line(memory: Result) -> str:
 def _recall(result: Result) -> str:
     hits = result["hits"]
     if hits:
-        lines = [f"{len(hits)} memories, best first:"]
+        lines = ["best first:"]
         lines += [memory_line(hit) for hit in hits]
     else:
         lines = [f"no memory matches {result['query']!r} yet"]
