@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mcp_memory.errors import ValidationFailed
-from mcp_memory.models import Episode, MemoryInput, id_problem
+from mcp_memory.models import Episode, MemoryInput, ToolCall, id_problem
 from mcp_memory.store import NewEpisode, keyed_retry_key
 
 ROLES = ("user", "assistant", "system", "tool")
@@ -115,7 +115,9 @@ def prepare_episode(
     now: datetime,
 ) -> NewEpisode:
     """Validate one memory against its group and normalise it; raises ValidationFailed."""
-    content = check_content(item.content, max_content_chars)
+    text = item.content.strip() if isinstance(item.content, str) else ""
+    data = item.content if isinstance(item.content, dict) else None
+    content = check_content(searchable_text(text, data, item.tool_calls, item.images), max_content_chars)
     _check_participant(item.producer, participants, "producer")
     if item.produced_for is not None and not item.produced_for.strip():
         raise ValidationFailed("produced_for is empty; leave it out or name a participant")
@@ -137,14 +139,58 @@ def prepare_episode(
         ts_epoch=moment.timestamp(),
         content_hash=content_hash,
         dedup_key=dedup_key,
+        step=item.step,
+        message_json=_message_json(item, text, data, content),
     )
+
+
+def searchable_text(
+    text: str,
+    data: dict[str, Any] | None,
+    tool_calls: Sequence[ToolCall] | None,
+    images: Sequence[str] | None,
+) -> str:
+    """What a message is searched by (and shown as): its text, then a structured content as JSON, each tool
+    call as `called name(arguments)`, each image as `[image ref]`."""
+    parts = [text] if text else []
+    if data is not None:
+        parts.append(_json(data))
+    for call in tool_calls or ():
+        arguments = call.arguments if isinstance(call.arguments, str) else _json(call.arguments)
+        parts.append(f"called {call.name}({arguments})")
+    parts += [f"[image {reference}]" for reference in images or ()]
+    return "\n".join(parts)
+
+
+def _json(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, allow_nan=False)
+    except ValueError as exc:
+        raise ValidationFailed(f"content holds a value JSON cannot carry ({exc}); send JSON values") from None
+
+
+def _message_json(item: MemoryInput, text: str, data: dict[str, Any] | None, content: str) -> str | None:
+    """A conversation message's extras, kept as given; None for a plain memory. `text` is kept when the
+    searchable content differs from it, so the message comes back exactly as it was sent."""
+    extras = {
+        "text": text if content != text else None,
+        "data": data,
+        "name": item.name,
+        "tool_calls": None if item.tool_calls is None else [c.model_dump() for c in item.tool_calls],
+        "tool_call_id": item.tool_call_id,
+        "images": item.images,
+    }
+    kept = {key: value for key, value in extras.items() if value is not None}
+    return json.dumps(kept, ensure_ascii=False, sort_keys=True) if kept else None
 
 
 def check_content(text: str, max_chars: int) -> str:
     """The text to store, stripped; empty or over `max_chars` is a ValidationFailed."""
     content = text.strip()
     if not content:
-        raise ValidationFailed("content is empty; pass the text to remember")
+        raise ValidationFailed(
+            "content is empty; pass the text to remember (or a JSON object, tool calls, images)"
+        )
     check_unicode(content, "content")
     if len(content) > max_chars:
         raise ValidationFailed(
@@ -258,4 +304,15 @@ def episode_from_row(row: Any) -> Episode:
         memory_type=row["memory_type"],
         importance=row["importance"],
         metadata=json.loads(row["metadata"]),
+        step=row["step"],
+        **message_fields(row["message"]),
     )
+
+
+def message_fields(message_json: str | None) -> dict[str, Any]:
+    """The extras an Episode shows of a stored message (its original text stays in the export only)."""
+    if not message_json:
+        return {}
+    extras = json.loads(message_json)
+    extras.pop("text", None)
+    return extras

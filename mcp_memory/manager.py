@@ -400,10 +400,15 @@ class MemoryManager:
         return await self._memories.recent(group_id, session_id)
 
     async def delete_memories(
-        self, group_id: str, memory_ids: Sequence[int] | None = None, session_id: str | None = None
+        self,
+        group_id: str,
+        memory_ids: Sequence[int] | None = None,
+        session_id: str | None = None,
+        *,
+        keep_system: bool = False,
     ) -> DeleteResult:
         """Delete episodes by id and/or session from the table and both indexes, in one transaction."""
-        return await self._memories.delete_memories(group_id, memory_ids, session_id)
+        return await self._memories.delete_memories(group_id, memory_ids, session_id, keep_system=keep_system)
 
     # -- the rolling summary (manager_rolling.py) ---------------------------------------
 

@@ -215,16 +215,23 @@ class Memories:
         return row
 
     async def delete_memories(
-        self, group_id: str, memory_ids: Sequence[int] | None = None, session_id: str | None = None
+        self,
+        group_id: str,
+        memory_ids: Sequence[int] | None = None,
+        session_id: str | None = None,
+        *,
+        keep_system: bool = False,
     ) -> DeleteResult:
-        """Delete episodes by id and/or session from the table and both indexes, in one transaction."""
+        """Delete episodes by id and/or session from the table and both indexes, in one transaction;
+        `keep_system` keeps the system messages (a session reset that keeps its system prompt)."""
         if memory_ids is None and session_id is None:
             raise ValidationFailed("pass memory_ids, session_id or both to say what to delete")
         manager = self._manager
         await manager.get_group(group_id)
         if session_id is not None:
             await manager.session_info(group_id, session_id)
-        deleted = await run_sync(manager.engine.store.delete_episodes, group_id, memory_ids, session_id)
+        keep = ("system",) if keep_system else ()
+        deleted = await run_sync(manager.engine.store.delete_episodes, group_id, memory_ids, session_id, keep)
         return DeleteResult(group_id=group_id, deleted=deleted)
 
 

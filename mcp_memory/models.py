@@ -86,11 +86,22 @@ class MemoryFilter(BaseModel):
     min_importance: float | None = Field(None, ge=0, le=1, description="Only this important or more (0-1).")
 
 
-class MemoryInput(BaseModel):
-    """One memory to store: what was said, by whom, and when."""
+class ToolCall(BaseModel):
+    """A tool call an assistant message makes (MARSYS, OpenAI): its id pairs it with the tool's result."""
 
     model_config = STRICT_INPUT
-    content: str = Field(description="The text to remember (one turn of the conversation, a note, a result).")
+    id: Identifier = Field(description="The call's id; the result message carries it as tool_call_id.")
+    name: str = Field(min_length=1, max_length=200, description="The tool called.")
+    arguments: dict[str, Any] | str = Field(default_factory=dict, description="Its arguments (JSON or text).")
+
+
+class MemoryInput(BaseModel):
+    """One memory to store: what was said, by whom, and when; a conversation message's extras are optional."""
+
+    model_config = STRICT_INPUT
+    content: str | dict[str, Any] = Field(
+        "", description="The text to remember, or a JSON object (a state, a structured result)."
+    )
     producer: Identifier = Field(
         description="Who said or produced it: one of the group's user_ids or agent_ids."
     )
@@ -104,6 +115,11 @@ class MemoryInput(BaseModel):
     )
     importance: float | None = Field(None, description="0 to 1; default 0.5.")
     metadata: dict[str, Any] | None = Field(None, description="Any JSON object, filterable in recall.")
+    step: int | None = Field(None, ge=0, description="An agent's step number, if it counts steps.")
+    name: str | None = Field(None, min_length=1, max_length=200, description="The author's name (a tool's).")
+    tool_calls: list[ToolCall] | None = Field(None, description="Tool calls this message makes.")
+    tool_call_id: Identifier | None = Field(None, description="The call this tool result answers.")
+    images: list[str] | None = Field(None, description="Image references: URLs or paths.")
 
 
 class GroupInfo(BaseModel):
@@ -183,10 +199,18 @@ class Episode(BaseModel):
     producer: str
     role: Role
     produced_for: str | None = None
-    content: str
+    content: str = Field(description="The text (for a structured message, what it is searched by).")
     memory_type: str
     importance: float
     metadata: dict[str, Any] = Field(default_factory=dict)
+    step: int | None = None
+    name: str | None = None
+    data: dict[str, Any] | None = Field(
+        None, description="The structured content, when it was a JSON object."
+    )
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    images: list[str] | None = None
 
 
 class RecallHit(Episode):

@@ -195,6 +195,17 @@ def m011_updated_at(conn: Any) -> None:
     conn.execute("ALTER TABLE episodes ADD COLUMN updated_at TEXT")
 
 
+M012_MESSAGES = """
+ALTER TABLE episodes ADD COLUMN step INTEGER CHECK (step IS NULL OR step >= 0);
+ALTER TABLE episodes ADD COLUMN message TEXT CHECK (message IS NULL OR json_valid(message));
+CREATE INDEX episodes_group_step ON episodes(group_id, step) WHERE step IS NOT NULL;
+"""
+"""An agent's step number, first-class and indexed for ranges ("between step 1000 and 2000"); and a conversation
+message's extras as MARSYS keeps them (name, tool calls, tool_call_id, images, structured content), as JSON."""
+
+m012_messages = _script(M012_MESSAGES)
+
+
 MIGRATIONS: list[Callable[[Any], None]] = [
     m001_initial,
     m002_vector_revision,
@@ -207,6 +218,7 @@ MIGRATIONS: list[Callable[[Any], None]] = [
     fts.m009_change_log,
     m010_application_id,
     m011_updated_at,
+    m012_messages,
 ]
 
 

@@ -30,7 +30,7 @@ from mcp_memory.store_vectors import (
 EPISODE_COLUMNS = (
     "id, group_id, session_id, sequence, producer_id, producer_role, produced_for_id, content, "
     "memory_type, importance, metadata, timestamp, created_at, content_hash, retrieval_count, "
-    "last_accessed_at, indexed, updated_at"
+    "last_accessed_at, indexed, updated_at, effective_importance, step, message"
 )
 
 
@@ -49,6 +49,8 @@ class NewEpisode:
     ts_epoch: float
     content_hash: str
     dedup_key: str | None
+    step: int | None = None
+    message_json: str | None = None  # a conversation message's extras (name, tool calls, images, data)
 
 
 @dataclass(frozen=True)
@@ -203,11 +205,11 @@ class Episodes(Database):
         cur = conn.execute(
             "INSERT INTO episodes(group_id, session_id, sequence, producer_id, producer_role, produced_for_id, "
             "content, memory_type, importance, effective_importance, metadata, timestamp, ts_epoch, created_at, "
-            "content_hash, dedup_key, indexed) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "content_hash, dedup_key, indexed, step, message) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 group_id, session_id, sequence, ep.producer_id, ep.producer_role, ep.produced_for_id,
                 ep.content, ep.memory_type, ep.importance, ep.importance, ep.metadata_json, ep.timestamp,
-                ep.ts_epoch, created_at, ep.content_hash, ep.dedup_key, state,
+                ep.ts_epoch, created_at, ep.content_hash, ep.dedup_key, state, ep.step, ep.message_json,
             ),
         )  # fmt: skip
         episode_id = int(cur.lastrowid)
@@ -266,9 +268,15 @@ class Episodes(Database):
             )
         )
 
-    def delete_episodes(self, group_id: str, ids: Sequence[int] | None, session_id: str | None) -> int:
-        """Delete the group's episodes by id and/or session; the FTS and vector rows go with them."""
+    def delete_episodes(
+        self, group_id: str, ids: Sequence[int] | None, session_id: str | None, keep_roles: Sequence[str] = ()
+    ) -> int:
+        """Delete the group's episodes by id and/or session, except those of `keep_roles`; the FTS and vector
+        rows go with them."""
         clauses, params = ["group_id = ?"], [group_id]
+        if keep_roles:
+            clauses.append("producer_role NOT IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(list(keep_roles)))
         if ids is not None:
             clauses.append("id IN (SELECT value FROM json_each(?))")
             params.append(json.dumps(list(ids)))

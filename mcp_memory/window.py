@@ -1,8 +1,8 @@
 """The short-term window: a session's newest episodes within a count and a token budget.
 
 MARSYS's trimming: walk back from the newest episode; the newest is always kept, even alone
-over budget; a tool call and its results are kept or dropped together; nothing is deleted,
-the full history stays stored.
+over budget; a tool call and its results (paired by the call's id) are kept or dropped together;
+nothing is deleted, the full history stays stored.
 """
 
 from __future__ import annotations
@@ -13,13 +13,25 @@ from mcp_memory.models import Episode
 
 
 def units(episodes: Sequence[Episode]) -> list[list[Episode]]:
-    """Episodes grouped so that each `tool` result stays with the call before it (oldest first)."""
+    """Episodes grouped so that each tool result stays with the call it answers (oldest first).
+
+    A result that names its call (`tool_call_id`) joins the message whose `tool_calls` hold that id; a result
+    whose call is older than these episodes is left out, never shown without it. A result without an id
+    (older clients) joins the unit before it, as MARSYS pairs them by position.
+    """
     grouped: list[list[Episode]] = []
+    caller: dict[str, list[Episode]] = {}
     for episode in episodes:
+        if episode.role == "tool" and episode.tool_call_id is not None:
+            unit = caller.get(episode.tool_call_id)
+            if unit is not None:
+                unit.append(episode)
+            continue
         if episode.role == "tool" and grouped:
             grouped[-1].append(episode)
-        else:
-            grouped.append([episode])
+            continue
+        grouped.append([episode])
+        caller.update((call.id, grouped[-1]) for call in episode.tool_calls or ())
     return grouped
 
 

@@ -267,6 +267,9 @@ def test_a_version_seven_database_with_data_upgrades_to_rolling_summaries(tmp_pa
     conn.execute("DROP TRIGGER episodes_fts_changes_delete")  # and what version 9 added after it
     conn.execute("DROP TABLE fts_changes")
     conn.execute("ALTER TABLE episodes DROP COLUMN updated_at")  # and m011's
+    conn.execute("DROP INDEX episodes_group_step")  # m012's
+    conn.execute("ALTER TABLE episodes DROP COLUMN step")
+    conn.execute("ALTER TABLE episodes DROP COLUMN message")
     conn.execute("PRAGMA user_version = 7")
     conn.close()
 

@@ -253,6 +253,9 @@ def test_a_version_four_database_with_data_upgrades_to_tasks_and_summary_counts(
     sqlite_vec.load(conn)  # a trigger names the vector table, and dropping a column checks triggers
     conn.execute("ALTER TABLE episodes DROP COLUMN effective_importance")  # m007's
     conn.execute("ALTER TABLE episodes DROP COLUMN updated_at")  # m011's
+    conn.execute("DROP INDEX episodes_group_step")  # m012's
+    conn.execute("ALTER TABLE episodes DROP COLUMN step")
+    conn.execute("ALTER TABLE episodes DROP COLUMN message")
     conn.execute("PRAGMA user_version = 4")
     conn.close()
 

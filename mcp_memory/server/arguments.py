@@ -84,8 +84,9 @@ def read_model(where: str, value: Any, model: type[M], noun: str, suffix: str = 
     accepted = accepted_names(model)
     unknown = [str(key) for key in value if key not in accepted] if isinstance(value, dict) else []
     if unknown:
+        place = f" in {where}" if where else ""
         raise ValidationFailed(
-            f"unknown field {_quote(unknown[0])} in {where}{_suggestion(unknown[0], accepted)} "
+            f"unknown field {_quote(unknown[0])}{place}{_suggestion(unknown[0], accepted)} "
             f"{noun} takes: {', '.join(accepted)}{suffix}"
         )
     try:
@@ -228,6 +229,8 @@ def _locate(loc: tuple[int | str, ...], arguments: Mapping[str, Any], within: st
             path, value = f"{path}[{step}]", value[step]
         elif isinstance(value, dict) and step in value:
             path, value = _key_path(path, step), value[step]
+        elif isinstance(value, dict) and isinstance(step, str) and step not in ("str", "int", "float"):
+            path, value = _key_path(path, step), None  # a field that is missing: name it
     return path, value
 
 

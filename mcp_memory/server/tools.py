@@ -62,6 +62,10 @@ MemoryTypeArg = Annotated[MemoryType, Field(description="message, note, fact, su
 Configuration = Annotated[
     dict[str, JsonValue] | None, Field(description="Session settings, e.g. short_term.")
 ]
+CONTENT = WithJsonSchema({"type": ["string", "object"], "description": "Text, or a JSON object (a state)."})
+TOOL_CALLS = WithJsonSchema(
+    {"type": "array", "items": {"type": "object"}, "description": "Calls made: [{id, name, arguments}]."}
+)
 SUMMARY = WithJsonSchema(
     {"type": ["object", "array", "string"], "description": "Your own summary, if the server has no LLM."}
 )
@@ -173,7 +177,7 @@ def _memories(server: MCPServer) -> None:
         group_id: GroupId,
         session_id: SessionId,
         ctx: Context,
-        content: Annotated[str, Field(description="The text to remember.")] = "",
+        content: Annotated[str | dict[str, JsonValue], CONTENT] = "",
         producer: Annotated[Identifier | None, Field(description="Who said it: a participant id.")] = None,
         role: Annotated[Role, Field(description="Who is speaking.")] = "user",
         produced_for: Annotated[Identifier | None, Field(description="Who it was said to.")] = None,
@@ -181,25 +185,35 @@ def _memories(server: MCPServer) -> None:
         memory_type: MemoryTypeArg = "message",
         importance: Importance = None,
         metadata: Metadata = None,
+        step: Annotated[int | None, Field(ge=0, description="An agent's step number.")] = None,
+        name: Annotated[str | None, Field(description="The author's name, e.g. a tool's.")] = None,
+        tool_calls: Annotated[list[dict[str, JsonValue]] | None, TOOL_CALLS] = None,
+        tool_call_id: Annotated[
+            Identifier | None, Field(description="The call a tool result answers.")
+        ] = None,
+        images: Annotated[list[str] | None, Field(description="Image URLs or paths.")] = None,
         memories: Annotated[list[dict[str, JsonValue]] | None, BATCH_SCHEMA] = None,
         idempotency_key: Annotated[
             Identifier | None, Field(description="Unique per call; a retry is stored once.")
         ] = None,
     ) -> AddMemoryResult:
         """Store a conversation turn (or a batch) in an open session."""
+        one = {
+            "content": content, "producer": producer, "role": role, "produced_for": produced_for,
+            "timestamp": timestamp, "memory_type": memory_type, "importance": importance, "metadata": metadata,
+            "step": step, "name": name, "tool_calls": tool_calls, "tool_call_id": tool_call_id, "images": images,
+        }  # fmt: skip
+        given = {field: value for field, value in one.items() if value not in (None, "")}
         items: MemoryInput | list[Any]
         if memories is not None:
-            if content.strip():
-                raise ToolError("invalid: pass either content or memories, not both")
+            if set(given) - {"role", "memory_type"}:
+                raise ToolError("invalid: pass either one memory's fields or memories, not both")
             check_batch("memories", memories, MemoryInput, "a memory")  # in the words of the other checks
             items = memories
-        elif not content.strip() or producer is None:
-            raise ToolError("invalid: pass content and producer, or a memories list")
+        elif producer is None or not set(given) & {"content", "tool_calls", "images"}:
+            raise ToolError("invalid: pass content (or tool_calls, images) and producer, or a memories list")
         else:
-            items = MemoryInput(
-                content=content, producer=producer, role=role, produced_for=produced_for,
-                timestamp=timestamp, memory_type=memory_type, importance=importance, metadata=metadata,
-            )  # fmt: skip
+            items = read_model("", given, MemoryInput, "a memory")
         manager = await manager_of(ctx)
         return await manager.add_memories(group_id, session_id, items, idempotency_key=idempotency_key)
 
@@ -232,9 +246,11 @@ def _memories(server: MCPServer) -> None:
         ctx: Context,
         memory_ids: Annotated[list[int] | None, Field(description="Memory ids.")] = None,
         session_id: OptionalSession = None,
+        keep_system: Annotated[bool, Field(description="Keep system messages (reset a session).")] = False,
     ) -> DeleteResult:
         """Delete memories by id, or a session's memories."""
-        return await (await manager_of(ctx)).delete_memories(group_id, memory_ids, session_id)
+        manager = await manager_of(ctx)
+        return await manager.delete_memories(group_id, memory_ids, session_id, keep_system=keep_system)
 
 
 def _reading(server: MCPServer) -> None:
