@@ -19,7 +19,12 @@ async def ready(client: Client) -> None:
 
 
 async def add(client: Client, **fields: object) -> int:
-    result = await call(client, "add_memory", group_id="g", session_id="s", **fields)
+    """One turn; a message with extras (tool calls, images) goes as a batch of one, as clients send them."""
+    extras = {"name", "tool_calls", "tool_call_id", "images"}
+    if extras & set(fields):
+        result = await call(client, "add_memory", group_id="g", session_id="s", memories=[fields])
+    else:
+        result = await call(client, "add_memory", group_id="g", session_id="s", **fields)
     return int(result["memories"][0]["id"])
 
 
@@ -97,16 +102,15 @@ async def test_a_batch_carries_message_fields_too_and_bad_ones_are_named(client:
     ]
     stored = await call(client, "add_memory", group_id="g", session_id="s", memories=batch)
     assert stored["stored"] == 2
-    text = await call_error(
-        client, "add_memory", group_id="g", session_id="s", producer="bot", tool_calls=[{"id": "x"}]
-    )
-    assert text.startswith("invalid: ") and "tool_calls[0].name is required" in text
+    bad = [{"producer": "bot", "tool_calls": [{"id": "x"}]}]
+    text = await call_error(client, "add_memory", group_id="g", session_id="s", memories=bad)
+    assert text.startswith("invalid: ") and "memories[0].tool_calls[0].name is required" in text
     text = await call_error(
         client, "add_memory", group_id="g", session_id="s", content="x", producer="ana", step=-1
     )
     assert text.startswith("invalid: ") and "step" in text
     text = await call_error(client, "add_memory", group_id="g", session_id="s", producer="ana")
-    assert "pass content (or tool_calls, images) and producer" in text
+    assert "pass content and producer" in text
 
 
 async def test_a_reset_can_keep_the_sessions_system_messages(client: Client) -> None:

@@ -30,8 +30,8 @@ def _lean(node: Any) -> Any:
     node = _without_null_branch(node)
     leaned: dict[str, Any] = {}
     for key, value in node.items():
-        if key in DROPPED or (key == "default" and value in (None, "", [], {})):
-            continue
+        if key in DROPPED or (key == "default" and (value in (None, "", [], {}) or isinstance(value, bool))):
+            continue  # a flag's default is the other way from what its description says to send
         if (
             key == "additionalProperties"
         ):  # unknown names are refused with the valid ones; JSON values are any

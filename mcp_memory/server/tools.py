@@ -57,15 +57,12 @@ Users = Annotated[list[Identifier], Field(description="User ids.")]
 Agents = Annotated[list[Identifier], Field(description="Agent ids.")]
 Importance = Annotated[float | None, Field(ge=0, le=1, description="0-1, default 0.5.")]
 Metadata = Annotated[dict[str, JsonValue] | None, Field(description="Any JSON object.")]
-When = Annotated[TimestampInput | None, Field(description="ISO 8601 or epoch; default now.")]
+When = Annotated[TimestampInput | None, Field(description="ISO 8601 or epoch.")]
 MemoryTypeArg = Annotated[MemoryType, Field(description="message, note, fact, summary, ...")]
 Configuration = Annotated[
     dict[str, JsonValue] | None, Field(description="Session settings, e.g. short_term.")
 ]
 CONTENT = WithJsonSchema({"type": ["string", "object"], "description": "Text, or a JSON object (a state)."})
-TOOL_CALLS = WithJsonSchema(
-    {"type": "array", "items": {"type": "object"}, "description": "Calls made: [{id, name, arguments}]."}
-)
 SUMMARY = WithJsonSchema(
     {"type": ["object", "array", "string"], "description": "Your own summary, if the server has no LLM."}
 )
@@ -80,7 +77,8 @@ BATCH_SCHEMA = WithJsonSchema(
     {
         "type": "array",
         "items": {"type": "object"},
-        "description": "Up to 1000 turns, each with the fields above.",
+        "description": "Up to 1000 turns, each with the fields above, and for messages: name, tool_calls "
+        "[{id, name, arguments}], tool_call_id, images.",
     }
 )
 
@@ -141,7 +139,7 @@ def _sessions(server: MCPServer) -> None:
         session_id: SessionId,
         ctx: Context,
         mode: Annotated[
-            OpenMode, Field(description="create fails if it exists, open if not.")
+            OpenMode, Field(description="create or open only.")
         ] = "open_or_create",
         configuration: Configuration = None,
     ) -> SessionInfo:
@@ -186,32 +184,30 @@ def _memories(server: MCPServer) -> None:
         importance: Importance = None,
         metadata: Metadata = None,
         step: Annotated[int | None, Field(ge=0, description="An agent's step number.")] = None,
-        name: Annotated[str | None, Field(description="The author's name, e.g. a tool's.")] = None,
-        tool_calls: Annotated[list[dict[str, JsonValue]] | None, TOOL_CALLS] = None,
-        tool_call_id: Annotated[
-            Identifier | None, Field(description="The call a tool result answers.")
-        ] = None,
-        images: Annotated[list[str] | None, Field(description="Image URLs or paths.")] = None,
         memories: Annotated[list[dict[str, JsonValue]] | None, BATCH_SCHEMA] = None,
         idempotency_key: Annotated[
-            Identifier | None, Field(description="Unique per call; a retry is stored once.")
+            Identifier | None, Field(description="Makes a retried call safe.")
         ] = None,
     ) -> AddMemoryResult:
         """Store a conversation turn (or a batch) in an open session."""
         one = {
             "content": content, "producer": producer, "role": role, "produced_for": produced_for,
             "timestamp": timestamp, "memory_type": memory_type, "importance": importance, "metadata": metadata,
-            "step": step, "name": name, "tool_calls": tool_calls, "tool_call_id": tool_call_id, "images": images,
+            "step": step,
         }  # fmt: skip
-        given = {field: value for field, value in one.items() if value not in (None, "")}
+        given = {field: value for field, value in one.items() if value is not None}
+        if isinstance(content, str) and not content.strip():
+            del given["content"]  # empty text is no content (a tool call or an image may be the message)
         items: MemoryInput | list[Any]
         if memories is not None:
             if set(given) - {"role", "memory_type"}:
-                raise ToolError("invalid: pass either one memory's fields or memories, not both")
+                raise ToolError(
+                    "invalid: pass either content or memories, not both (a batch item holds its own fields)"
+                )
             check_batch("memories", memories, MemoryInput, "a memory")  # in the words of the other checks
             items = memories
-        elif producer is None or not set(given) & {"content", "tool_calls", "images"}:
-            raise ToolError("invalid: pass content (or tool_calls, images) and producer, or a memories list")
+        elif producer is None or "content" not in given:
+            raise ToolError("invalid: pass content and producer, or a memories list")
         else:
             items = read_model("", given, MemoryInput, "a memory")
         manager = await manager_of(ctx)
@@ -246,7 +242,7 @@ def _memories(server: MCPServer) -> None:
         ctx: Context,
         memory_ids: Annotated[list[int] | None, Field(description="Memory ids.")] = None,
         session_id: OptionalSession = None,
-        keep_system: Annotated[bool, Field(description="Keep system messages (reset a session).")] = False,
+        keep_system: Annotated[bool, Field(description="Keep system messages.")] = False,
     ) -> DeleteResult:
         """Delete memories by id, or a session's memories."""
         manager = await manager_of(ctx)
@@ -261,7 +257,7 @@ def _reading(server: MCPServer) -> None:
         query: Annotated[str, Field(description="What to look for, in plain words.")],
         ctx: Context,
         session_id: Annotated[
-            Identifier | None, Field(description="Only this session, plus its latest turns.")
+            Identifier | None, Field(description="Only this session; adds its latest turns.")
         ] = None,
         limit: Annotated[int, Field(ge=1, le=MAX_RECALL_LIMIT, description="Most hits.")] = 10,
         filters: Annotated[dict[str, JsonValue] | None, FILTERS] = None,
@@ -284,14 +280,14 @@ def _knowledge(server: MCPServer) -> None:
         predicate: Annotated[str | None, Field(description="e.g. lives in.")] = None,
         object: Annotated[str | None, Field(description="e.g. Lisbon.")] = None,
         text: Annotated[
-            str | None, Field(description="Or text to extract facts from (needs the server's LLM).")
+            str | None, Field(description="Or text to extract facts from.")
         ] = None,
         session_id: Annotated[Identifier | None, Field(description="Where it was learned.")] = None,
         source: Annotated[str | None, Field(description="Where it comes from.")] = None,
         confidence: Annotated[float | None, Field(ge=0, le=1, description="0-1.")] = None,
         valid_from: When = None,
         replace: Annotated[
-            bool | None, Field(description="Close the current value (default: only for text).")
+            bool | None, Field(description="Close the current value.")
         ] = None,
     ) -> FactResult:
         """Keep a stable fact as subject, predicate, object."""
@@ -309,10 +305,10 @@ def _knowledge(server: MCPServer) -> None:
         ctx: Context,
         mode: Annotated[
             Literal["full", "lightweight"],
-            Field(description="full: topic, action, outcome; lightweight: 3-5 points."),
+            Field(description="lightweight: 3-5 points."),
         ] = "full",
-        sync: Annotated[bool, Field(description="false: return a task_id for get_task.")] = True,
-        generate_embedding: Annotated[bool, Field(description="false: keyword search only.")] = True,
+        sync: Annotated[bool, Field(description="false: get a task_id.")] = True,
+        generate_embedding: Annotated[bool, Field(description="false: no vector.")] = True,
         focus_topics: Annotated[list[str] | None, Field(description="Topics to stress.")] = None,
         summary: Annotated[dict[str, Any] | list[str] | str | None, SUMMARY] = None,
     ) -> SummarizeResponse:
