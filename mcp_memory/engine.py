@@ -286,7 +286,7 @@ class MemoryEngine:
         if group is None or self.cache is None:
             return self.store.vector_search(group_id, vector, filters, k)
         allowed = None
-        if filters.metadata or filters.min_importance is not None:
+        if filters.beyond_cache:
             allowed = self.store.candidate_ids(group_id, filters)
         return group.search(vector, k, cache_conditions(filters), allowed, self.cache.pool)
 

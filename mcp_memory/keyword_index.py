@@ -255,7 +255,7 @@ class KeywordSearch:
             return None
         phrases = [(t[0], columns) for t, (_, columns) in zip(tokens, words, strict=True)]
         allowed = None
-        if filters.metadata or filters.min_importance is not None:
+        if filters.beyond_cache:
             allowed = self.store.candidate_ids(group_id, filters)
         with self._lock:
             return index.search(phrases, group_id, cache_conditions(filters), allowed, k)

@@ -57,7 +57,9 @@ from mcp_memory.models import (
     GroupInfo,
     MaintenanceReport,
     MaintenanceTrigger,
+    MemoryFilter,
     MemoryInput,
+    MemoryPage,
     RecallResult,
     SessionDetail,
     SessionInfo,
@@ -387,13 +389,30 @@ class MemoryManager:
         metadata: Mapping[str, Any] | None = None,
         min_importance: float | None = None,
         strategy: RecallStrategy | None = None,
+        where: MemoryFilter | None = None,
     ) -> RecallResult:
-        """Hybrid recall over the group, or one session plus its recent window; filters apply inside the search."""
+        """Hybrid recall over the group, or one session plus its recent window; filters apply inside the search
+        (`where`, or the keyword filters when it is not given)."""
         return await self._memories.recall(
             group_id, query, session_id=session_id, limit=limit, since=since, until=until,
             producer=producer, role=role, memory_types=memory_types, metadata=metadata,
-            min_importance=min_importance, strategy=strategy,
+            min_importance=min_importance, strategy=strategy, where=where,
         )  # fmt: skip
+
+    async def list_memories(
+        self,
+        group_id: str,
+        *,
+        session_id: str | None = None,
+        where: MemoryFilter | None = None,
+        order: str = "oldest",
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> MemoryPage:
+        """A page of memories in order, without a query (a session's by sequence, a group's by time)."""
+        return await self._memories.list_memories(
+            group_id, session_id=session_id, where=where, order=order, limit=limit, cursor=cursor
+        )
 
     async def recent(self, group_id: str, session_id: str) -> list[Episode]:
         """The session's short-term window (empty when short-term memory is off for it)."""

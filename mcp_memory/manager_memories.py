@@ -21,8 +21,8 @@ from mcp_memory.episodes import (
     check_importance,
     check_memory_type,
     content_digest,
+    episode_from_row,
     metadata_json_text,
-    normalize_timestamp,
     parse_memories,
     prepare_episode,
     with_retry_keys,
@@ -30,16 +30,20 @@ from mcp_memory.episodes import (
 from mcp_memory.errors import MemoryNotFound, ValidationFailed
 from mcp_memory.fact_table import FACT_MEMORY_TYPE
 from mcp_memory.models import (
+    MAX_LIST_LIMIT,
     MAX_RECALL_LIMIT,
     AddedMemory,
     AddMemoryResult,
     DeleteResult,
     Episode,
+    MemoryFilter,
     MemoryInput,
+    MemoryPage,
     RecallResult,
     UpdatedMemory,
 )
-from mcp_memory.store import NOT_INDEXED, EpisodeChange, Filters
+from mcp_memory.selection import decode_cursor, encode_cursor, store_filters
+from mcp_memory.store import NOT_INDEXED, EpisodeChange
 from mcp_memory.summaries import SUMMARY_MEMORY_TYPE
 from mcp_memory.tokens import token_counter
 from mcp_memory.window import trim
@@ -48,6 +52,9 @@ if TYPE_CHECKING:
     from mcp_memory.manager import MemoryManager
 
 WINDOW_MARGIN = 8
+DEFAULT_LIST_LIMIT = 20
+# A session's recall also finds the group's summaries and facts: they belong to no one conversation.
+GROUP_WIDE_TYPES = (SUMMARY_MEMORY_TYPE, FACT_MEMORY_TYPE)
 
 
 class Memories:
@@ -115,6 +122,7 @@ class Memories:
         metadata: Mapping[str, Any] | None = None,
         min_importance: float | None = None,
         strategy: RecallStrategy | None = None,
+        where: MemoryFilter | None = None,
     ) -> RecallResult:
         """Hybrid recall over the group, or one session plus its recent window; filters apply inside the search."""
         if not query.strip():
@@ -125,7 +133,13 @@ class Memories:
             raise ValidationFailed(f"limit must be between 1 and {MAX_RECALL_LIMIT}, got {limit}")
         manager = self._manager
         group = await manager.get_group(group_id)
-        filters = _filters(session_id, since, until, producer, role, memory_types, metadata, min_importance)
+        if where is None:
+            where = MemoryFilter.model_validate(
+                {"since": since, "until": until, "producer": producer, "role": role, "memory_types": memory_types,
+                 "metadata": metadata, "min_importance": min_importance},
+                strict=False,
+            )  # fmt: skip
+        filters = store_filters(where, session_id, GROUP_WIDE_TYPES)
         recent: list[Episode] = []
         summary: str | None = None
         if session_id is not None:
@@ -150,6 +164,48 @@ class Memories:
             recent=recent,
             vector_search=vector_ran,
             rolling_summary=summary,
+        )
+
+    async def list_memories(
+        self,
+        group_id: str,
+        *,
+        session_id: str | None = None,
+        where: MemoryFilter | None = None,
+        order: str = "oldest",
+        limit: int = DEFAULT_LIST_LIMIT,
+        cursor: str | None = None,
+    ) -> MemoryPage:
+        """A page of memories in order, without a query: a session's by sequence, a group's by time; filters
+        as in recall (and step ranges); `cursor` is the previous page's next_cursor."""
+        if order not in ("oldest", "newest"):
+            raise ValidationFailed(f"order {order!r} is not valid; use 'oldest' or 'newest'")
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise ValidationFailed(f"limit must be between 1 and {MAX_LIST_LIMIT}, got {limit}")
+        manager = self._manager
+        await manager.get_group(group_id)
+        if session_id is not None:
+            await manager.session_info(group_id, session_id)
+        filters = store_filters(where or MemoryFilter(), session_id)
+        width = 1 if session_id is not None else 2
+        after = None if cursor is None else decode_cursor(cursor, width)
+        rows = await run_sync(
+            partial(
+                manager.engine.store.list_episodes, filters, group_id,
+                newest_first=order == "newest", after=after, limit=limit + 1,
+            )
+        )  # fmt: skip
+        page, more = rows[:limit], len(rows) > limit
+        last = page[-1] if page else None
+        key = (
+            None if last is None else ((last["sequence"],) if width == 1 else (last["ts_epoch"], last["id"]))
+        )
+        return MemoryPage(
+            group_id=group_id,
+            session_id=session_id,
+            order=order,  # type: ignore[arg-type]
+            memories=[episode_from_row(row) for row in page],
+            next_cursor=encode_cursor(key) if more and key is not None else None,
         )
 
     async def recent(self, group_id: str, session_id: str) -> list[Episode]:
@@ -244,53 +300,6 @@ def prepare_memory(
     except ValidationFailed as exc:
         where = "" if index is None else f"memories[{index}]: "
         raise ValidationFailed(f"{where}{exc}; nothing was stored") from None
-
-
-def _filters(
-    session_id: str | None,
-    since: Any,
-    until: Any,
-    producer: str | None,
-    role: str | None,
-    memory_types: Sequence[str] | None,
-    metadata: Mapping[str, Any] | None,
-    min_importance: float | None,
-) -> Filters:
-    start = None if since is None else normalize_timestamp(since, field="since").timestamp()
-    end = None if until is None else normalize_timestamp(until, field="until").timestamp()
-    if start is not None and end is not None and start > end:
-        raise ValidationFailed("since is after until; swap them or widen the range")
-    if role is not None and role not in ("user", "assistant", "system", "tool"):
-        raise ValidationFailed(f"role {role!r} is not valid; use user, assistant, system or tool")
-    if min_importance is not None and not 0 <= min_importance <= 1:
-        raise ValidationFailed(f"min_importance {min_importance} is outside [0, 1]")
-    return Filters(
-        session_id=session_id,
-        group_wide_types=(SUMMARY_MEMORY_TYPE, FACT_MEMORY_TYPE),
-        since=start,
-        until=end,
-        producer=producer,
-        role=role,
-        memory_types=tuple(memory_types) if memory_types else None,
-        metadata=_metadata_filters(metadata),
-        min_importance=min_importance,
-    )
-
-
-def _metadata_filters(metadata: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
-    pairs = []
-    for path, value in (metadata or {}).items():
-        if not path or any(not part for part in path.split(".")):
-            raise ValidationFailed(
-                f"metadata filter key {path!r} is not a dotted path like 'project' or 'a.b'"
-            )
-        values = value if isinstance(value, list) else [value]
-        if not all(isinstance(v, str | int | float | bool) for v in values):
-            raise ValidationFailed(
-                f"metadata filter {path!r} must be a string, number, boolean, or a list of them (any of)"
-            )
-        pairs.append((path, value))
-    return tuple(pairs)
 
 
 def _memory_not_found(group_id: str, memory_id: int) -> MemoryNotFound:

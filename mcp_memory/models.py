@@ -72,7 +72,7 @@ TimestampInput = Annotated[
 
 
 class MemoryFilter(BaseModel):
-    """Which memories a recall may return: every condition given must hold."""
+    """Which memories a recall or a listing may return: every condition given must hold."""
 
     model_config = STRICT_INPUT
     since: TimestampInput | None = Field(None, description="Only memories at or after this time.")
@@ -81,9 +81,14 @@ class MemoryFilter(BaseModel):
     role: Role | None = Field(None, description="Only this role.")
     memory_types: list[MemoryType] | None = Field(None, description="Only these types.")
     metadata: dict[str, Any] | None = Field(
-        None, description='Metadata values by dotted path, e.g. {"project": "x"}; a list means any of.'
+        None,
+        description='Metadata values by dotted path, e.g. {"project": "x"}; a list means any of; a range is '
+        '{"gte": 5, "lt": 10} (gt, gte, lt, lte).',
     )
     min_importance: float | None = Field(None, ge=0, le=1, description="Only this important or more (0-1).")
+    max_importance: float | None = Field(None, ge=0, le=1, description="Only this important or less (0-1).")
+    step_from: int | None = Field(None, ge=0, description="Only steps from this one on.")
+    step_to: int | None = Field(None, ge=0, description="Only steps up to this one.")
 
 
 class ToolCall(BaseModel):
@@ -466,3 +471,17 @@ class GroupListing(BaseModel):
 
     groups: list[GroupInfo]
     sessions: list[SessionInfo] | None = Field(None, description="The group's sessions, when one was named.")
+
+
+MAX_LIST_LIMIT = 100  # the most memories one page of a listing holds
+ListOrder = Literal["oldest", "newest"]
+
+
+class MemoryPage(BaseModel):
+    """One page of a group's (or a session's) memories in order: a session's by sequence, a group's by time."""
+
+    group_id: str
+    session_id: str | None = None
+    order: ListOrder
+    memories: list[Episode]
+    next_cursor: str | None = Field(None, description="Pass it as cursor for the next page; null: no more.")

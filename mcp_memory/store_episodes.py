@@ -338,6 +338,30 @@ class Episodes(Database):
         )
         return int(rows[0][0])
 
+    def list_episodes(
+        self,
+        filters: Filters,
+        group_id: str,
+        *,
+        newest_first: bool,
+        after: tuple[float, ...] | None,
+        limit: int,
+    ) -> list[Any]:
+        """The group's episodes meeting `filters` in order, `limit` of them after the position `after`: a
+        session's by sequence, a group's by time then id (both keyed, so each page is an index range)."""
+        where, params = filter_sql(filters, "e")
+        key = "e.sequence" if filters.session_id is not None else "e.ts_epoch, e.id"
+        if after is not None:
+            marks = ", ".join("?" * len(after))
+            where += f" AND ({key}) {'<' if newest_first else '>'} ({marks})"
+            params += list(after)
+        direction = "DESC" if newest_first else "ASC"
+        order = ", ".join(f"{column} {direction}" for column in key.split(", "))
+        return self.read(
+            f"SELECT {EPISODE_COLUMNS}, ts_epoch FROM episodes e WHERE e.group_id = ? {where} ORDER BY {order} LIMIT ?",
+            (group_id, *params, limit),
+        )
+
     def fetch_episodes(self, ids: Sequence[int]) -> dict[int, Any]:
         rows = self.read(
             f"SELECT {EPISODE_COLUMNS} FROM episodes WHERE id IN (SELECT value FROM json_each(?))",

@@ -27,6 +27,21 @@ class Filters:
     memory_types: tuple[str, ...] | None = None
     metadata: tuple[tuple[str, Any], ...] = ()
     min_importance: float | None = None
+    max_importance: float | None = None
+    step_from: int | None = None
+    step_to: int | None = None
+
+    @property
+    def beyond_cache(self) -> bool:
+        """Whether a condition is set that the in-memory copies cannot check themselves (they hold no
+        metadata, importance or step): their searches then take the matching ids from SQL."""
+        return bool(self.metadata) or any(
+            value is not None
+            for value in (self.min_importance, self.max_importance, self.step_from, self.step_to)
+        )
+
+
+RANGE_OPERATORS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
 def filter_sql(filters: Filters, alias: str) -> tuple[str, list[Any]]:
@@ -58,6 +73,12 @@ def filter_sql(filters: Filters, alias: str) -> tuple[str, list[Any]]:
         add("e.memory_type IN (SELECT value FROM json_each(?))", json.dumps(list(filters.memory_types)))
     if filters.min_importance is not None:
         add("e.effective_importance >= ?", filters.min_importance)
+    if filters.max_importance is not None:
+        add("e.effective_importance <= ?", filters.max_importance)
+    if filters.step_from is not None:
+        add("e.step >= ?", filters.step_from)
+    if filters.step_to is not None:
+        add("e.step <= ?", filters.step_to)
     for path, value in filters.metadata:
         sql, values = _metadata_condition(path, value)
         add(sql, *values)
@@ -88,6 +109,12 @@ def _metadata_condition(path: str, value: Any) -> tuple[str, list[Any]]:
             "json_extract(e.metadata, ?) IN (SELECT value FROM json_each(?))",
             [json_path, json.dumps(value)],
         )
+    if isinstance(value, dict):  # a range: {"gte": 5, "lt": 10}
+        bounds = [f"json_extract(e.metadata, ?) {RANGE_OPERATORS[op]} ?" for op in value]
+        params: list[Any] = []
+        for bound in value.values():
+            params += [json_path, bound]
+        return "(" + " AND ".join(bounds) + ")", params
     if isinstance(value, bool):
         value = int(value)
     return "json_extract(e.metadata, ?) = ?", [json_path, value]
@@ -112,9 +139,20 @@ def vector_filter_sql(filters: Filters) -> tuple[str, list[Any]]:
         marks = ",".join("?" * len(filters.memory_types))
         clauses.append(f"memory_type IN ({marks})")
         params.extend(filters.memory_types)
-    if filters.metadata or filters.min_importance is not None:
-        rest = Filters(metadata=filters.metadata, min_importance=filters.min_importance)
+    if filters.beyond_cache:
+        rest = sql_only(filters)
         where, rest_params = filter_sql(rest, "e")
         clauses.append(f"rowid IN (SELECT e.id FROM episodes e WHERE 1 {where})")
         params.extend(rest_params)
     return "".join(f" AND {c}" for c in clauses), params
+
+
+def sql_only(filters: Filters) -> Filters:
+    """Only the conditions vec0 and the in-memory copies cannot check themselves."""
+    return Filters(
+        metadata=filters.metadata,
+        min_importance=filters.min_importance,
+        max_importance=filters.max_importance,
+        step_from=filters.step_from,
+        step_to=filters.step_to,
+    )

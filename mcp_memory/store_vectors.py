@@ -17,7 +17,7 @@ import numpy as np
 
 from mcp_memory.schema import vector_table_sql
 from mcp_memory.store_db import Database
-from mcp_memory.store_filters import Filters, filter_sql, vector_filter_sql
+from mcp_memory.store_filters import Filters, filter_sql, sql_only, vector_filter_sql
 from mcp_memory.vector_cache import VectorRows
 
 INDEXED, PENDING, NOT_INDEXED = 1, 0, -1
@@ -184,9 +184,7 @@ class VectorIndex(Database):
 
     def candidate_ids(self, group_id: str, filters: Filters) -> np.ndarray:
         """Ids of the group's episodes meeting the filters that the vector cache cannot check itself."""
-        where, params = filter_sql(
-            Filters(metadata=filters.metadata, min_importance=filters.min_importance), "e"
-        )
+        where, params = filter_sql(sql_only(filters), "e")
         rows = self.read(f"SELECT e.id FROM episodes e WHERE e.group_id = ? {where}", (group_id, *params))
         return np.fromiter((row[0] for row in rows), np.int64, len(rows))
 

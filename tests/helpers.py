@@ -23,6 +23,7 @@ TOOLS = frozenset(
         "update_memory",
         "list_groups",
         "add_participants",
+        "list_memories",
     }
 )
 

@@ -110,7 +110,17 @@ def _facts(result: Result) -> str:
     return "\n".join(lines)
 
 
+def _page(result: Result) -> str:
+    where = result["session_id"] or result["group_id"]
+    lines = [f"{len(result['memories'])} memories of {where}, {result['order']} first:"]
+    lines += [memory_line(memory) for memory in result["memories"]]
+    if result.get("next_cursor"):
+        lines.append(f"more: cursor={result['next_cursor']}")
+    return "\n".join(lines)
+
+
 RENDERERS: dict[str, Callable[[Result], str]] = {
+    "list_memories": _page,
     "recall": _recall,
     "add_memory": _added,
     "create_group": _group,

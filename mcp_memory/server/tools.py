@@ -17,6 +17,7 @@ from pydantic import Field, JsonValue, WithJsonSchema
 
 from mcp_memory.llm import SamplingLLM
 from mcp_memory.models import (
+    MAX_LIST_LIMIT,
     MAX_RECALL_LIMIT,
     AddMemoryResult,
     CloseResult,
@@ -26,9 +27,11 @@ from mcp_memory.models import (
     GroupInfo,
     GroupListing,
     Identifier,
+    ListOrder,
     MaintenanceReport,
     MemoryFilter,
     MemoryInput,
+    MemoryPage,
     MemoryType,
     OpenMode,
     RecallResult,
@@ -66,13 +69,12 @@ CONTENT = WithJsonSchema({"type": ["string", "object"], "description": "Text, or
 SUMMARY = WithJsonSchema(
     {"type": ["object", "array", "string"], "description": "Your own summary, if the server has no LLM."}
 )
-FILTERS = WithJsonSchema(
-    {
-        "type": "object",
-        "description": "Any of: since, until (times); producer; role; memory_types (list); "
-        'metadata ({"dotted.path": value}); min_importance (0-1).',
-    }
+FILTER_FIELDS = (
+    "since, until (times); producer; role; memory_types (list); metadata ({dotted.path: value, list or "
+    "{gte, lt, ...}}); min_importance, max_importance (0-1); step_from, step_to"
 )
+FILTERS = WithJsonSchema({"type": "object", "description": f"Any of: {FILTER_FIELDS}."})
+LIST_FILTERS = FILTERS
 BATCH_SCHEMA = WithJsonSchema(
     {
         "type": "array",
@@ -88,6 +90,7 @@ def register_tools(server: MCPServer) -> None:
     _sessions(server)
     _memories(server)
     _reading(server)
+    _listing(server)
     _knowledge(server)
 
 
@@ -138,9 +141,7 @@ def _sessions(server: MCPServer) -> None:
         group_id: GroupId,
         session_id: SessionId,
         ctx: Context,
-        mode: Annotated[
-            OpenMode, Field(description="create or open only.")
-        ] = "open_or_create",
+        mode: Annotated[OpenMode, Field(description="create or open only.")] = "open_or_create",
         configuration: Configuration = None,
     ) -> SessionInfo:
         """Open or create a session when a conversation starts."""
@@ -185,9 +186,7 @@ def _memories(server: MCPServer) -> None:
         metadata: Metadata = None,
         step: Annotated[int | None, Field(ge=0, description="An agent's step number.")] = None,
         memories: Annotated[list[dict[str, JsonValue]] | None, BATCH_SCHEMA] = None,
-        idempotency_key: Annotated[
-            Identifier | None, Field(description="Makes a retried call safe.")
-        ] = None,
+        idempotency_key: Annotated[Identifier | None, Field(description="Makes a retried call safe.")] = None,
     ) -> AddMemoryResult:
         """Store a conversation turn (or a batch) in an open session."""
         one = {
@@ -265,8 +264,26 @@ def _reading(server: MCPServer) -> None:
         """Search memories by meaning and keyword. Use it before answering about the past."""
         where = MemoryFilter() if filters is None else read_model("filters", filters, MemoryFilter, "filters")
         manager = await manager_of(ctx)
-        return await manager.recall(
-            group_id, query, session_id=session_id, limit=limit, **where.model_dump(exclude_none=True)
+        return await manager.recall(group_id, query, session_id=session_id, limit=limit, where=where)
+
+
+def _listing(server: MCPServer) -> None:
+    @server.tool(annotations=READ_ONLY)
+    @tool_errors
+    async def list_memories(
+        group_id: GroupId,
+        ctx: Context,
+        session_id: OptionalSession = None,
+        filters: Annotated[dict[str, JsonValue] | None, LIST_FILTERS] = None,
+        order: Annotated[ListOrder, Field(description="newest: the latest first.")] = "oldest",
+        limit: Annotated[int, Field(ge=1, le=MAX_LIST_LIMIT, description="Page size.")] = 20,
+        cursor: Annotated[str | None, Field(description="next_cursor of the last page.")] = None,
+    ) -> MemoryPage:
+        """List memories in order, without a query: a session's, or a group's by time."""
+        where = MemoryFilter() if filters is None else read_model("filters", filters, MemoryFilter, "filters")
+        manager = await manager_of(ctx)
+        return await manager.list_memories(
+            group_id, session_id=session_id, where=where, order=order, limit=limit, cursor=cursor
         )
 
 
@@ -279,16 +296,12 @@ def _knowledge(server: MCPServer) -> None:
         subject: Annotated[str | None, Field(description="e.g. Ana.")] = None,
         predicate: Annotated[str | None, Field(description="e.g. lives in.")] = None,
         object: Annotated[str | None, Field(description="e.g. Lisbon.")] = None,
-        text: Annotated[
-            str | None, Field(description="Or text to extract facts from.")
-        ] = None,
+        text: Annotated[str | None, Field(description="Or text to extract facts from.")] = None,
         session_id: Annotated[Identifier | None, Field(description="Where it was learned.")] = None,
         source: Annotated[str | None, Field(description="Where it comes from.")] = None,
         confidence: Annotated[float | None, Field(ge=0, le=1, description="0-1.")] = None,
         valid_from: When = None,
-        replace: Annotated[
-            bool | None, Field(description="Close the current value.")
-        ] = None,
+        replace: Annotated[bool | None, Field(description="Close the current value.")] = None,
     ) -> FactResult:
         """Keep a stable fact as subject, predicate, object."""
         manager = await manager_of(ctx)
