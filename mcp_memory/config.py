@@ -30,6 +30,7 @@ MAINTENANCE_INTERVAL_S = 3600.0
 ROLLING_SUMMARY_MAX_TOKENS = 500
 ROLLING_SUMMARY_INPUT_TOKENS = 8_000
 EMBEDDER_KINDS = ("local", "openai", "hashing")
+DEFAULT_MIN_SIMILARITY = -1.0  # off: see the README for what a threshold costs on LoCoMo
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -43,10 +44,12 @@ class ShortTermConfig(BaseModel):
 
 
 class LongTermConfig(BaseModel):
-    """Whether the session's episodes are vector-indexed for recall by meaning."""
+    """Whether the session's episodes are vector-indexed for recall by meaning, and how similar a memory found
+    by meaning alone must be to the query to be returned (cosine similarity; 0 keeps any that is not opposite)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
     enabled: bool = True
+    min_similarity: float = Field(DEFAULT_MIN_SIMILARITY, ge=-1, le=1)
 
 
 class SessionConfig(BaseModel):
@@ -79,7 +82,7 @@ def effective_session_config(*layers: Mapping[str, Any] | None) -> SessionConfig
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigurationError(
             f"invalid session configuration ({problems}); valid keys are short_term.enabled, "
-            "short_term.max_episodes, short_term.max_tokens and long_term.enabled"
+            "short_term.max_episodes, short_term.max_tokens, long_term.enabled and long_term.min_similarity"
         ) from None
 
 

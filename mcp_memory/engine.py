@@ -87,6 +87,9 @@ class RecallQuery:
     exclude_ids: frozenset[int] = frozenset()
     strategy: RecallStrategy = field(default_factory=RecallStrategy)
     participants: frozenset[str] = frozenset()
+    # Memories found by meaning alone whose cosine similarity to the query is below this are dropped
+    # (MemMachine's long-term score threshold); keyword matches always stay.
+    min_similarity: float = -1.0
 
 
 def fuse(ranked_lists: Sequence[tuple[float, Sequence[tuple[int, float]]]]) -> dict[int, float]:
@@ -225,6 +228,9 @@ class MemoryEngine:
         weights = query.strategy
         keyword = self._keyword_hits(query, pool) if weights.keyword_weight > 0 else []
         vector, vector_ran = self._vector_hits(query, pool) if weights.vector_weight > 0 else ([], False)
+        by_keyword = {i for i, _ in keyword}
+        similarity = {i: 1.0 - distance for i, distance in vector}
+        vector = [(i, d) for i, d in vector if i in by_keyword or similarity[i] >= query.min_similarity]
         scores = fuse([(weights.keyword_weight, keyword), (weights.vector_weight, vector)])
         in_time = self._in_named_period(query, list(scores)) if weights.time_weight > 0 else set()
         for episode_id in in_time:
@@ -238,8 +244,8 @@ class MemoryEngine:
         ranked = [i for i in sorted(scores, key=lambda i: -scores[i]) if i not in query.exclude_ids]
         chosen = ranked[: query.limit]
         rows = self.store.fetch_episodes(chosen)
-        matched = {"keyword": {i for i, _ in keyword}, "vector": {i for i, _ in vector}, "time": in_time}
-        hits = [_hit(rows[i], scores[i], matched) for i in chosen if i in rows]
+        matched = {"keyword": by_keyword, "vector": {i for i, _ in vector}, "time": in_time}
+        hits = [_hit(rows[i], scores[i], matched, similarity.get(i)) for i in chosen if i in rows]
         self.store.touch([h.id for h in hits], iso(self.clock()))
         return hits, vector_ran
 
@@ -355,7 +361,12 @@ def _vector_rows(
     )
 
 
-def _hit(row: object, score: float, matched: dict[str, set[int]]) -> RecallHit:
+def _hit(row: object, score: float, matched: dict[str, set[int]], similarity: float | None) -> RecallHit:
     episode = episode_from_row(row)
     by = [name for name, ids in matched.items() if episode.id in ids]
-    return RecallHit(**episode.model_dump(), score=round(score, 6), matched_by=by)  # type: ignore[arg-type]
+    return RecallHit(
+        **episode.model_dump(),
+        score=round(score, 6),
+        matched_by=by,  # type: ignore[arg-type]
+        similarity=None if similarity is None else round(similarity, 4),
+    )

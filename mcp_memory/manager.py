@@ -60,6 +60,7 @@ from mcp_memory.models import (
     MemoryFilter,
     MemoryInput,
     MemoryPage,
+    RecallOptions,
     RecallResult,
     SessionDetail,
     SessionInfo,
@@ -390,13 +391,14 @@ class MemoryManager:
         min_importance: float | None = None,
         strategy: RecallStrategy | None = None,
         where: MemoryFilter | None = None,
+        options: RecallOptions | None = None,
     ) -> RecallResult:
         """Hybrid recall over the group, or one session plus its recent window; filters apply inside the search
-        (`where`, or the keyword filters when it is not given)."""
+        (`where`, or the keyword filters when it is not given); `options`: tiers, threshold, neighbours."""
         return await self._memories.recall(
             group_id, query, session_id=session_id, limit=limit, since=since, until=until,
             producer=producer, role=role, memory_types=memory_types, metadata=metadata,
-            min_importance=min_importance, strategy=strategy, where=where,
+            min_importance=min_importance, strategy=strategy, where=where, options=options,
         )  # fmt: skip
 
     async def list_memories(

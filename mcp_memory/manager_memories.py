@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from anyio.to_thread import run_sync
 
+from mcp_memory.config import effective_session_config
 from mcp_memory.engine import RecallQuery, RecallStrategy
 from mcp_memory.episodes import (
     check_content,
@@ -36,14 +37,17 @@ from mcp_memory.models import (
     AddMemoryResult,
     DeleteResult,
     Episode,
+    GroupInfo,
     MemoryFilter,
     MemoryInput,
     MemoryPage,
+    RecallHit,
+    RecallOptions,
     RecallResult,
     UpdatedMemory,
 )
 from mcp_memory.selection import decode_cursor, encode_cursor, store_filters
-from mcp_memory.store import NOT_INDEXED, EpisodeChange
+from mcp_memory.store import NOT_INDEXED, EpisodeChange, Filters
 from mcp_memory.summaries import SUMMARY_MEMORY_TYPE
 from mcp_memory.tokens import token_counter
 from mcp_memory.window import trim
@@ -53,6 +57,7 @@ if TYPE_CHECKING:
 
 WINDOW_MARGIN = 8
 DEFAULT_LIST_LIMIT = 20
+TIERS = ("recent", "long_term", "summaries")
 # A session's recall also finds the group's summaries and facts: they belong to no one conversation.
 GROUP_WIDE_TYPES = (SUMMARY_MEMORY_TYPE, FACT_MEMORY_TYPE)
 
@@ -123,14 +128,18 @@ class Memories:
         min_importance: float | None = None,
         strategy: RecallStrategy | None = None,
         where: MemoryFilter | None = None,
+        options: RecallOptions | None = None,
     ) -> RecallResult:
         """Hybrid recall over the group, or one session plus its recent window; filters apply inside the search."""
-        if not query.strip():
-            raise ValidationFailed("query is empty; say in plain words what to look for")
         if not re.search(r"\w", query):
-            raise ValidationFailed("query has no words; say in plain words what to look for")
+            problem = "is empty" if not query.strip() else "has no words"
+            raise ValidationFailed(
+                f"query {problem}; say in plain words what to look for, or read without a query with list_memories"
+            )
         if not 1 <= limit <= MAX_RECALL_LIMIT:
             raise ValidationFailed(f"limit must be between 1 and {MAX_RECALL_LIMIT}, got {limit}")
+        options = options or RecallOptions()
+        tiers = set(options.tiers or TIERS)
         manager = self._manager
         group = await manager.get_group(group_id)
         if where is None:
@@ -139,24 +148,18 @@ class Memories:
                  "metadata": metadata, "min_importance": min_importance},
                 strict=False,
             )  # fmt: skip
-        filters = store_filters(where, session_id, GROUP_WIDE_TYPES)
-        recent: list[Episode] = []
-        summary: str | None = None
-        if session_id is not None:
-            await manager.session_info(group_id, session_id)
-            recent = await self.recent(group_id, session_id)
-            summary = await manager.rolling_summary(group_id, session_id)
-        excluded = frozenset(e.id for e in recent)
-        request = RecallQuery(
-            group_id,
-            query,
-            filters,
-            limit,
-            excluded,
-            strategy or RecallStrategy(),
-            frozenset(group.user_ids + group.agent_ids),
-        )
-        hits, vector_ran = await run_sync(manager.engine.recall, request)
+        filters = in_tiers(store_filters(where, session_id, GROUP_WIDE_TYPES), tiers)
+        recent, summary = await self._window(group_id, session_id, "recent" in tiers)
+        hits: list[RecallHit] = []
+        vector_ran = False
+        if tiers & {"long_term", "summaries"}:
+            request = RecallQuery(
+                group_id, query, filters, limit, frozenset(e.id for e in recent), strategy or RecallStrategy(),
+                frozenset(group.user_ids + group.agent_ids), await self._min_similarity(group, session_id, options),
+            )  # fmt: skip
+            hits, vector_ran = await run_sync(manager.engine.recall, request)
+        if options.neighbours:
+            hits = await self._with_context(group_id, hits, options.neighbours, {e.id for e in recent})
         return RecallResult(
             group_id=group_id,
             query=query,
@@ -165,6 +168,46 @@ class Memories:
             vector_search=vector_ran,
             rolling_summary=summary,
         )
+
+    async def _window(
+        self, group_id: str, session_id: str | None, wanted: bool
+    ) -> tuple[list[Episode], str | None]:
+        """The session's recent window and rolling summary (none without a session, or when not wanted)."""
+        if session_id is None:
+            return [], None
+        await self._manager.session_info(group_id, session_id)
+        if not wanted:
+            return [], None
+        return await self.recent(group_id, session_id), await self._manager.rolling_summary(
+            group_id, session_id
+        )
+
+    async def _min_similarity(
+        self, group: GroupInfo, session_id: str | None, options: RecallOptions
+    ) -> float:
+        """The call's threshold, else the session's (or, for the whole group, its configured) long_term one."""
+        if options.min_similarity is not None:
+            return options.min_similarity
+        if session_id is not None:
+            async with self._manager.opened(group.group_id, session_id) as session:
+                return session.configuration.long_term.min_similarity
+        base = self._manager.config.base_configuration
+        return effective_session_config(base, group.configuration).long_term.min_similarity
+
+    async def _with_context(
+        self, group_id: str, hits: list[RecallHit], neighbours: int, shown: set[int]
+    ) -> list[RecallHit]:
+        """Each hit with its session's `neighbours` turns before and after, none shown twice in the result."""
+        spans = [(hit.session_id, hit.sequence - neighbours, hit.sequence + neighbours) for hit in hits]
+        rows = await run_sync(self._manager.engine.store.episodes_in_spans, group_id, spans)
+        seen = shown | {hit.id for hit in hits}
+        with_context = []
+        for hit, (session, low, high) in zip(hits, spans, strict=True):
+            around = [r for r in rows if r["session_id"] == session and low <= r["sequence"] <= high]
+            context = [episode_from_row(r) for r in around if r["id"] not in seen]
+            seen |= {e.id for e in context}
+            with_context.append(hit.model_copy(update={"context": context}))
+        return with_context
 
     async def list_memories(
         self,
@@ -306,3 +349,14 @@ def _memory_not_found(group_id: str, memory_id: int) -> MemoryNotFound:
     return MemoryNotFound(
         f"memory {memory_id} does not exist in group {group_id!r}; recall finds memories and their ids"
     )
+
+
+def in_tiers(filters: Filters, tiers: set[str]) -> Filters:
+    """`filters` limited to the stored tiers asked for: long_term (all but summaries) and summaries."""
+    if "long_term" not in tiers:
+        wanted = filters.memory_types or (SUMMARY_MEMORY_TYPE,)
+        kept = tuple(t for t in wanted if t == SUMMARY_MEMORY_TYPE) or ("",)  # nothing but summaries
+        return replace(filters, memory_types=kept)
+    if "summaries" not in tiers:
+        return replace(filters, exclude_types=(*filters.exclude_types, SUMMARY_MEMORY_TYPE))
+    return filters

@@ -216,15 +216,54 @@ class Episode(BaseModel):
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
     images: list[str] | None = None
+    retrieval_count: int = Field(0, description="How many recalls have returned it.")
+    last_accessed_at: datetime | None = Field(None, description="When a recall last returned it.")
+    effective_importance: float | None = Field(
+        None, description="Its importance as recall weighs it: decayed with age, raised by retrievals."
+    )
+
+
+Tier = Literal["recent", "long_term", "summaries"]
+MAX_NEIGHBOURS = 5
+
+
+class RecallOptions(BaseModel):
+    """How a recall reads beyond its filters: which tiers, how sure a match by meaning must be, how much context."""
+
+    model_config = STRICT_INPUT
+    tiers: list[Tier] | None = Field(
+        None,
+        description="recent: the session's latest turns; long_term: every stored memory but summaries; "
+        "summaries: session summaries. Default: all three.",
+    )
+    min_similarity: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="Drop memories found by meaning alone whose cosine similarity to the query is lower "
+        "(keyword matches always stay). Default: the session's long_term.min_similarity.",
+    )
+    neighbours: int = Field(
+        0, ge=0, le=MAX_NEIGHBOURS, description="Add each hit's n turns before and after."
+    )
 
 
 class RecallHit(Episode):
     """A recalled memory with its relevance score (higher is better)."""
 
-    score: float
+    score: float = Field(
+        description="Its rank score in this recall (fusion of the searches): compare hits, not recalls."
+    )
+    similarity: float | None = Field(
+        None,
+        description="Cosine similarity of its vector to the query's (-1 to 1), when the vector search found it.",
+    )
     matched_by: list[Literal["keyword", "vector", "time"]] = Field(
         description='"keyword" and "vector": the searches that found it; "time": it was stored in (or within '
         "three days of) the date, month or year the query names, which ranks it higher."
+    )
+    context: list[Episode] = Field(
+        default_factory=list, description="With neighbours: the turns around it in its session, oldest first."
     )
 
 

@@ -32,6 +32,7 @@ EPISODE_COLUMNS = (
     "memory_type, importance, metadata, timestamp, created_at, content_hash, retrieval_count, "
     "last_accessed_at, indexed, updated_at, effective_importance, step, message"
 )
+EPISODE_COLUMNS_OF_E = ", ".join(f"e.{column.strip()}" for column in EPISODE_COLUMNS.split(","))
 
 
 @dataclass(frozen=True)
@@ -360,6 +361,17 @@ class Episodes(Database):
         return self.read(
             f"SELECT {EPISODE_COLUMNS}, ts_epoch FROM episodes e WHERE e.group_id = ? {where} ORDER BY {order} LIMIT ?",
             (group_id, *params, limit),
+        )
+
+    def episodes_in_spans(self, group_id: str, spans: Sequence[tuple[str, int, int]]) -> list[Any]:
+        """The group's episodes in any of these (session, first sequence, last sequence) spans, in order."""
+        if not spans:
+            return []
+        return self.read(
+            f"SELECT {EPISODE_COLUMNS_OF_E} FROM json_each(?) s JOIN episodes e ON e.group_id = ? "
+            "AND e.session_id = s.value ->> 0 AND e.sequence BETWEEN s.value ->> 1 AND s.value ->> 2 "
+            "ORDER BY e.session_id, e.sequence",
+            (json.dumps([list(span) for span in spans]), group_id),
         )
 
     def fetch_episodes(self, ids: Sequence[int]) -> dict[int, Any]:

@@ -30,12 +30,13 @@ class Filters:
     max_importance: float | None = None
     step_from: int | None = None
     step_to: int | None = None
+    exclude_types: tuple[str, ...] = ()
 
     @property
     def beyond_cache(self) -> bool:
         """Whether a condition is set that the in-memory copies cannot check themselves (they hold no
         metadata, importance or step): their searches then take the matching ids from SQL."""
-        return bool(self.metadata) or any(
+        return bool(self.metadata or self.exclude_types) or any(
             value is not None
             for value in (self.min_importance, self.max_importance, self.step_from, self.step_to)
         )
@@ -75,6 +76,8 @@ def filter_sql(filters: Filters, alias: str) -> tuple[str, list[Any]]:
         add("e.effective_importance >= ?", filters.min_importance)
     if filters.max_importance is not None:
         add("e.effective_importance <= ?", filters.max_importance)
+    if filters.exclude_types:
+        add("e.memory_type NOT IN (SELECT value FROM json_each(?))", json.dumps(list(filters.exclude_types)))
     if filters.step_from is not None:
         add("e.step >= ?", filters.step_from)
     if filters.step_to is not None:
@@ -155,4 +158,5 @@ def sql_only(filters: Filters) -> Filters:
         max_importance=filters.max_importance,
         step_from=filters.step_from,
         step_to=filters.step_to,
+        exclude_types=filters.exclude_types,
     )

@@ -38,7 +38,9 @@ def _recall(result: Result) -> str:
     hits = result["hits"]
     if hits:
         lines = ["best first:"]
-        lines += [memory_line(hit) for hit in hits]
+        for hit in hits:
+            lines.append(memory_line(hit))
+            lines += [f"  {memory_line(turn)}" for turn in hit.get("context") or ()]
     else:
         lines = [f"no memory matches {result['query']!r} yet"]
     if result.get("rolling_summary"):

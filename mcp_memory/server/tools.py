@@ -18,6 +18,7 @@ from pydantic import Field, JsonValue, WithJsonSchema
 from mcp_memory.llm import SamplingLLM
 from mcp_memory.models import (
     MAX_LIST_LIMIT,
+    MAX_NEIGHBOURS,
     MAX_RECALL_LIMIT,
     AddMemoryResult,
     CloseResult,
@@ -34,11 +35,13 @@ from mcp_memory.models import (
     MemoryPage,
     MemoryType,
     OpenMode,
+    RecallOptions,
     RecallResult,
     Role,
     SessionInfo,
     SummarizeResponse,
     TaskInfo,
+    Tier,
     TimestampInput,
     UpdatedMemory,
 )
@@ -260,11 +263,21 @@ def _reading(server: MCPServer) -> None:
         ] = None,
         limit: Annotated[int, Field(ge=1, le=MAX_RECALL_LIMIT, description="Most hits.")] = 10,
         filters: Annotated[dict[str, JsonValue] | None, FILTERS] = None,
+        tiers: Annotated[list[Tier] | None, Field(description="Default all.")] = None,
+        min_similarity: Annotated[
+            float | None, Field(ge=-1, le=1, description="Drop matches by meaning alone below this cosine.")
+        ] = None,
+        neighbours: Annotated[
+            int, Field(ge=0, le=MAX_NEIGHBOURS, description="Add n turns around each hit.")
+        ] = 0,
     ) -> RecallResult:
         """Search memories by meaning and keyword. Use it before answering about the past."""
         where = MemoryFilter() if filters is None else read_model("filters", filters, MemoryFilter, "filters")
+        options = RecallOptions(tiers=tiers, min_similarity=min_similarity, neighbours=neighbours)
         manager = await manager_of(ctx)
-        return await manager.recall(group_id, query, session_id=session_id, limit=limit, where=where)
+        return await manager.recall(
+            group_id, query, session_id=session_id, limit=limit, where=where, options=options
+        )
 
 
 def _listing(server: MCPServer) -> None:
