@@ -122,6 +122,7 @@ class Config:
     task_ttl_s: float = TASK_TTL_S
     importance_decay_per_day: float = IMPORTANCE_DECAY_PER_DAY
     maintenance_interval_s: float = MAINTENANCE_INTERVAL_S
+    maintenance_every_inserts: int = 0
     rolling_summary_max_tokens: int = ROLLING_SUMMARY_MAX_TOKENS
     rolling_summary_input_tokens: int = ROLLING_SUMMARY_INPUT_TOKENS
     base_configuration: Mapping[str, Any] = field(default_factory=dict)
@@ -156,6 +157,10 @@ class Config:
         if not 0 < self.importance_decay_per_day <= 1:
             raise ConfigurationError(
                 "MCP_MEMORY_IMPORTANCE_DECAY_PER_DAY must be more than 0 and at most 1 (1 turns decay off)"
+            )
+        if self.maintenance_every_inserts < 0:
+            raise ConfigurationError(
+                "MCP_MEMORY_MAINTENANCE_EVERY_INSERTS must be 0 or more (0: only on the interval and on demand)"
             )
         if not self.maintenance_interval_s >= 0:
             raise ConfigurationError(
@@ -206,6 +211,7 @@ _ENV_VARS: dict[str, tuple[str, type]] = {
     "task_ttl_s": ("MCP_MEMORY_TASK_TTL_S", float),
     "importance_decay_per_day": ("MCP_MEMORY_IMPORTANCE_DECAY_PER_DAY", float),
     "maintenance_interval_s": ("MCP_MEMORY_MAINTENANCE_INTERVAL_S", float),
+    "maintenance_every_inserts": ("MCP_MEMORY_MAINTENANCE_EVERY_INSERTS", int),
     "rolling_summary_max_tokens": ("MCP_MEMORY_ROLLING_SUMMARY_MAX_TOKENS", int),
     "rolling_summary_input_tokens": ("MCP_MEMORY_ROLLING_SUMMARY_INPUT_TOKENS", int),
     "log_level": ("MCP_MEMORY_LOG_LEVEL", str),

@@ -305,6 +305,11 @@ def episode_from_row(row: Any) -> Episode:
         importance=row["importance"],
         metadata=json.loads(row["metadata"]),
         step=row["step"],
+        retrieval_count=row["retrieval_count"],
+        last_accessed_at=None
+        if row["last_accessed_at"] is None
+        else datetime.fromisoformat(row["last_accessed_at"]),
+        effective_importance=row["effective_importance"],
         **message_fields(row["message"]),
     )
 

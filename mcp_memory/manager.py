@@ -288,8 +288,13 @@ class MemoryManager:
         mode: str = "open_or_create",
         configuration: Mapping[str, Any] | None = None,
         owner: Hashable = LOCAL_OWNER,
+        user_ids: Sequence[str] = (),
+        agent_ids: Sequence[str] = (),
     ) -> tuple[MemorySession, bool]:
-        """Open (or create) a session and take a reference for `owner`; returns it and whether it was created."""
+        """Open (or create) a session and take a reference for `owner`; returns it and whether it was created.
+        Given participants, a missing group is created with them first (MemMachine's get-or-create)."""
+        if user_ids or agent_ids:
+            await self._groups.ensure_group(group_id, user_ids, agent_ids)
         return await self._sessions.open_session(
             group_id, session_id, mode=mode, configuration=configuration, owner=owner
         )
@@ -353,6 +358,7 @@ class MemoryManager:
         if result.stored:
             self._summary_jobs.schedule_auto_summary(group_id, session_id)
             self._rolling.schedule(group_id, session_id)
+            await self._upkeep.inserted(result.stored)
         return result
 
     async def update_memory(

@@ -92,6 +92,21 @@ class Groups:
             )
         return group
 
+    async def ensure_group(self, group_id: str, user_ids: Sequence[str], agent_ids: Sequence[str]) -> bool:
+        """MemMachine's legacy get-or-create: the group, created with these participants when it is missing;
+        an existing group must already have them. Returns whether it was created."""
+        try:
+            group = await self.get_group(group_id)
+        except GroupNotFound:
+            return (await self.create_group(group_id, user_ids, agent_ids)).created
+        missing = sorted((set(user_ids) - set(group.user_ids)) | (set(agent_ids) - set(group.agent_ids)))
+        if missing:
+            raise GroupExists(
+                f"group {group_id!r} exists without {missing}; add them with add_participants, or leave "
+                "user_ids and agent_ids out to open the session"
+            )
+        return False
+
     async def add_participants(
         self, group_id: str, user_ids: Sequence[str] = (), agent_ids: Sequence[str] = ()
     ) -> GroupInfo:

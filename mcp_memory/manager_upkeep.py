@@ -41,6 +41,21 @@ class Upkeep:
         self._now = now
         self._lock = anyio.Lock()
         self._maintained_at: float | None = None  # self._clock() at this process's last maintenance pass
+        self._inserts = 0  # memories this process stored since its last pass
+
+    async def inserted(self, count: int) -> None:
+        """Count stored memories; every maintenance_every_inserts of them, a pass runs (in the background when
+        a runner is there, else now)."""
+        every = self._manager.config.maintenance_every_inserts
+        self._inserts += count
+        if every <= 0 or self._inserts < every:
+            return
+        self._inserts = 0
+        jobs = self._manager._jobs  # None without a background runner (a manager used from Python)
+        if jobs is None:
+            await self.maintain(trigger="inserts")
+        else:
+            jobs.start_soon(partial(self.maintain, trigger="inserts"))
 
     async def step(self) -> MaintenanceReport | None:
         """One tick of the background loop: the maintenance pass when it is due (returned), else sweeping
@@ -106,6 +121,7 @@ class Upkeep:
             )
             report.duration_ms = round((time.perf_counter() - timer) * 1000, 1)
             self._maintained_at = self._clock()
+            self._inserts = 0
             await run_sync(store.set_meta, LAST_MAINTENANCE_KEY, report.model_dump_json())
         log.info("maintenance (%s): %s", trigger, report.model_dump_json(exclude={"started_at", "trigger"}))
         return report

@@ -12,7 +12,7 @@ from pydantic_core import PydanticCustomError
 
 Role = Literal["user", "assistant", "system", "tool"]
 OpenMode = Literal["create", "open", "open_or_create"]
-MaintenanceTrigger = Literal["schedule", "on_demand"]
+MaintenanceTrigger = Literal["schedule", "on_demand", "inserts"]
 MAX_ID_CHARS = 200
 MAX_RECALL_LIMIT = 100  # the most hits one recall returns
 
@@ -412,6 +412,11 @@ class Stats(BaseModel):
     episodes_by_type: dict[str, int]
     groups: list[dict[str, Any]]
     largest_sessions: list[dict[str, Any]]
+    producers: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Per group and producer (a user or an agent), most first (at most 200): episodes, mean "
+        "effective importance, retrievals.",
+    )
     pending_vectors: int
     live_sessions: int
     open_references: int

@@ -45,6 +45,10 @@ class Statistics(Database):
             "SELECT group_id, session_id, count(*) FROM episodes GROUP BY group_id, session_id "
             "ORDER BY count(*) DESC LIMIT 100"
         )
+        by_producer = self.read(
+            "SELECT group_id, producer_id, count(*), avg(effective_importance), sum(retrieval_count) FROM episodes "
+            "GROUP BY group_id, producer_id ORDER BY count(*) DESC LIMIT 200"
+        )
         pending = self.read(f"SELECT count(*) FROM episodes WHERE indexed = {PENDING}")[0][0]
         page = self.read("PRAGMA page_count")[0][0] * self.read("PRAGMA page_size")[0][0]
         return {
@@ -53,6 +57,16 @@ class Statistics(Database):
             "largest_sessions": [
                 {"group_id": r[0], "session_id": r[1], "episodes": r[2]} for r in by_session
             ],
+            "producers": [
+                {
+                    "group_id": r[0],
+                    "producer": r[1],
+                    "episodes": r[2],
+                    "mean_effective_importance": round(r[3], 4),
+                    "retrievals": r[4],
+                }
+                for r in by_producer
+            ],  # fmt: skip
             "pending_vectors": pending,
             "database_bytes": page + _wal_size(self.path),
             "episodes_total": totals[0],

@@ -92,7 +92,10 @@ async def test_recall_takes_the_step_and_range_filters_too(client: Client) -> No
         query="trade",
         filters={"step_from": 2, "metadata": {"items_given.wood": {"lte": 12}}},
     )
-    assert [h["content"] for h in found["hits"]] == ["step 2: trade", "step 3: look"]  # the keyword match first
+    assert [h["content"] for h in found["hits"]] == [
+        "step 2: trade",
+        "step 3: look",
+    ]  # the keyword match first
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -461,3 +462,16 @@ def seed_session_pending(store: Store) -> int:
     """One episode in session s stored while the embedder was failing: waiting for its vector."""
     [episode_id] = insert(store, [new_episode("waiting for its vector")])
     return episode_id
+
+
+async def test_the_pass_also_runs_every_n_inserts_when_configured(config: Config) -> None:
+    async with MemoryManager(
+        replace(config, maintenance_every_inserts=5, maintenance_interval_s=0)
+    ) as manager:
+        await manager.create_group("g", user_ids=["ana"])
+        await manager.open_session("g", "s")
+        await manager.add_memories("g", "s", [{"content": f"note {i}", "producer": "ana"} for i in range(4)])
+        assert await manager.last_maintenance() is None
+        await manager.add_memories("g", "s", [{"content": "the fifth note", "producer": "ana"}])
+        report = await manager.last_maintenance()
+        assert report is not None and report.trigger == "inserts"

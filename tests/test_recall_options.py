@@ -3,6 +3,8 @@ the tiers to read, and what every hit says of its retrievals."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from mcp import Client
 
@@ -47,7 +49,9 @@ async def test_a_nonsense_query_returns_noise_unless_a_similarity_threshold_drop
 
 
 async def test_a_sessions_threshold_applies_when_the_call_gives_none(client: Client) -> None:
-    await ready(client, configuration={"long_term": {"min_similarity": 0.3}, "short_term": {"enabled": False}})
+    await ready(
+        client, configuration={"long_term": {"min_similarity": 0.3}, "short_term": {"enabled": False}}
+    )
     assert (await recall(client, "qwzx plorf vunt", session_id="s"))["hits"] == []
     assert (await recall(client, "qwzx plorf vunt", session_id="s", min_similarity=-1))["hits"] != []
 
@@ -88,3 +92,36 @@ async def test_hits_show_their_retrievals_last_access_and_effective_importance(c
     assert again["id"] == ids[2]
     assert again["retrieval_count"] == 1 and again["last_accessed_at"] is not None
     assert again["effective_importance"] == 0.5
+
+
+async def test_open_session_creates_a_missing_group_with_its_participants(client: Client) -> None:
+    opened = await call(
+        client, "open_session", group_id="new", session_id="s", user_ids=["zoe"], agent_ids=["bot"]
+    )
+    assert opened["created"]
+    group = (await call(client, "list_groups", group_id="new"))["groups"][0]
+    assert (group["user_ids"], group["agent_ids"]) == (["zoe"], ["bot"])
+    again = await call(client, "open_session", group_id="new", session_id="t", user_ids=["zoe"])
+    assert again["created"]
+    result = await client.call_tool(
+        "open_session", {"group_id": "new", "session_id": "u", "user_ids": ["max"]}
+    )
+    assert result.is_error and result.content[0].text.startswith(
+        "conflict: group 'new' exists without ['max']"
+    )  # type: ignore[union-attr]
+
+
+async def test_stats_break_the_memories_down_by_producer(client: Client) -> None:
+    await ready(client)
+    await call(
+        client,
+        "add_memory",
+        group_id="g",
+        session_id="s",
+        content="I can help",
+        producer="bot",
+        role="assistant",
+    )
+    stats = json.loads((await client.read_resource("memory://stats")).contents[0].text)  # type: ignore[union-attr]
+    by_producer = {(p["group_id"], p["producer"]): p["episodes"] for p in stats["producers"]}
+    assert by_producer == {("g", "ana"): len(TURNS), ("g", "bot"): 1}

@@ -45,7 +45,7 @@ def register_resources(server: MCPServer, states: list[MemoryAccess]) -> None:
     @server.resource("memory://stats", mime_type="application/json")
     @resource_errors
     async def stats() -> Stats:
-        """Counts by type, tier and session; importance, retrievals, the last upkeep, the embedder in use."""
+        """Counts by type, tier, session and producer; importance, retrievals, the last upkeep, the embedder."""
         return await (await manager()).stats()
 
     @server.resource(

@@ -146,12 +146,15 @@ def _sessions(server: MCPServer) -> None:
         ctx: Context,
         mode: Annotated[OpenMode, Field(description="create or open only.")] = "open_or_create",
         configuration: Configuration = None,
+        user_ids: Annotated[list[Identifier], Field(description="Creates a missing group with these.")] = [],  # noqa: B006
+        agent_ids: Agents = [],  # noqa: B006
     ) -> SessionInfo:
         """Open or create a session when a conversation starts."""
         manager = await manager_of(ctx)
         _, created = await manager.open_session(
-            group_id, session_id, mode=mode, configuration=configuration, owner=owner_of(ctx)
-        )
+            group_id, session_id, mode=mode, configuration=configuration, owner=owner_of(ctx),
+            user_ids=user_ids, agent_ids=agent_ids,
+        )  # fmt: skip
         return await manager.session_info(group_id, session_id, created=created)
 
     @server.tool(annotations=IDEMPOTENT)
