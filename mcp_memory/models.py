@@ -251,8 +251,9 @@ class RecallOptions(BaseModel):
 class RecallHit(Episode):
     """A recalled memory with its relevance score (higher is better)."""
 
-    score: float = Field(
-        description="Its rank score in this recall (fusion of the searches): compare hits, not recalls."
+    score: float | None = Field(
+        description="Its rank score in this recall (fusion of the searches): compare hits, not recalls; null in a "
+        "listing."
     )
     similarity: float | None = Field(
         None,
@@ -267,11 +268,26 @@ class RecallHit(Episode):
     )
 
 
-class RecallResult(BaseModel):
-    """Memories relevant to a query, best first, and the session's most recent turns when a session was given."""
+MAX_LIST_LIMIT = 100  # the most memories one page of a listing holds
+ListOrder = Literal["oldest", "newest"]
+
+
+class MemoryPage(BaseModel):
+    """One page of a group's (or a session's) memories in order: a session's by sequence, a group's by time."""
 
     group_id: str
-    query: str
+    session_id: str | None = None
+    order: ListOrder
+    memories: list[Episode]
+    next_cursor: str | None = Field(None, description="Pass it as cursor for the next page; null: no more.")
+
+
+class RecallResult(BaseModel):
+    """Memories relevant to a query, best first, and the session's most recent turns when a session was given;
+    without a query, a page of memories in order."""
+
+    group_id: str
+    query: str | None = Field(None, description="Null: a listing in order, not a search.")
     hits: list[RecallHit]
     recent: list[Episode] = Field(
         default_factory=list,
@@ -283,6 +299,22 @@ class RecallResult(BaseModel):
         description="The session's rolling summary of the turns that left its recent window (only with "
         "session_id, when there is one).",
     )
+    order: ListOrder | None = Field(None, description="A listing's order.")
+    next_cursor: str | None = Field(
+        None, description="A listing's next page: pass it as cursor; null: no more."
+    )
+
+    @classmethod
+    def listing(cls, page: MemoryPage) -> RecallResult:
+        """A page of a listing in recall's shape: hits in order, with no score."""
+        hits = [RecallHit(**memory.model_dump(), score=None, matched_by=[]) for memory in page.memories]
+        return cls(
+            group_id=page.group_id,
+            hits=hits,
+            vector_search=False,
+            order=page.order,
+            next_cursor=page.next_cursor,
+        )
 
 
 class Fact(BaseModel):
@@ -515,17 +547,3 @@ class GroupListing(BaseModel):
 
     groups: list[GroupInfo]
     sessions: list[SessionInfo] | None = Field(None, description="The group's sessions, when one was named.")
-
-
-MAX_LIST_LIMIT = 100  # the most memories one page of a listing holds
-ListOrder = Literal["oldest", "newest"]
-
-
-class MemoryPage(BaseModel):
-    """One page of a group's (or a session's) memories in order: a session's by sequence, a group's by time."""
-
-    group_id: str
-    session_id: str | None = None
-    order: ListOrder
-    memories: list[Episode]
-    next_cursor: str | None = Field(None, description="Pass it as cursor for the next page; null: no more.")

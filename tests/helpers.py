@@ -23,7 +23,6 @@ TOOLS = frozenset(
         "update_memory",
         "list_groups",
         "add_participants",
-        "list_memories",
     }
 )
 

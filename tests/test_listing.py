@@ -1,5 +1,6 @@
-"""Reads without a query (Agent Memory API, MARSYS): a session's or group's memories in order, page by page,
-by time, step, producer, role, type, metadata (dotted paths, equality, numeric ranges) and importance."""
+"""Reads without a query (Agent Memory API, MARSYS): recall without a query lists a session's or group's
+memories in order, page by page, by time, step, producer, role, type, metadata (dotted paths, equality,
+numeric ranges) and importance."""
 
 from __future__ import annotations
 
@@ -35,11 +36,12 @@ async def ready(client: Client) -> None:
 
 
 async def listed(client: Client, **arguments: Any) -> dict:
-    return await call(client, "list_memories", group_id="g", **arguments)
+    """recall without a query: a page of memories in order."""
+    return await call(client, "recall", group_id="g", **arguments)
 
 
 def contents(page: dict) -> list[str]:
-    return [m["content"] for m in page["memories"]]
+    return [m["content"] for m in page["hits"]]
 
 
 async def test_a_session_is_listed_in_order_and_the_newest_n_come_first_when_asked(client: Client) -> None:
@@ -47,7 +49,7 @@ async def test_a_session_is_listed_in_order_and_the_newest_n_come_first_when_ask
     page = await listed(client, session_id="chat")
     assert contents(page) == ["chat line 0", "chat line 1", "chat line 2"] and page["next_cursor"] is None
     newest = await listed(client, session_id="game", order="newest", limit=2)
-    assert [m["step"] for m in newest["memories"]] == [4, 3]
+    assert [m["step"] for m in newest["hits"]] == [4, 3]
 
 
 async def test_pages_follow_each_other_with_the_cursor_until_none_is_left(client: Client) -> None:
@@ -109,17 +111,19 @@ async def test_recall_takes_the_step_and_range_filters_too(client: Client) -> No
         ),
         ({"order": "random"}, "order must be 'oldest' or 'newest'"),
         ({"limit": 101}, "limit must be less than or equal to 100"),
+        ({"neighbours": 2}, "neighbours applies to a search; pass a query"),
+        ({"query": "trade", "cursor": "abc"}, "cursor applies to a listing"),
         ({"session_id": "nope"}, "not_found: session 'nope' does not exist in group 'g'"),
     ],
 )
 async def test_a_bad_listing_request_says_what_to_send(client: Client, arguments: dict, problem: str) -> None:
     await ready(client)
-    text = await call_error(client, "list_memories", group_id="g", **arguments)
+    text = await call_error(client, "recall", group_id="g", **arguments)
     assert problem in text, text
 
 
 async def test_a_cursor_of_a_session_listing_is_refused_for_the_group(client: Client) -> None:
     await ready(client)
     page = await listed(client, session_id="game", limit=1)
-    text = await call_error(client, "list_memories", group_id="g", cursor=page["next_cursor"])
+    text = await call_error(client, "recall", group_id="g", cursor=page["next_cursor"])
     assert "cursor is not one this listing gave out" in text

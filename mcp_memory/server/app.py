@@ -232,6 +232,7 @@ def _in_our_words(name: str, exc: ToolError, arguments: dict[str, Any]) -> ToolE
                 f"invalid: an argument nests too deeply to read (JSON text inside a string counts too); "
                 f"flatten it to at most {MAX_ARGUMENT_DEPTH} levels"
             )
+        log.error("tool %r failed unexpectedly", name, exc_info=cause)
         return ToolError(f"internal: {name} failed unexpectedly; the server's log (stderr) has the details")
     if isinstance(
         cause, ValidationError

@@ -35,6 +35,8 @@ def memory_line(memory: Result) -> str:
 
 
 def _recall(result: Result) -> str:
+    if result.get("query") is None:
+        return _page(result)
     hits = result["hits"]
     if hits:
         lines = ["best first:"]
@@ -113,16 +115,14 @@ def _facts(result: Result) -> str:
 
 
 def _page(result: Result) -> str:
-    where = result["session_id"] or result["group_id"]
-    lines = [f"{len(result['memories'])} memories of {where}, {result['order']} first:"]
-    lines += [memory_line(memory) for memory in result["memories"]]
+    lines = [f"{len(result['hits'])} memories, {result['order']} first:"]
+    lines += [memory_line(memory) for memory in result["hits"]]
     if result.get("next_cursor"):
         lines.append(f"more: cursor={result['next_cursor']}")
     return "\n".join(lines)
 
 
 RENDERERS: dict[str, Callable[[Result], str]] = {
-    "list_memories": _page,
     "recall": _recall,
     "add_memory": _added,
     "create_group": _group,

@@ -36,8 +36,10 @@ def _lean(node: Any) -> Any:
             key == "additionalProperties"
         ):  # unknown names are refused with the valid ones; JSON values are any
             continue
-        if key in ("minimum", "maximum") and node.get("minimum") == 0 and node.get("maximum") == 1:
-            continue  # a 0-1 number says so in its description
+        if key in ("minimum", "maximum"):
+            continue  # a range is in the description where a model needs it ("0-1", "1-100")
+        if key == "type" and "enum" in node:
+            continue  # the enum's values say it
         if key in ("properties", "$defs"):  # their keys are names, not keywords
             leaned[key] = {name: _lean(inner) for name, inner in value.items()}
         else:

@@ -17,7 +17,6 @@ from pydantic import Field, JsonValue, WithJsonSchema
 
 from mcp_memory.llm import SamplingLLM
 from mcp_memory.models import (
-    MAX_LIST_LIMIT,
     MAX_NEIGHBOURS,
     MAX_RECALL_LIMIT,
     AddMemoryResult,
@@ -32,7 +31,6 @@ from mcp_memory.models import (
     MaintenanceReport,
     MemoryFilter,
     MemoryInput,
-    MemoryPage,
     MemoryType,
     OpenMode,
     RecallOptions,
@@ -58,32 +56,28 @@ DESTRUCTIVE = ToolAnnotations(readOnlyHint=False, destructiveHint=True, openWorl
 
 GroupId = Annotated[Identifier, Field(description="Group id.")]
 SessionId = Annotated[Identifier, Field(description="Session id.")]
-OptionalSession = Annotated[Identifier | None, Field(description="Only this session.")]
+OptionalSession = Annotated[Identifier | None, Field(description="A session id.")]
 Users = Annotated[list[Identifier], Field(description="User ids.")]
 Agents = Annotated[list[Identifier], Field(description="Agent ids.")]
 Importance = Annotated[float | None, Field(ge=0, le=1, description="0-1, default 0.5.")]
 Metadata = Annotated[dict[str, JsonValue] | None, Field(description="Any JSON object.")]
 When = Annotated[TimestampInput | None, Field(description="ISO 8601 or epoch.")]
-MemoryTypeArg = Annotated[MemoryType, Field(description="message, note, fact, summary, ...")]
-Configuration = Annotated[
-    dict[str, JsonValue] | None, Field(description="Session settings, e.g. short_term.")
-]
-CONTENT = WithJsonSchema({"type": ["string", "object"], "description": "Text, or a JSON object (a state)."})
+MemoryTypeArg = Annotated[MemoryType, Field(description="Kind: message, note, ...")]
+Configuration = Annotated[dict[str, JsonValue] | None, Field(description="Session settings.")]
+CONTENT = WithJsonSchema({"type": ["string", "object"], "description": "Text or a JSON object."})
 SUMMARY = WithJsonSchema(
-    {"type": ["object", "array", "string"], "description": "Your own summary, if the server has no LLM."}
+    {"type": ["object", "array", "string"], "description": "Yours, if the server has no LLM."}
 )
 FILTER_FIELDS = (
-    "since, until (times); producer; role; memory_types (list); metadata ({dotted.path: value, list or "
-    "{gte, lt, ...}}); min_importance, max_importance (0-1); step_from, step_to"
+    "since, until, producer, role, memory_types, metadata {dotted.path: value|list|{gte,lt,..}}, "
+    "min_importance, max_importance, step_from, step_to"
 )
-FILTERS = WithJsonSchema({"type": "object", "description": f"Any of: {FILTER_FIELDS}."})
-LIST_FILTERS = FILTERS
+FILTERS = WithJsonSchema({"type": "object", "description": f"Any of {FILTER_FIELDS}."})
 BATCH_SCHEMA = WithJsonSchema(
     {
         "type": "array",
         "items": {"type": "object"},
-        "description": "Up to 1000 turns, each with the fields above, and for messages: name, tool_calls "
-        "[{id, name, arguments}], tool_call_id, images.",
+        "description": "Up to 1000 turns: fields above, name, tool_calls [{id,name,arguments}], tool_call_id, images.",
     }
 )
 
@@ -93,7 +87,6 @@ def register_tools(server: MCPServer) -> None:
     _sessions(server)
     _memories(server)
     _reading(server)
-    _listing(server)
     _knowledge(server)
 
 
@@ -105,10 +98,10 @@ def _groups(server: MCPServer) -> None:
         ctx: Context,
         user_ids: Users = [],  # noqa: B006 - the SDK copies defaults per call
         agent_ids: Agents = [],  # noqa: B006
-        description: Annotated[str | None, Field(description="What the group is for.")] = None,
+        description: Annotated[str | None, Field(description="Its purpose.")] = None,
         configuration: Configuration = None,
     ) -> GroupInfo:
-        """Create a group of people and agents sharing a memory (repeating it is harmless)."""
+        """Create a group of users and agents; repeating it is harmless."""
         manager = await manager_of(ctx)
         return await manager.create_group(group_id, user_ids, agent_ids, description, configuration)
 
@@ -127,9 +120,9 @@ def _groups(server: MCPServer) -> None:
     @tool_errors
     async def list_groups(
         ctx: Context,
-        group_id: Annotated[Identifier | None, Field(description="List this group's sessions.")] = None,
+        group_id: Annotated[Identifier | None, Field(description="Its sessions instead.")] = None,
     ) -> GroupListing:
-        """List groups, or a group's sessions, with counts."""
+        """List groups, or one group's sessions."""
         manager = await manager_of(ctx)
         if group_id is None:
             return GroupListing(groups=await manager.list_groups())
@@ -146,10 +139,10 @@ def _sessions(server: MCPServer) -> None:
         ctx: Context,
         mode: Annotated[OpenMode, Field(description="create or open only.")] = "open_or_create",
         configuration: Configuration = None,
-        user_ids: Annotated[list[Identifier], Field(description="Creates a missing group with these.")] = [],  # noqa: B006
+        user_ids: Users = [],  # noqa: B006 - the SDK copies defaults per call
         agent_ids: Agents = [],  # noqa: B006
     ) -> SessionInfo:
-        """Open or create a session when a conversation starts."""
+        """Open or create a session."""
         manager = await manager_of(ctx)
         _, created = await manager.open_session(
             group_id, session_id, mode=mode, configuration=configuration, owner=owner_of(ctx),
@@ -160,7 +153,7 @@ def _sessions(server: MCPServer) -> None:
     @server.tool(annotations=IDEMPOTENT)
     @tool_errors
     async def close_session(group_id: GroupId, session_id: SessionId, ctx: Context) -> CloseResult:
-        """Close a session when the conversation ends."""
+        """Close a session when it ends."""
         manager = await manager_of(ctx)
         released, left = await manager.close_session(group_id, session_id, owner=owner_of(ctx))
         message = "closed" if released else "this connection had not opened it"
@@ -171,7 +164,7 @@ def _sessions(server: MCPServer) -> None:
     @server.tool(annotations=DESTRUCTIVE)
     @tool_errors
     async def delete_session(group_id: GroupId, session_id: SessionId, ctx: Context) -> DeleteSessionResult:
-        """Delete a closed session and all its memories."""
+        """Delete a closed session and its memories."""
         return await (await manager_of(ctx)).delete_session(group_id, session_id)
 
 
@@ -183,18 +176,18 @@ def _memories(server: MCPServer) -> None:
         session_id: SessionId,
         ctx: Context,
         content: Annotated[str | dict[str, JsonValue], CONTENT] = "",
-        producer: Annotated[Identifier | None, Field(description="Who said it: a participant id.")] = None,
-        role: Annotated[Role, Field(description="Who is speaking.")] = "user",
-        produced_for: Annotated[Identifier | None, Field(description="Who it was said to.")] = None,
+        producer: Annotated[Identifier | None, Field(description="Speaker id.")] = None,
+        role: Annotated[Role, Field(description="Speaker's role.")] = "user",
+        produced_for: Annotated[Identifier | None, Field(description="Addressee id.")] = None,
         timestamp: When = None,
         memory_type: MemoryTypeArg = "message",
         importance: Importance = None,
         metadata: Metadata = None,
-        step: Annotated[int | None, Field(ge=0, description="An agent's step number.")] = None,
+        step: Annotated[int | None, Field(ge=0, description="Agent step number.")] = None,
         memories: Annotated[list[dict[str, JsonValue]] | None, BATCH_SCHEMA] = None,
-        idempotency_key: Annotated[Identifier | None, Field(description="Makes a retried call safe.")] = None,
+        idempotency_key: Annotated[Identifier | None, Field(description="Makes retries safe.")] = None,
     ) -> AddMemoryResult:
-        """Store a conversation turn (or a batch) in an open session."""
+        """Store a turn, or a batch, in a session."""
         one = {
             "content": content, "producer": producer, "role": role, "produced_for": produced_for,
             "timestamp": timestamp, "memory_type": memory_type, "importance": importance, "metadata": metadata,
@@ -222,14 +215,14 @@ def _memories(server: MCPServer) -> None:
     @tool_errors
     async def update_memory(
         group_id: GroupId,
-        memory_id: Annotated[int, Field(description="The memory's id.")],
+        memory_id: Annotated[int, Field(description="Memory id.")],
         ctx: Context,
         content: Annotated[str | None, Field(description="New text.")] = None,
         metadata: Metadata = None,
         importance: Importance = None,
         memory_type: Annotated[MemoryType | None, Field(description="New type.")] = None,
     ) -> UpdatedMemory:
-        """Correct a memory in place (same id, session and time)."""
+        """Correct a memory; it keeps its id and time."""
         manager = await manager_of(ctx)
         return await manager.update_memory(
             group_id,
@@ -249,7 +242,7 @@ def _memories(server: MCPServer) -> None:
         session_id: OptionalSession = None,
         keep_system: Annotated[bool, Field(description="Keep system messages.")] = False,
     ) -> DeleteResult:
-        """Delete memories by id, or a session's memories."""
+        """Delete memories by id or session."""
         manager = await manager_of(ctx)
         return await manager.delete_memories(group_id, memory_ids, session_id, keep_system=keep_system)
 
@@ -259,48 +252,47 @@ def _reading(server: MCPServer) -> None:
     @tool_errors
     async def recall(
         group_id: GroupId,
-        query: Annotated[str, Field(description="What to look for, in plain words.")],
         ctx: Context,
-        session_id: Annotated[
-            Identifier | None, Field(description="Only this session; adds its latest turns.")
-        ] = None,
-        limit: Annotated[int, Field(ge=1, le=MAX_RECALL_LIMIT, description="Most hits.")] = 10,
+        query: Annotated[str | None, Field(description="Omit to list in order.")] = None,
+        session_id: Annotated[Identifier | None, Field(description="Session; adds its latest turns.")] = None,
+        limit: Annotated[int, Field(ge=1, le=MAX_RECALL_LIMIT, description="1-100.")] = 10,
         filters: Annotated[dict[str, JsonValue] | None, FILTERS] = None,
         tiers: Annotated[list[Tier] | None, Field(description="Default all.")] = None,
         min_similarity: Annotated[
-            float | None, Field(ge=-1, le=1, description="Drop matches by meaning alone below this cosine.")
+            float | None, Field(ge=-1, le=1, description="Cosine floor for meaning-only hits.")
         ] = None,
         neighbours: Annotated[
-            int, Field(ge=0, le=MAX_NEIGHBOURS, description="Add n turns around each hit.")
+            int, Field(ge=0, le=MAX_NEIGHBOURS, description="0-5 turns of context per hit.")
         ] = 0,
+        order: Annotated[ListOrder, Field(description="Listing order.")] = "oldest",
+        cursor: Annotated[str | None, Field(description="Listing next_cursor.")] = None,
     ) -> RecallResult:
-        """Search memories by meaning and keyword. Use it before answering about the past."""
+        """Search memories by meaning and keyword before answering about the past; without a query, list them."""
         where = MemoryFilter() if filters is None else read_model("filters", filters, MemoryFilter, "filters")
-        options = RecallOptions(tiers=tiers, min_similarity=min_similarity, neighbours=neighbours)
         manager = await manager_of(ctx)
+        if query is None:
+            _only_for_a_search(tiers=tiers, min_similarity=min_similarity, neighbours=neighbours or None)
+            page = await manager.list_memories(
+                group_id, session_id=session_id, where=where, order=order, limit=limit, cursor=cursor
+            )
+            return RecallResult.listing(page)
+        _only_for_a_listing(order=None if order == "oldest" else order, cursor=cursor)
+        options = RecallOptions(tiers=tiers, min_similarity=min_similarity, neighbours=neighbours)
         return await manager.recall(
             group_id, query, session_id=session_id, limit=limit, where=where, options=options
         )
 
 
-def _listing(server: MCPServer) -> None:
-    @server.tool(annotations=READ_ONLY)
-    @tool_errors
-    async def list_memories(
-        group_id: GroupId,
-        ctx: Context,
-        session_id: OptionalSession = None,
-        filters: Annotated[dict[str, JsonValue] | None, LIST_FILTERS] = None,
-        order: Annotated[ListOrder, Field(description="newest: the latest first.")] = "oldest",
-        limit: Annotated[int, Field(ge=1, le=MAX_LIST_LIMIT, description="Page size.")] = 20,
-        cursor: Annotated[str | None, Field(description="next_cursor of the last page.")] = None,
-    ) -> MemoryPage:
-        """List memories in order, without a query: a session's, or a group's by time."""
-        where = MemoryFilter() if filters is None else read_model("filters", filters, MemoryFilter, "filters")
-        manager = await manager_of(ctx)
-        return await manager.list_memories(
-            group_id, session_id=session_id, where=where, order=order, limit=limit, cursor=cursor
-        )
+def _only_for_a_search(**given: object) -> None:
+    for name, value in given.items():
+        if value is not None:
+            raise ToolError(f"invalid: {name} applies to a search; pass a query, or leave {name} out to list")
+
+
+def _only_for_a_listing(**given: object) -> None:
+    for name, value in given.items():
+        if value is not None:
+            raise ToolError(f"invalid: {name} applies to a listing; leave the query out, or leave {name} out")
 
 
 def _knowledge(server: MCPServer) -> None:
@@ -312,14 +304,14 @@ def _knowledge(server: MCPServer) -> None:
         subject: Annotated[str | None, Field(description="e.g. Ana.")] = None,
         predicate: Annotated[str | None, Field(description="e.g. lives in.")] = None,
         object: Annotated[str | None, Field(description="e.g. Lisbon.")] = None,
-        text: Annotated[str | None, Field(description="Or text to extract facts from.")] = None,
-        session_id: Annotated[Identifier | None, Field(description="Where it was learned.")] = None,
-        source: Annotated[str | None, Field(description="Where it comes from.")] = None,
+        text: Annotated[str | None, Field(description="Or text to extract from.")] = None,
+        session_id: Annotated[Identifier | None, Field(description="Session learned in.")] = None,
+        source: Annotated[str | None, Field(description="Its origin.")] = None,
         confidence: Annotated[float | None, Field(ge=0, le=1, description="0-1.")] = None,
         valid_from: When = None,
-        replace: Annotated[bool | None, Field(description="Close the current value.")] = None,
+        replace: Annotated[bool | None, Field(description="Close the old value.")] = None,
     ) -> FactResult:
-        """Keep a stable fact as subject, predicate, object."""
+        """Keep a fact: subject, predicate, object."""
         manager = await manager_of(ctx)
         return await manager.add_fact(
             group_id, subject, predicate, object, text=text, session_id=session_id, source=source,
@@ -336,12 +328,12 @@ def _knowledge(server: MCPServer) -> None:
             Literal["full", "lightweight"],
             Field(description="lightweight: 3-5 points."),
         ] = "full",
-        sync: Annotated[bool, Field(description="false: get a task_id.")] = True,
+        sync: Annotated[bool, Field(description="false: return a task_id.")] = True,
         generate_embedding: Annotated[bool, Field(description="false: no vector.")] = True,
         focus_topics: Annotated[list[str] | None, Field(description="Topics to stress.")] = None,
         summary: Annotated[dict[str, Any] | list[str] | str | None, SUMMARY] = None,
     ) -> SummarizeResponse:
-        """Store a summary of a session; recall finds it from every session."""
+        """Summarise a session; recall finds it from every session."""
         manager = await manager_of(ctx)
         return await manager.summarize_session(
             group_id, session_id, mode=mode, sync=sync, generate_embedding=generate_embedding,
@@ -351,15 +343,15 @@ def _knowledge(server: MCPServer) -> None:
     @server.tool(annotations=READ_ONLY)
     @tool_errors
     async def get_task(
-        task_id: Annotated[Identifier, Field(description="From summarize_session.")], ctx: Context
+        task_id: Annotated[Identifier, Field(description="summarize_session's task.")], ctx: Context
     ) -> TaskInfo:
-        """The state of a summary started with sync=false."""
+        """A background summary's state."""
         return await (await manager_of(ctx)).get_task(task_id)
 
     @server.tool(annotations=IDEMPOTENT)
     @tool_errors
     async def run_maintenance(ctx: Context) -> MaintenanceReport:
-        """Run the hourly upkeep now (importance decay, pending vectors)."""
+        """Run the hourly upkeep now."""
         return await (await manager_of(ctx)).maintain(trigger="on_demand")
 
 
