@@ -132,4 +132,5 @@ class EmbeddingError(RuntimeError):
     """An embedding backend failed or returned vectors that cannot be used (recall falls back to keywords)."""
 
 
-CATEGORIES = ("invalid", "not_found", "conflict", "limit", "unavailable")
+CATEGORIES = ("invalid", "not_found", "conflict", "limit", "unavailable", "internal")
+"""The category words, in the order of the docstring; `internal` marks a bug (the server's log has it)."""

@@ -22,6 +22,7 @@ import sqlean  # type: ignore[import-untyped]
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mcp_memory.errors import CATEGORIES
 from tests.helpers import TOOLS
 from tests.rawstdio import RawServer
 
@@ -132,6 +133,7 @@ def answer(server: RawServer, tool: str, arguments: dict[str, Any]) -> tuple[boo
 
 def assert_clear(tool: str, text: str) -> None:
     assert text.strip(), "an error with no text"
+    assert text.split(":")[0] in CATEGORIES, f"an error without its category word: {text[:200]!r}"
     assert not text.rstrip().endswith(f"Error executing tool {tool}"), f"a crash reached the model: {text!r}"
     assert not any(marker in text for marker in UNCLEAR), f"a raw dump reached the model: {text[:500]!r}"
     assert len(text) < 3000, f"an error of {len(text)} characters"

@@ -42,6 +42,7 @@ from mcp_types import (
 )
 from pydantic import ValidationError
 
+from mcp_memory.errors import CATEGORIES
 from mcp_memory.server.arguments import MAX_ARGUMENT_DEPTH
 
 log = logging.getLogger(__name__)
@@ -298,8 +299,12 @@ def _id_at(text: str, position: int) -> RequestId | None:
 
 
 def error_line(request_id: RequestId | None, code: int, message: str) -> bytes:
-    """A JSON-RPC error reply. ASCII escapes: an id with an unpaired surrogate goes back as the client
-    wrote it ("\\ud800"), which the client's parser read once already."""
+    """A JSON-RPC error reply, its message starting with its category word as every error's does (errors.py).
+    ASCII escapes: an id with an unpaired surrogate goes back as the client wrote it ("\\ud800"), which the
+    client's parser read once already."""
+    category = "internal" if code == INTERNAL_ERROR else "invalid"
+    if not message.startswith(CATEGORIES):
+        message = f"{category}: {message}"
     reply = {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
     return json.dumps(reply, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
