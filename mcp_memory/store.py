@@ -15,6 +15,7 @@ other modules use; it also re-exports the names they import from here:
     store_vectors.py   the vec0 index: pending vectors, KNN, scans for the vector cache
     store_keywords.py  scans, change log and tokenizer for the in-memory keyword index
     store_stats.py     database-wide statistics and the importance decay pass
+    store_transfer.py  the reads of an export and the writes of an import
 
 This module keeps what ties them together: opening and migrating the database, the
 embedder check, groups and sessions, metadata, and facts.
@@ -53,6 +54,7 @@ from mcp_memory.store_episodes import (
 from mcp_memory.store_filters import Filters
 from mcp_memory.store_keywords import KeywordReads
 from mcp_memory.store_stats import TIERS, Statistics
+from mcp_memory.store_transfer import TransferStore
 from mcp_memory.store_vectors import (
     INDEXED,
     NOT_INDEXED,
@@ -97,7 +99,7 @@ def _mismatch(
     )
 
 
-class Store(Episodes, VectorIndex, KeywordReads, Statistics):
+class Store(Episodes, VectorIndex, KeywordReads, Statistics, TransferStore):
     """A SQLite database of memories; every method is synchronous and thread-safe."""
 
     def __init__(
