@@ -31,7 +31,7 @@ import anyio
 import anyio.abc
 from anyio.to_thread import run_sync
 
-from mcp_memory import rolling
+from mcp_memory import manager_transfer, rolling
 from mcp_memory.config import Config
 from mcp_memory.embeddings import Embedder, make_embedder
 from mcp_memory.engine import MemoryEngine, RecallStrategy
@@ -545,6 +545,35 @@ class MemoryManager:
             last_maintenance=await self.last_maintenance(),
             **counts,
         )
+
+    # -- save and load (manager_transfer.py) --------------------------------------------
+
+    async def export_memories(
+        self,
+        target: manager_transfer.ExportTarget,
+        group_ids: Sequence[str] | None = None,
+        *,
+        overwrite: bool = False,
+        progress: manager_transfer.ProgressCallback | None = None,
+    ) -> manager_transfer.ExportResult:
+        """Write these groups (default: all) as JSON Lines to a file, which appears whole or not at all (an
+        existing one only with `overwrite`), or to a stream; see transfer.py for the format."""
+        transfers = manager_transfer.Transfers(self, now=self._now)
+        return await transfers.export(target, group_ids, overwrite=overwrite, progress=progress)
+
+    async def import_memories(
+        self,
+        path: manager_transfer.ImportSource,
+        group_id: str | None = None,
+        *,
+        progress: manager_transfer.ProgressCallback | None = None,
+        index_budget_s: float | None = None,
+    ) -> manager_transfer.ImportResult:
+        """Import an export (only `group_id`'s part, if given) or a server-memory file (into `group_id`, default
+        "memory"): every line is checked before anything is written, and importing twice adds nothing. The
+        new memories are then embedded for up to `index_budget_s` (None: all); the upkeep does the rest."""
+        transfers = manager_transfer.Transfers(self, now=self._now)
+        return await transfers.import_file(path, group_id, progress=progress, index_budget_s=index_budget_s)
 
 
 def configured_llm(config: Config, *, temperature: float | None = None) -> OpenAIChatLLM | None:
