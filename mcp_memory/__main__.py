@@ -10,10 +10,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mcp_memory import __version__
 from mcp_memory.config import EMBEDDER_KINDS, Config, load_configuration_file
-from mcp_memory.errors import MemoryServerError
+from mcp_memory.errors import MemoryServerError, ValidationFailed
+
+if TYPE_CHECKING:
+    from mcp_memory.manager_transfer import Progress
 
 log = logging.getLogger("mcp_memory")
 
@@ -34,10 +38,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="for streamable-http")
     parser.add_argument("--port", type=int, default=8765, help="for streamable-http")
     parser.add_argument(
-        "command", nargs="?", choices=("serve", "stats", "reindex", "maintain"), default="serve",
+        "command", nargs="?", choices=("serve", "stats", "reindex", "maintain", "export", "import"),
+        default="serve",
         help="serve (default), stats (print statistics as JSON), reindex (re-embed every memory), "
-        "maintain (run the maintenance pass now and print its report)",
+        "maintain (run the maintenance pass now and print its report), export (write memory as JSON Lines), "
+        "import FILE (read an export or a server-memory file back)",
     )  # fmt: skip
+    parser.add_argument("file", nargs="?", type=Path, help="import: the file to read")
+    parser.add_argument(
+        "--group", action="append",
+        help="export: only this group (repeat for more); import: only this group of an export, or the group "
+        "a server-memory file goes into (default memory)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--out", default="-", help="export: the file to write (replaced whole), or - for stdout"
+    )
     return parser
 
 
@@ -69,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     limit_blas_threads()
     args = _parser().parse_args(argv)
     try:
+        _check_transfer_arguments(args)
         config = _config(args)
         _setup_logging(config.log_level)
         if args.command == "stats":
@@ -77,6 +93,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(json.dumps(asyncio.run(_reindex(config)), indent=2))
         elif args.command == "maintain":
             print(json.dumps(asyncio.run(_maintain(config)), indent=2))
+        elif args.command == "export":
+            report = json.dumps(asyncio.run(_export(config, args)), indent=2)
+            print(report, file=sys.stderr if args.out == "-" else sys.stdout)
+        elif args.command == "import":
+            print(json.dumps(asyncio.run(_import(config, args)), indent=2))
         else:
             _serve(config, args)
     except BaseException as exc:  # noqa: BLE001 - the one place that turns our errors into an exit
@@ -132,6 +153,41 @@ async def _reindex(config: Config) -> dict[str, object]:
         return await manager.reindex()
     finally:
         await manager.shutdown()
+
+
+def _check_transfer_arguments(args: argparse.Namespace) -> None:
+    if args.command == "import" and args.file is None:
+        raise ValidationFailed("import needs the file to read: mcp-memory import --db PATH FILE")
+    if args.command != "import" and args.file is not None:
+        raise ValidationFailed(f"{args.command} takes no file; to write one, use export --out FILE")
+    if args.command == "import" and len(args.group or []) > 1:
+        raise ValidationFailed(
+            "import takes one --group: the group of the export to import, or to import into"
+        )
+    if args.group and args.command not in ("export", "import"):
+        raise ValidationFailed(f"--group is for export and import, not {args.command}")
+
+
+async def _progress(progress: Progress) -> None:
+    print(f"mcp-memory: {progress.message}", file=sys.stderr, flush=True)
+
+
+async def _export(config: Config, args: argparse.Namespace) -> dict[str, object]:
+    from mcp_memory.manager import MemoryManager
+
+    target = sys.stdout if args.out == "-" else Path(args.out).absolute()
+    async with MemoryManager(config) as manager:
+        result = await manager.export_memories(target, args.group, overwrite=True, progress=_progress)
+    return result.model_dump(mode="json")
+
+
+async def _import(config: Config, args: argparse.Namespace) -> dict[str, object]:
+    from mcp_memory.manager import MemoryManager
+
+    group = args.group[0] if args.group else None
+    async with MemoryManager(config) as manager:
+        result = await manager.import_memories(args.file.absolute(), group, progress=_progress)
+    return result.model_dump(mode="json")
 
 
 if __name__ == "__main__":
