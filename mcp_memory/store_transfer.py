@@ -6,8 +6,9 @@ bounded size (`import_chunk`), each complete in itself: ids are mapped (facts' m
 episodes, the rolling summary's covered sequence follow the rows they point at), and whatever is already
 there is found and left as it is, so importing a file twice, or into the database it came from, adds
 nothing. How a memory is found again: by its dedup key (the exported one, else `import<US>database<US>id`,
-which the new row keeps), else by its sequence and content. A fact: by its memory, else by its keys and
-validity period (a current fact: by its keys). The format itself is transfer.py's.
+which the new row keeps), else by its sequence and content (or its sequence, speaker and time when it was
+corrected on either side since). A fact: by its memory, else by its keys and validity period (a current
+fact: by its keys). The format itself is transfer.py's.
 """
 
 from __future__ import annotations
@@ -334,18 +335,28 @@ class _Importer:
         key = ep.dedup_key or ep.fallback_key
         row = self._by_key(key)
         if row is not None and key != ep.fallback_key:
-            same = (row[2], row[3]) == (ep.producer_id, ep.content_hash) or row[4] is not None
-            if not same:  # the key names another memory here (an idempotency key used in both databases)
-                key = ep.fallback_key
+            corrected = row[4] is not None or ep.updated_at is not None
+            if (row[2], row[3]) != (ep.producer_id, ep.content_hash) and not corrected:
+                key = (
+                    ep.fallback_key
+                )  # the key names another memory here (one idempotency key in two databases)
                 row = self._by_key(key)
         self.keys[ep.old_id] = key
         if row is None:
-            row = self.conn.execute(
-                "SELECT id, sequence FROM episodes WHERE group_id = ? AND session_id = ? AND sequence = ? "
-                "AND content_hash = ?",
-                (self.chunk.group_id, self.chunk.session_id, ep.old_sequence, ep.content_hash),
-            ).fetchone()
+            row = self._by_place(ep)
         return None if row is None else _Found(row[0], row[1])
+
+    def _by_place(self, ep: ImportedEpisode) -> Any:
+        """The memory at the same sequence with the same content, or the same memory corrected on one side
+        since (update_memory keeps its sequence, speaker and time)."""
+        return self.conn.execute(
+            "SELECT id, sequence FROM episodes WHERE group_id = ? AND session_id = ? AND sequence = ? "
+            "AND (content_hash = ? OR ((updated_at IS NOT NULL OR ?) AND producer_id = ? AND timestamp = ?))",
+            (
+                self.chunk.group_id, self.chunk.session_id, ep.old_sequence, ep.content_hash,
+                ep.updated_at is not None, ep.producer_id, ep.timestamp,
+            ),
+        ).fetchone()  # fmt: skip
 
     def _find_fact(self, fact: ImportedFact, memory: _Found | None) -> tuple[int, int | None] | None:
         """(id, memory_id) of the stored fact this one is, if any."""

@@ -404,3 +404,42 @@ async def test_an_embedder_that_fails_leaves_imported_memories_pending_for_the_u
     assert (result.memories.added, result.vectors_indexed, result.vectors_pending) == (10, 0, 10)
     async with manager_on(tmp_path / "big.db") as manager:
         assert await manager.backfill() == 10
+
+
+async def test_a_memory_corrected_since_the_export_is_not_brought_back_beside_its_correction(
+    origin: Path, tmp_path: Path
+) -> None:
+    async with manager_on(origin) as manager:
+        rows = manager.engine.store.session_episodes("ana", "private")  # an untimed memory: no dedup key
+        await manager.update_memory("ana", rows[0]["id"], content="my PIN hint is the dog")
+        timed = next(r for r in manager.engine.store.session_episodes("team", "standup"))
+        await manager.update_memory("team", timed["id"], content="I shipped the export and the import")
+    before = tables(origin)
+    result = await import_into(origin, tmp_path / "origin.jsonl")
+    assert result.memories.added == 0 and tables(origin) == before
+
+
+async def test_an_idempotency_key_used_in_both_databases_does_not_hide_the_other_memory(
+    origin: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "target.db"
+    async with manager_on(target) as manager:
+        await manager.create_group("team", ["zoe", "max"], ["helper"])
+        await manager.open_session("team", "standup")
+        theirs = [
+            {"content": "Something else entirely", "producer": "zoe", "timestamp": "2025-03-03T09:00:00Z"},
+            {"content": "And another thing", "producer": "max", "timestamp": "2025-03-03T09:01:00Z"},
+        ]
+        await manager.add_memories("team", "standup", theirs, idempotency_key="standup-1")
+    result = await import_into(target, tmp_path / "origin.jsonl", "team")
+    async with manager_on(target) as manager:
+        contents = [r["content"] for r in manager.engine.store.session_episodes("team", "standup")]
+        assert contents == [
+            "Something else entirely",
+            "And another thing",
+            "I shipped the export",
+            "Reviewing it today",
+        ]
+    assert (result.memories.added, result.facts.added) == (3, 1)  # and the fact "Zoe owns the export"
+    again = await import_into(target, tmp_path / "origin.jsonl", "team")
+    assert (again.memories.added, again.memories.existing) == (0, 3)
