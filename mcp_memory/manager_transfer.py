@@ -197,7 +197,7 @@ class Transfers:
         self, path: Path, inventory: Inventory, selected: list[str], meter: _Meter
     ) -> ImportResult:
         written = sum(inventory.records_by_group.get(g, 0) for g in selected)
-        skipped = inventory.lines - 1 - written
+        skipped = max(inventory.lines - 1 - written, 0)  # blank lines and other groups' lines
         result = ImportResult(path=str(path), format="mcp-memory", lines_skipped=skipped)
         writer = Writer(self._store, meter.wrote, result, inventory.header.database_id)
         meter.planned(inventory.lines, sum(inventory.memories_by_group.get(g, 0) for g in selected))

@@ -443,3 +443,15 @@ async def test_an_idempotency_key_used_in_both_databases_does_not_hide_the_other
     assert (result.memories.added, result.facts.added) == (3, 1)  # and the fact "Zoe owns the export"
     again = await import_into(target, tmp_path / "origin.jsonl", "team")
     assert (again.memories.added, again.memories.existing) == (0, 3)
+
+
+async def test_an_empty_database_exports_a_header_alone_which_imports_as_nothing(tmp_path: Path) -> None:
+    async with manager_on(tmp_path / "empty.db") as manager:
+        result = await manager.export_memories(tmp_path / "empty.jsonl")
+        with pytest.raises(ValidationFailed, match="exists already"):
+            await manager.export_memories(tmp_path / "empty.jsonl")
+    assert (result.groups, result.memories) == (0, 0)
+    lines = read_export(tmp_path / "empty.jsonl")
+    assert len(lines) == 1 and lines[0]["groups"] == [] and set(lines[0]["counts"].values()) == {0}
+    imported = await import_into(tmp_path / "other.db", tmp_path / "empty.jsonl")
+    assert (imported.groups.added, imported.memories.added, imported.lines_skipped) == (0, 0, 0)
