@@ -99,8 +99,9 @@ class Writer:
         ]
         for n, memories in enumerate(parts or [[]]):
             chunk = self._chunk(block, n, memories, last=n >= len(parts) - 1)
-            chunk = replace(chunk, index_vectors=index_vectors, after=after)
-            out = self.store.import_chunk(chunk, ids, sequences)
+            out = self.store.import_chunk(
+                replace(chunk, index_vectors=index_vectors, after=after), ids, sequences
+            )
             ids.update(out.ids)
             sequences.update(out.sequences)
             after = out.last_sequence
@@ -169,11 +170,11 @@ class Writer:
         )
 
 
-def tally(tally: Tally, added: bool) -> None:
+def tally(counts: Tally, added: bool) -> None:
     if added:
-        tally.added += 1
+        counts.added += 1
     else:
-        tally.existing += 1
+        counts.existing += 1
 
 
 def _group_row(line: GroupLine) -> dict[str, Any]:
