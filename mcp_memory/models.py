@@ -248,6 +248,17 @@ class RecallOptions(BaseModel):
     )
 
 
+class ReadOptions(BaseModel):
+    """The recall tool's options: how to search, or how to page a listing (one object: the tool list is short)."""
+
+    model_config = STRICT_INPUT
+    tiers: list[Tier] | None = None
+    min_similarity: float | None = Field(None, ge=-1, le=1)
+    neighbours: int = Field(0, ge=0, le=MAX_NEIGHBOURS)
+    order: ListOrder = "oldest"
+    cursor: str | None = None
+
+
 class RecallHit(Episode):
     """A recalled memory with its relevance score (higher is better)."""
 
@@ -339,6 +350,16 @@ class StoredFact(Fact):
     """A fact add_fact stored, or found already stored (duplicate)."""
 
     duplicate: bool = Field(description="True when this was already a current fact; nothing new was stored.")
+
+
+class FactDetails(BaseModel):
+    """Where and when a fact holds, for add_fact (one object: the tool list is short)."""
+
+    model_config = STRICT_INPUT
+    session_id: Identifier | None = None
+    source: str | None = None
+    confidence: float | None = Field(None, ge=0, le=1)
+    valid_from: TimestampInput | None = None
 
 
 class FactResult(BaseModel):
@@ -478,6 +499,14 @@ class UpdatedMemory(BaseModel):
 SummaryMode = Literal["full", "lightweight"]
 SummarySource = Literal["caller", "llm", "sampling"]
 TaskStatus = Literal["processing", "completed", "failed"]
+
+
+class SummaryOptions(BaseModel):
+    """summarize_session's rarer options (one object: the tool list is short)."""
+
+    model_config = STRICT_INPUT
+    focus_topics: list[str] | None = None
+    generate_embedding: bool = True
 
 
 class SummaryResult(BaseModel):

@@ -23,13 +23,34 @@ TOOLS = frozenset(
         "update_memory",
         "list_groups",
         "add_participants",
+        "transfer_memory",
     }
 )
 
 
+# The tools keep their rarer arguments in one object each (the tool list is short); tests write them flat
+# and `as_sent` nests them as a client sends them.
+NESTED = {
+    "add_memory": ("details", ("produced_for", "memory_type", "importance", "metadata", "step")),
+    "recall": ("options", ("tiers", "min_similarity", "neighbours", "order", "cursor")),
+    "add_fact": ("details", ("session_id", "source", "confidence", "valid_from")),
+    "summarize_session": ("options", ("focus_topics", "generate_embedding")),
+}
+
+
+def as_sent(tool: str, arguments: dict[str, object]) -> dict[str, object]:
+    """`arguments` with the tool's rarer ones moved into its object argument."""
+    if tool not in NESTED:
+        return arguments
+    name, fields = NESTED[tool]
+    nested = {field: arguments[field] for field in fields if field in arguments}
+    flat = {key: value for key, value in arguments.items() if key not in nested}
+    return {**flat, name: {**nested, **flat.pop(name, {})}} if nested else flat  # type: ignore[dict-item]
+
+
 async def call(client: Client, tool: str, **arguments: object) -> dict:
     """Call a tool that must succeed and return its structured result."""
-    result = await client.call_tool(tool, arguments)
+    result = await client.call_tool(tool, as_sent(tool, arguments))
     assert not result.is_error, result.content[0].text if result.content else result
     assert result.structured_content is not None
     return result.structured_content
@@ -37,7 +58,7 @@ async def call(client: Client, tool: str, **arguments: object) -> dict:
 
 async def call_error(client: Client, tool: str, **arguments: object) -> str:
     """Call a tool that must fail and return the error text the model reads."""
-    result = await client.call_tool(tool, arguments)
+    result = await client.call_tool(tool, as_sent(tool, arguments))
     assert result.is_error, result.structured_content
     return result.content[0].text
 

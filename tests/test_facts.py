@@ -64,8 +64,17 @@ async def ready(client: Client) -> None:
     await call(client, "open_session", group_id=GROUP, session_id=SESSION)
 
 
+DETAILS = ("session_id", "source", "confidence", "valid_from")
+
+
+def fact(**arguments: Any) -> dict[str, Any]:
+    """add_fact's arguments as the tool takes them: where and when a fact holds go in `details`."""
+    details = {name: arguments.pop(name) for name in DETAILS if name in arguments}
+    return {**arguments, **({"details": details} if details else {})}
+
+
 async def add_fact(client: Client, **arguments: Any) -> dict:
-    return await call(client, "add_fact", group_id=GROUP, **arguments)
+    return await call(client, "add_fact", group_id=GROUP, **fact(**arguments))
 
 
 async def add_one(client: Client, **arguments: Any) -> dict:
@@ -252,7 +261,7 @@ async def test_replace_before_the_current_facts_valid_from_is_refused_and_stores
     await ready(client)
     await add_fact(client, **LISBON, valid_from="2025-01-01T00:00:00Z")
     text = await call_error(
-        client, "add_fact", group_id=GROUP, **PORTO, valid_from="2020-01-01T00:00:00Z", replace=True
+        client, "add_fact", group_id=GROUP, **fact(**PORTO, valid_from="2020-01-01T00:00:00Z", replace=True)
     )
     assert "valid_from" in text and "pass a later valid_from" in text and "nothing was stored" in text
     assert await objects(client) == [("Lisbon", True)]
@@ -452,7 +461,7 @@ async def test_a_part_that_is_too_long_is_an_error(client: Client) -> None:
 @pytest.mark.parametrize("confidence", [-0.1, 1.5])
 async def test_confidence_outside_zero_to_one_is_an_error(client: Client, confidence: float) -> None:
     await ready(client)
-    text = await call_error(client, "add_fact", group_id=GROUP, **LISBON, confidence=confidence)
+    text = await call_error(client, "add_fact", group_id=GROUP, **fact(**LISBON, confidence=confidence))
     assert "confidence" in text
     assert await nothing_stored(client)
 
@@ -479,7 +488,7 @@ async def test_an_unknown_session_is_an_error_that_says_to_open_it_and_nothing_i
     client: Client,
 ) -> None:
     await ready(client)
-    text = await call_error(client, "add_fact", group_id=GROUP, **LISBON, session_id="tuesday")
+    text = await call_error(client, "add_fact", group_id=GROUP, **fact(**LISBON, session_id="tuesday"))
     assert "session 'tuesday' does not exist" in text and "open_session" in text
     assert await nothing_stored(client)
     assert "tuesday" not in await sessions(client)
@@ -487,7 +496,7 @@ async def test_an_unknown_session_is_an_error_that_says_to_open_it_and_nothing_i
 
 async def test_a_bad_valid_from_is_an_error_that_shows_the_format(client: Client) -> None:
     await ready(client)
-    text = await call_error(client, "add_fact", group_id=GROUP, **LISBON, valid_from="last spring")
+    text = await call_error(client, "add_fact", group_id=GROUP, **fact(**LISBON, valid_from="last spring"))
     assert "valid_from 'last spring' is not a time" in text and "ISO 8601" in text
     assert await nothing_stored(client)
 
@@ -703,7 +712,10 @@ async def test_a_failed_replace_in_an_extraction_stores_none_of_its_facts(
     await add_fact(llm_client, **LISBON, valid_from="2025-01-01T00:00:00Z")
     llm.queue_chat(answer([["Bob", "likes", "tea"], PORTO]))
     text = await call_error(
-        llm_client, "add_fact", group_id=GROUP, text="...", valid_from="2020-01-01T00:00:00Z", replace=True
+        llm_client,
+        "add_fact",
+        group_id=GROUP,
+        **fact(text="...", valid_from="2020-01-01T00:00:00Z", replace=True),
     )
     assert "cannot replace it" in text
     assert await objects(llm_client) == [("Lisbon", True)]

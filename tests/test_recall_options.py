@@ -63,11 +63,8 @@ async def test_neighbours_add_the_turns_around_each_hit_once(client: Client) -> 
         assert all(abs(c["sequence"] - hit["sequence"]) == 1 for c in hit["context"]), hit
     shown = [h["id"] for h in hits] + [c["id"] for h in hits for c in h["context"]]
     assert len(shown) == len(set(shown)) > len(hits)  # context added, nothing shown twice
-    text = (
-        (await client.call_tool("recall", {"group_id": "g", "query": "basil", "limit": 1, "neighbours": 1}))
-        .content[0]
-        .text
-    )  # type: ignore[union-attr]
+    arguments = {"group_id": "g", "query": "basil", "limit": 1, "options": {"neighbours": 1}}
+    text = (await client.call_tool("recall", arguments)).content[0].text  # type: ignore[union-attr]
     assert f"  #{ids[1]} 2025-03-02 ana: {TURNS[1]}" in text and f"  #{ids[3]} " in text
 
 

@@ -208,17 +208,21 @@ async def test_batch_items_follow_the_same_rules_and_nothing_is_stored(
 
 async def test_nan_and_infinity_are_rejected_at_the_top_and_inside_batches(config: Config) -> None:
     for value in (float("nan"), float("inf"), float("-inf")):
-        text = await gate_error(config, "add_memory", {**TURN, "importance": value})
-        assert f"importance is {value!r}; send a finite number" in text
-        text = await gate_error(config, "add_memory", {**TURN, "metadata": {"scores": [1.0, value]}})
-        assert "metadata.scores[1] is" in text
+        text = await gate_error(config, "add_memory", {**TURN, "details": {"importance": value}})
+        assert f"details.importance is {value!r}; send a finite number" in text
+        text = await gate_error(
+            config, "add_memory", {**TURN, "details": {"metadata": {"scores": [1.0, value]}}}
+        )
+        assert "details.metadata.scores[1] is" in text
         item = {"content": "x", "producer": "ana", "importance": value}
         text = await gate_error(
             config, "add_memory", {"group_id": GROUP, "session_id": SESSION, "memories": [item]}
         )
         assert "memories[0].importance is" in text
-        text = await gate_error(config, "add_fact", {"group_id": GROUP, "subject": "a", "confidence": value})
-        assert "confidence is" in text
+        text = await gate_error(
+            config, "add_fact", {"group_id": GROUP, "subject": "a", "details": {"confidence": value}}
+        )
+        assert "details.confidence is" in text
 
 
 # -- readable ids ----------------------------------------------------------------------------
@@ -333,8 +337,8 @@ async def test_an_unpaired_surrogate_anywhere_is_an_error_naming_the_argument(
 
 
 async def test_a_surrogate_in_a_key_is_an_error_naming_where(config: Config) -> None:
-    text = await gate_error(config, "add_memory", {**TURN, "metadata": {"ok": {"k\ud800": 1}}})
-    assert "a key of metadata.ok holds an unpaired surrogate" in text
+    text = await gate_error(config, "add_memory", {**TURN, "details": {"metadata": {"ok": {"k\ud800": 1}}}})
+    assert "a key of details.metadata.ok holds an unpaired surrogate" in text
     text = await gate_error(config, "add_memory", {**TURN, "sesion\ud800": 1})
     assert r"unknown argument 'sesion\ud800'" in text
 
@@ -348,12 +352,12 @@ def nested(levels: int) -> Any:
 
 
 async def test_metadata_nests_up_to_the_limit_and_one_level_more_is_an_error(client: Client) -> None:
-    await ready(client)
-    await call(client, "add_memory", **TURN, metadata=nested(MAX_ARGUMENT_DEPTH))
+    await ready(client)  # metadata travels in details: the argument's limit counts that level too
+    await call(client, "add_memory", **TURN, metadata=nested(MAX_ARGUMENT_DEPTH - 1))
     text = await rejected(
-        client, "add_memory", **{**TURN, "content": "x"}, metadata=nested(MAX_ARGUMENT_DEPTH + 1)
+        client, "add_memory", **{**TURN, "content": "x"}, metadata=nested(MAX_ARGUMENT_DEPTH)
     )
-    assert f"metadata nests lists and objects more than {MAX_ARGUMENT_DEPTH} levels deep" in text
+    assert f"details nests lists and objects more than {MAX_ARGUMENT_DEPTH} levels deep" in text
     assert await episode_count(client) == 1
 
 
@@ -382,8 +386,8 @@ async def test_python_objects_nested_100000_levels_deep_are_refused_without_recu
     deep: Any = []
     for _ in range(100_000):
         deep = [deep]
-    text = await gate_error(config, "add_memory", {**TURN, "metadata": {"a": deep}})
-    assert "metadata nests lists and objects more than" in text
+    text = await gate_error(config, "add_memory", {**TURN, "details": {"metadata": {"a": deep}}})
+    assert "details nests lists and objects more than" in text
 
 
 async def test_json_text_nested_too_deeply_in_a_summary_is_a_clear_error(client: Client) -> None:
@@ -398,7 +402,7 @@ async def test_an_object_argument_over_the_size_limit_says_the_limit(client: Cli
     text = await rejected(client, "create_group", group_id="big", user_ids=["a"], configuration=big)
     assert f"an object argument holds at most {MAX_OBJECT_ARGUMENT_CHARS:,}" in text
     text = await rejected(client, "add_memory", **TURN, metadata=big)
-    assert "metadata is 64,013 characters as JSON" in text
+    assert "details is 64,027 characters as JSON" in text
     assert await episode_count(client) == 0
 
 

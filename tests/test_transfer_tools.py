@@ -1,4 +1,4 @@
-"""Save and load through MCP (export_memory, import_memory, with progress) and the command line (export,
+"""Save and load through MCP (transfer_memory, exporting and importing, with progress) and the command line (export,
 import): the same file, the same checks, one-line errors."""
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from mcp import Client
 
 from mcp_memory.config import Config
 from mcp_memory.server import build_server
-from mcp_memory.server.app import _strict_and_lean
-from mcp_memory.server.transfer import register_transfer_tools
 from tests.helpers import call, call_error
 from tests.test_surface import listed_tokens
 from tests.transfer_data import read_export, tables
@@ -24,17 +22,11 @@ from tests.transfer_data import read_export, tables
 pytestmark = pytest.mark.anyio
 
 GRAPH = Path(__file__).parent / "data" / "server_memory.jsonl"
-TOOL_TOKEN_BUDGET = 60  # what each of the two tools may cost in every conversation
+TOOL_TOKEN_BUDGET = 100  # what the tool may cost in every conversation
 
 
 def transfer_server(db: Path) -> Client:
-    server = build_server(Config(db_path=db, embedder="hashing"))
-    if "export_memory" not in {tool.name for tool in server._tool_manager.list_tools()}:  # noqa: SLF001
-        register_transfer_tools(
-            server
-        )  # until server/tools.py registers them itself: then, as build_server does
-        _strict_and_lean(server)
-    return Client(server)
+    return Client(build_server(Config(db_path=db, embedder="hashing")))
 
 
 @pytest.fixture
@@ -57,15 +49,18 @@ async def test_export_memory_writes_a_file_that_import_memory_reads_into_another
     async def progress(value: float, total: float | None, message: str | None) -> None:
         seen.append((value, total, message))
 
-    exported = await source.call_tool("export_memory", {"path": str(path)}, progress_callback=progress)
+    arguments = {"action": "export", "path": str(path)}
+    exported = await source.call_tool("transfer_memory", arguments, progress_callback=progress)
     assert not exported.is_error and exported.structured_content is not None
-    assert exported.structured_content["memories"] == 4 and exported.structured_content["facts"] == 1
+    written = exported.structured_content["exported"]
+    assert written["memories"] == 4 and written["facts"] == 1
     assert read_export(path)[0]["groups"] == ["ana"] and seen[-1] == (4, 4, "exported 4 of 4 memories")
     async with transfer_server(tmp_path / "copy.db") as copy:
         seen.clear()
-        imported = await copy.call_tool("import_memory", {"path": str(path)}, progress_callback=progress)
+        arguments = {"action": "import", "path": str(path)}
+        imported = await copy.call_tool("transfer_memory", arguments, progress_callback=progress)
         assert not imported.is_error and imported.structured_content is not None
-        counts = imported.structured_content
+        counts = imported.structured_content["imported"]
         assert (counts["memories"], counts["facts"]) == (
             {"added": 4, "existing": 0},
             {"added": 1, "existing": 0},
@@ -73,7 +68,7 @@ async def test_export_memory_writes_a_file_that_import_memory_reads_into_another
         assert counts["vectors_pending"] == 0
         assert [value for value, _, _ in seen] == sorted({value for value, _, _ in seen})
         assert "wrote 4 of 4 memories" in [message for _, _, message in seen]
-        again = await call(copy, "import_memory", path=str(path))
+        again = (await call(copy, "transfer_memory", action="import", path=str(path)))["imported"]
         assert (again["memories"], again["groups"]) == (
             {"added": 0, "existing": 4},
             {"added": 0, "existing": 1},
@@ -97,8 +92,10 @@ async def test_export_memory_writes_only_new_jsonl_files_at_absolute_paths(
         ),
         (str(tmp_path), f"invalid: path '{tmp_path}' does not end in .jsonl"),
     ]:
-        assert (await call_error(source, "export_memory", path=path)).startswith(error)
-    text = await call_error(source, "export_memory", path=str(tmp_path / "x.jsonl"), group_id="nobody")
+        assert (await call_error(source, "transfer_memory", action="export", path=path)).startswith(error)
+    text = await call_error(
+        source, "transfer_memory", action="export", path=str(tmp_path / "x.jsonl"), group_id="nobody"
+    )
     assert text.startswith("not_found: group 'nobody' does not exist")
     assert taken.read_text() == "mine\n"
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("source.db")] == ["taken.jsonl"]
@@ -106,7 +103,7 @@ async def test_export_memory_writes_only_new_jsonl_files_at_absolute_paths(
 
 async def test_import_memory_names_the_bad_line_and_writes_nothing(source: Client, tmp_path: Path) -> None:
     path = tmp_path / "ana.jsonl"
-    await call(source, "export_memory", path=str(path), group_id="ana")
+    await call(source, "transfer_memory", action="export", path=str(path), group_id="ana")
     lines = path.read_text().splitlines()
     memory = json.loads(lines[3])
     memory["role"] = "robot"
@@ -116,12 +113,12 @@ async def test_import_memory_names_the_bad_line_and_writes_nothing(source: Clien
     async with transfer_server(db) as copy:
         await call(copy, "create_group", group_id="other", user_ids=["olga"])
         before = tables(db)
-        text = await call_error(copy, "import_memory", path=str(path))
+        text = await call_error(copy, "transfer_memory", action="import", path=str(path))
         assert text.startswith(
             "invalid: line 4: memory.role: input should be 'user', 'assistant', 'system' or"
         )
         assert text.endswith("; nothing was imported")
-        assert (await call_error(copy, "import_memory", path="ana.jsonl")).startswith(
+        assert (await call_error(copy, "transfer_memory", action="import", path="ana.jsonl")).startswith(
             "invalid: path 'ana.jsonl'"
         )
         assert tables(db) == before
@@ -129,7 +126,9 @@ async def test_import_memory_names_the_bad_line_and_writes_nothing(source: Clien
 
 async def test_import_memory_reads_server_memorys_graph_into_the_group_asked_for(tmp_path: Path) -> None:
     async with transfer_server(tmp_path / "m.db") as client:
-        result = await call(client, "import_memory", path=str(GRAPH), group_id="kg")
+        result = (await call(client, "transfer_memory", action="import", path=str(GRAPH), group_id="kg"))[
+            "imported"
+        ]
         assert (result["format"], result["memories"]["added"], result["facts"]["added"]) == (
             "server-memory",
             9,
@@ -139,12 +138,13 @@ async def test_import_memory_reads_server_memorys_graph_into_the_group_asked_for
         assert facts["hits"][0]["content"] == "Ana_Silva works_at Acme Corp"
 
 
-async def test_the_two_tools_are_short_to_read(source: Client) -> None:
+async def test_the_tool_is_short_to_read(source: Client) -> None:
     tools = {tool.name: tool for tool in (await source.list_tools()).tools}
-    for name in ("export_memory", "import_memory"):
-        assert listed_tokens(tools[name]) <= TOOL_TOKEN_BUDGET, (name, listed_tokens(tools[name]))
-        for parameter in tools[name].input_schema["properties"].values():
-            assert parameter.get("description")
+    assert listed_tokens(tools["transfer_memory"]) <= TOOL_TOKEN_BUDGET, listed_tokens(
+        tools["transfer_memory"]
+    )
+    for parameter in tools["transfer_memory"].input_schema["properties"].values():
+        assert parameter.get("description")
 
 
 def run_cli(db: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
@@ -159,7 +159,7 @@ def run_cli(db: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
 async def test_the_command_line_exports_to_stdout_or_a_file_and_imports_back(
     source: Client, tmp_path: Path
 ) -> None:
-    await call(source, "export_memory", path=str(tmp_path / "ana.jsonl"))
+    await call(source, "transfer_memory", action="export", path=str(tmp_path / "ana.jsonl"))
     copy = tmp_path / "copy.db"
     imported = run_cli(copy, "import", str(tmp_path / "ana.jsonl"))
     assert imported.returncode == 0, imported.stderr

@@ -62,12 +62,15 @@ def check_arguments(tool: str, arguments: Mapping[str, Any], accepted: Sequence[
             _check_size(name, value)
 
 
-def check_names(tool: str, arguments: Mapping[str, Any], accepted: Sequence[str]) -> None:
+def check_names(
+    tool: str, arguments: Mapping[str, Any], accepted: Sequence[str], what: str = "argument"
+) -> None:
+    """Every name is one `tool` (or an object argument) takes; else the first unknown, the closest, the valid."""
     unknown = [str(name) for name in arguments if name not in accepted]
     if unknown:
-        takes = f"{tool} takes: {', '.join(accepted)}" if accepted else f"{tool} takes no arguments"
+        takes = f"{tool} takes: {', '.join(accepted)}" if accepted else f"{tool} takes no {what}s"
         raise ValidationFailed(
-            f"unknown argument {_quote(unknown[0])} for {tool}{_suggestion(unknown[0], accepted)} {takes}"
+            f"unknown {what} {_quote(unknown[0])} for {tool}{_suggestion(unknown[0], accepted)} {takes}"
         )
 
 

@@ -17,34 +17,35 @@ from pydantic import Field, JsonValue, WithJsonSchema
 
 from mcp_memory.llm import SamplingLLM
 from mcp_memory.models import (
-    MAX_NEIGHBOURS,
     MAX_RECALL_LIMIT,
     AddMemoryResult,
     CloseResult,
     DeleteResult,
     DeleteSessionResult,
+    FactDetails,
     FactResult,
     GroupInfo,
     GroupListing,
     Identifier,
-    ListOrder,
     MaintenanceReport,
     MemoryFilter,
     MemoryInput,
     MemoryType,
     OpenMode,
+    ReadOptions,
     RecallOptions,
     RecallResult,
     Role,
     SessionInfo,
     SummarizeResponse,
+    SummaryOptions,
     TaskInfo,
-    Tier,
     TimestampInput,
     UpdatedMemory,
 )
 from mcp_memory.server.app import manager_of, owner_of, tool_errors
-from mcp_memory.server.arguments import check_batch, read_model
+from mcp_memory.server.arguments import check_batch, check_names, read_model
+from mcp_memory.server.transfer import register_transfer_tools
 
 READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, openWorldHint=False)
 WRITES = ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=False)
@@ -70,14 +71,38 @@ SUMMARY = WithJsonSchema(
 )
 FILTER_FIELDS = (
     "since, until, producer, role, memory_types, metadata {dotted.path: value|list|{gte,lt,..}}, "
-    "min_importance, max_importance, step_from, step_to"
+    "min/max_importance, step_from/to"
+)
+OPTIONS = WithJsonSchema(
+    {
+        "type": "object",
+        "description": "Search: tiers [recent|long_term|summaries], min_similarity, neighbours (0-5). Listing: "
+        "order (oldest|newest), cursor.",
+    }
+)
+FACT_DETAILS = WithJsonSchema(
+    {
+        "type": "object",
+        "description": "Any of session_id (learned in), source, confidence (0-1), valid_from (time).",
+    }
+)
+DETAIL_FIELDS = ("produced_for", "memory_type", "importance", "metadata", "step")
+MEMORY_DETAILS = WithJsonSchema(
+    {
+        "type": "object",
+        "description": "Any of produced_for, memory_type (default message), importance (0-1), metadata, step.",
+    }
+)
+SUMMARY_OPTIONS = WithJsonSchema(
+    {"type": "object", "description": "Any of focus_topics (list), generate_embedding (false: no vector)."}
 )
 FILTERS = WithJsonSchema({"type": "object", "description": f"Any of {FILTER_FIELDS}."})
 BATCH_SCHEMA = WithJsonSchema(
     {
         "type": "array",
         "items": {"type": "object"},
-        "description": "Up to 1000 turns: fields above, name, tool_calls [{id,name,arguments}], tool_call_id, images.",
+        "description": "Up to 1000 turns: fields above, details' flat, name, tool_calls [{id,name,arguments}], "
+        "tool_call_id, images.",
     }
 )
 
@@ -88,6 +113,7 @@ def register_tools(server: MCPServer) -> None:
     _memories(server)
     _reading(server)
     _knowledge(server)
+    register_transfer_tools(server)
 
 
 def _groups(server: MCPServer) -> None:
@@ -178,27 +204,26 @@ def _memories(server: MCPServer) -> None:
         content: Annotated[str | dict[str, JsonValue], CONTENT] = "",
         producer: Annotated[Identifier | None, Field(description="Speaker id.")] = None,
         role: Annotated[Role, Field(description="Speaker's role.")] = "user",
-        produced_for: Annotated[Identifier | None, Field(description="Addressee id.")] = None,
         timestamp: When = None,
-        memory_type: MemoryTypeArg = "message",
-        importance: Importance = None,
-        metadata: Metadata = None,
-        step: Annotated[int | None, Field(ge=0, description="Agent step number.")] = None,
+        details: Annotated[dict[str, JsonValue] | None, MEMORY_DETAILS] = None,
         memories: Annotated[list[dict[str, JsonValue]] | None, BATCH_SCHEMA] = None,
         idempotency_key: Annotated[Identifier | None, Field(description="Makes retries safe.")] = None,
     ) -> AddMemoryResult:
         """Store a turn, or a batch, in a session."""
+        check_names("details", details or {}, DETAIL_FIELDS, what="field")
         one = {
-            "content": content, "producer": producer, "role": role, "produced_for": produced_for,
-            "timestamp": timestamp, "memory_type": memory_type, "importance": importance, "metadata": metadata,
-            "step": step,
-        }  # fmt: skip
+            "content": content,
+            "producer": producer,
+            "role": role,
+            "timestamp": timestamp,
+            **(details or {}),
+        }
         given = {field: value for field, value in one.items() if value is not None}
         if isinstance(content, str) and not content.strip():
             del given["content"]  # empty text is no content (a tool call or an image may be the message)
         items: MemoryInput | list[Any]
         if memories is not None:
-            if set(given) - {"role", "memory_type"}:
+            if set(given) - {"role"}:
                 raise ToolError(
                     "invalid: pass either content or memories, not both (a batch item holds its own fields)"
                 )
@@ -257,42 +282,41 @@ def _reading(server: MCPServer) -> None:
         session_id: Annotated[Identifier | None, Field(description="Session; adds its latest turns.")] = None,
         limit: Annotated[int, Field(ge=1, le=MAX_RECALL_LIMIT, description="1-100.")] = 10,
         filters: Annotated[dict[str, JsonValue] | None, FILTERS] = None,
-        tiers: Annotated[list[Tier] | None, Field(description="Default all.")] = None,
-        min_similarity: Annotated[
-            float | None, Field(ge=-1, le=1, description="Cosine floor for meaning-only hits.")
-        ] = None,
-        neighbours: Annotated[
-            int, Field(ge=0, le=MAX_NEIGHBOURS, description="0-5 turns of context per hit.")
-        ] = 0,
-        order: Annotated[ListOrder, Field(description="Listing order.")] = "oldest",
-        cursor: Annotated[str | None, Field(description="Listing next_cursor.")] = None,
+        options: Annotated[dict[str, JsonValue] | None, OPTIONS] = None,
     ) -> RecallResult:
         """Search memories by meaning and keyword before answering about the past; without a query, list them."""
         where = MemoryFilter() if filters is None else read_model("filters", filters, MemoryFilter, "filters")
+        how = ReadOptions() if options is None else read_model("options", options, ReadOptions, "options")
         manager = await manager_of(ctx)
         if query is None:
-            _only_for_a_search(tiers=tiers, min_similarity=min_similarity, neighbours=neighbours or None)
+            _only_for_a_search(
+                tiers=how.tiers, min_similarity=how.min_similarity, neighbours=how.neighbours or None
+            )
             page = await manager.list_memories(
-                group_id, session_id=session_id, where=where, order=order, limit=limit, cursor=cursor
+                group_id, session_id=session_id, where=where, order=how.order, limit=limit, cursor=how.cursor
             )
             return RecallResult.listing(page)
-        _only_for_a_listing(order=None if order == "oldest" else order, cursor=cursor)
-        options = RecallOptions(tiers=tiers, min_similarity=min_similarity, neighbours=neighbours)
+        _only_for_a_listing(order=None if how.order == "oldest" else how.order, cursor=how.cursor)
+        search = RecallOptions(tiers=how.tiers, min_similarity=how.min_similarity, neighbours=how.neighbours)
         return await manager.recall(
-            group_id, query, session_id=session_id, limit=limit, where=where, options=options
+            group_id, query, session_id=session_id, limit=limit, where=where, options=search
         )
 
 
 def _only_for_a_search(**given: object) -> None:
     for name, value in given.items():
         if value is not None:
-            raise ToolError(f"invalid: {name} applies to a search; pass a query, or leave {name} out to list")
+            raise ToolError(
+                f"invalid: options.{name} applies to a search; pass a query, or leave it out to list"
+            )
 
 
 def _only_for_a_listing(**given: object) -> None:
     for name, value in given.items():
         if value is not None:
-            raise ToolError(f"invalid: {name} applies to a listing; leave the query out, or leave {name} out")
+            raise ToolError(
+                f"invalid: options.{name} applies to a listing; leave the query out, or leave it out"
+            )
 
 
 def _knowledge(server: MCPServer) -> None:
@@ -305,17 +329,15 @@ def _knowledge(server: MCPServer) -> None:
         predicate: Annotated[str | None, Field(description="e.g. lives in.")] = None,
         object: Annotated[str | None, Field(description="e.g. Lisbon.")] = None,
         text: Annotated[str | None, Field(description="Or text to extract from.")] = None,
-        session_id: Annotated[Identifier | None, Field(description="Session learned in.")] = None,
-        source: Annotated[str | None, Field(description="Its origin.")] = None,
-        confidence: Annotated[float | None, Field(ge=0, le=1, description="0-1.")] = None,
-        valid_from: When = None,
+        details: Annotated[dict[str, JsonValue] | None, FACT_DETAILS] = None,
         replace: Annotated[bool | None, Field(description="Close the old value.")] = None,
     ) -> FactResult:
         """Keep a fact: subject, predicate, object."""
+        more = FactDetails() if details is None else read_model("details", details, FactDetails, "details")
         manager = await manager_of(ctx)
         return await manager.add_fact(
-            group_id, subject, predicate, object, text=text, session_id=session_id, source=source,
-            confidence=confidence, valid_from=valid_from, replace=replace,
+            group_id, subject, predicate, object, text=text, session_id=more.session_id, source=more.source,
+            confidence=more.confidence, valid_from=more.valid_from, replace=replace,
         )  # fmt: skip
 
     @server.tool(annotations=WRITES)
@@ -329,15 +351,17 @@ def _knowledge(server: MCPServer) -> None:
             Field(description="lightweight: 3-5 points."),
         ] = "full",
         sync: Annotated[bool, Field(description="false: return a task_id.")] = True,
-        generate_embedding: Annotated[bool, Field(description="false: no vector.")] = True,
-        focus_topics: Annotated[list[str] | None, Field(description="Topics to stress.")] = None,
+        options: Annotated[dict[str, JsonValue] | None, SUMMARY_OPTIONS] = None,
         summary: Annotated[dict[str, Any] | list[str] | str | None, SUMMARY] = None,
     ) -> SummarizeResponse:
         """Summarise a session; recall finds it from every session."""
+        how = (
+            SummaryOptions() if options is None else read_model("options", options, SummaryOptions, "options")
+        )
         manager = await manager_of(ctx)
         return await manager.summarize_session(
-            group_id, session_id, mode=mode, sync=sync, generate_embedding=generate_embedding,
-            focus_topics=focus_topics, summary=summary, sampling=_sampling(ctx),
+            group_id, session_id, mode=mode, sync=sync, generate_embedding=how.generate_embedding,
+            focus_topics=how.focus_topics, summary=summary, sampling=_sampling(ctx),
         )  # fmt: skip
 
     @server.tool(annotations=READ_ONLY)

@@ -1,5 +1,5 @@
-"""The save-and-load tools: export_memory writes a JSON Lines file on the server's machine, import_memory
-reads one back (or server-memory's knowledge graph). Both report progress while they work.
+"""Save and load as one tool (the tool list is short): transfer_memory exports a JSON Lines file on the
+server's machine, or imports one back (or server-memory's knowledge graph). Both report progress.
 
 They read and write files wherever the server's user may, so they take only absolute paths, and an export
 only makes a new .jsonl file: it never replaces one. An import embeds its new memories for at most
@@ -9,11 +9,11 @@ INDEX_BUDGET_S within the call; the server's background upkeep indexes the rest.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import ToolAnnotations
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from mcp_memory.manager_transfer import Progress, ProgressCallback
 from mcp_memory.models import Identifier
@@ -22,37 +22,43 @@ from mcp_memory.transfer_export import ExportResult, check_target
 from mcp_memory.transfer_write import ImportResult
 
 INDEX_BUDGET_S = 20.0
-WRITES_FILE = ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=False)
-IMPORTS = ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=True, openWorldHint=False)
+# an import is idempotent; an export never replaces a file: neither destroys anything
+TRANSFERS = ToolAnnotations(
+    readOnlyHint=False, destructiveHint=False, idempotentHint=True, openWorldHint=False
+)
 
 
 def register_transfer_tools(server: MCPServer) -> None:
-    @server.tool(annotations=WRITES_FILE)
+    @server.tool(annotations=TRANSFERS)
     @tool_errors
-    async def export_memory(
-        path: Annotated[str, Field(description="Absolute path, new .jsonl file.")],
-        ctx: Context,
-        group_id: Annotated[Identifier | None, Field(description="Only this group.")] = None,
-    ) -> ExportResult:
-        """Save memory to a JSON Lines file on the server."""
-        manager = await manager_of(ctx)
-        groups = None if group_id is None else [group_id]
-        return await manager.export_memories(check_target(Path(path)), groups, progress=_reporter(ctx))
-
-    @server.tool(annotations=IMPORTS)
-    @tool_errors
-    async def import_memory(
-        path: Annotated[str, Field(description="Absolute path.")],
+    async def transfer_memory(
+        action: Annotated[Literal["export", "import"], Field(description="export writes a new file.")],
+        path: Annotated[str, Field(description="Absolute path of a .jsonl file.")],
         ctx: Context,
         group_id: Annotated[
-            Identifier | None, Field(description="Only this group; server-memory: into it.")
+            Identifier | None, Field(description="Only this group (server-memory: into it).")
         ] = None,
-    ) -> ImportResult:
-        """Load an export_memory or server-memory file; repeating adds nothing."""
+    ) -> TransferResult:
+        """Export memory to a JSON Lines file on the server, or import one (ours, or server-memory's)."""
         manager = await manager_of(ctx)
-        return await manager.import_memories(
+        if action == "export":
+            groups = None if group_id is None else [group_id]
+            exported = await manager.export_memories(
+                check_target(Path(path)), groups, progress=_reporter(ctx)
+            )
+            return TransferResult(action=action, exported=exported)
+        imported = await manager.import_memories(
             Path(path), group_id, progress=_reporter(ctx), index_budget_s=INDEX_BUDGET_S
         )
+        return TransferResult(action=action, imported=imported)
+
+
+class TransferResult(BaseModel):
+    """What transfer_memory did: an export's counts, or an import's."""
+
+    action: Literal["export", "import"]
+    exported: ExportResult | None = None
+    imported: ImportResult | None = None
 
 
 def _reporter(ctx: Context) -> ProgressCallback:
