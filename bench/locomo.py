@@ -59,6 +59,7 @@ from metrics import (  # noqa: E402
 from mcp_memory.config import Config  # noqa: E402
 from mcp_memory.engine import RecallStrategy  # noqa: E402
 from mcp_memory.manager import MemoryManager  # noqa: E402
+from mcp_memory.models import RecallOptions  # noqa: E402
 from mcp_memory.server import build_server  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "locomo10.json"
@@ -259,21 +260,24 @@ async def ingest(manager: MemoryManager, conv: Conversation) -> int:
 Recaller = Callable[[str, str, RecallStrategy], Awaitable[list[tuple[str | None, str]]]]
 
 
-def manager_recaller(manager: MemoryManager) -> Recaller:
+def manager_recaller(manager: MemoryManager, min_similarity: float | None = None) -> Recaller:
     """Recall through `MemoryManager.recall`; returns (dia_id, content) per hit, best first."""
+    options = RecallOptions(min_similarity=min_similarity)
 
     async def recall(group_id: str, query: str, strategy: RecallStrategy) -> list[tuple[str | None, str]]:
-        result = await manager.recall(group_id, query, limit=LIMIT, strategy=strategy)
+        result = await manager.recall(group_id, query, limit=LIMIT, strategy=strategy, options=options)
         return [(hit.metadata.get("dia_id"), hit.content) for hit in result.hits]
 
     return recall
 
 
-def mcp_recaller(client: Client) -> Recaller:
+def mcp_recaller(client: Client, min_similarity: float | None = None) -> Recaller:
     """Recall through the MCP `recall` tool (the server's default strategy), parsing its structured result."""
+    extra = {} if min_similarity is None else {"options": {"min_similarity": min_similarity}}
 
     async def recall(group_id: str, query: str, strategy: RecallStrategy) -> list[tuple[str | None, str]]:
-        result = await client.call_tool("recall", {"group_id": group_id, "query": query, "limit": LIMIT})
+        arguments = {"group_id": group_id, "query": query, "limit": LIMIT, **extra}
+        result = await client.call_tool("recall", arguments)
         if result.is_error or result.structured_content is None:
             detail = result.content[0].text if result.content else result
             raise RuntimeError(f"recall tool failed: {detail}")
@@ -495,13 +499,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             query_began = time.perf_counter()
             direct = manager_recaller(manager)
             recallers = dict.fromkeys(STRATEGIES, direct)
+            recallers["default"] = manager_recaller(manager, args.min_similarity)
             via = dict.fromkeys(STRATEGIES, "manager")
             mcp_check = None
             if args.via == "mcp":
                 async with Client(build_server(config, manager=manager)) as client:
-                    recallers["default"], via["default"] = mcp_recaller(client), "mcp"
+                    recallers["default"], via["default"] = mcp_recaller(client, args.min_similarity), "mcp"
                     records = await ask_all(conversations, recallers, count_tokens)
-                    mcp_check = await compare_paths(conversations, recallers["default"], direct)
+                    mcp_check = await compare_paths(
+                        conversations, recallers["default"], manager_recaller(manager, args.min_similarity)
+                    )
             else:
                 records = await ask_all(conversations, recallers, count_tokens)
             query_s = time.perf_counter() - query_began
@@ -521,6 +528,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "embedder_requested": args.embedder,
         "embedder_warning": embedder_warning,
         "via": args.via,
+        "min_similarity": args.min_similarity,
         "limit": LIMIT,
         "machine": {
             "cpu_count": os.cpu_count(),
@@ -608,6 +616,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the JSON results")
     parser.add_argument(
         "--via", choices=("mcp", "manager"), default="mcp", help="how the default strategy is called"
+    )
+    parser.add_argument(
+        "--min-similarity",
+        type=float,
+        default=None,
+        help="the default strategy's cosine floor for meaning-only hits",
     )
     args = parser.parse_args()
     if not args.data.is_file():

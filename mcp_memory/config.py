@@ -30,7 +30,7 @@ MAINTENANCE_INTERVAL_S = 3600.0
 ROLLING_SUMMARY_MAX_TOKENS = 500
 ROLLING_SUMMARY_INPUT_TOKENS = 8_000
 EMBEDDER_KINDS = ("local", "openai", "hashing")
-DEFAULT_MIN_SIMILARITY = -1.0  # off: see the README for what a threshold costs on LoCoMo
+DEFAULT_MIN_SIMILARITY = 0.2  # below it a meaning-only match is noise (bench/similarity.py; README "Recall")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 

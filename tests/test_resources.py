@@ -19,7 +19,7 @@ GROUP = "household"
 SESSION = "monday"
 DEFAULT_CONFIGURATION = {
     "short_term": {"enabled": True, "max_episodes": 20, "max_tokens": 4000},
-    "long_term": {"enabled": True, "min_similarity": -1.0},
+    "long_term": {"enabled": True, "min_similarity": 0.2},
 }
 
 

@@ -26,6 +26,7 @@ from mcp_memory import tasks
 from mcp_memory.config import Config
 from mcp_memory.engine import RecallStrategy
 from mcp_memory.manager import MemoryManager
+from mcp_memory.models import RecallOptions
 from mcp_memory.server import build_server
 from tests.fake_openai import Delay, FakeOpenAI
 from tests.helpers import call, call_error
@@ -152,7 +153,7 @@ async def test_a_scoped_recall_finds_summaries_of_other_sessions_by_vector_alone
             await manager.add_memories(GROUP, SESSION, [other_note])
             found = await manager.recall(
                 GROUP, "Session Summary: sailing", session_id=OTHER, limit=5,
-                strategy=RecallStrategy.vector_only(),
+                strategy=RecallStrategy.vector_only(), options=RecallOptions(min_similarity=-1),
             )  # fmt: skip
             ids = [h.id for h in found.hits]
             assert ids[0] == stored.memories[0].id, cache_mb  # the summary, from the other session

@@ -267,7 +267,7 @@ async def test_open_session_creates_a_session_and_reports_its_state(client: Clie
     assert info["episode_count"] == 0
     assert info["configuration"] == {
         "short_term": {"enabled": True, "max_episodes": 20, "max_tokens": 4000},
-        "long_term": {"enabled": True, "min_similarity": -1.0},
+        "long_term": {"enabled": True, "min_similarity": 0.2},
     }
 
 
@@ -340,7 +340,7 @@ async def test_open_session_merges_defaults_group_base_and_session_overrides(cli
     info = await open_session(client, configuration={"short_term": {"max_episodes": 5}})
     assert info["configuration"] == {
         "short_term": {"enabled": True, "max_episodes": 5, "max_tokens": 1000},
-        "long_term": {"enabled": False, "min_similarity": -1.0},
+        "long_term": {"enabled": False, "min_similarity": 0.2},
     }
 
 
@@ -348,7 +348,7 @@ async def test_open_session_without_overrides_takes_the_group_base_configuration
     await make_group(client, configuration={"short_term": {"enabled": False}})
     info = await open_session(client)
     assert info["configuration"]["short_term"] == {"enabled": False, "max_episodes": 20, "max_tokens": 4000}
-    assert info["configuration"]["long_term"] == {"enabled": True, "min_similarity": -1.0}
+    assert info["configuration"]["long_term"] == {"enabled": True, "min_similarity": 0.2}
 
 
 async def test_reopening_with_a_different_configuration_is_an_error_because_it_is_frozen(
