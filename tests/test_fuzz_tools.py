@@ -70,7 +70,9 @@ VALUE = st.one_of(
 )
 VALID = {"group_id": "fuzz", "session_id": "s1", "query": "memory fuzzer", "content": "remember the fuzzer",
          "producer": "fuzzer", "subject": "Fuzzer", "predicate": "likes", "object": "edge cases", "memory_ids": [1],
-         "memory_id": 1, "user_ids": ["fuzzer"], "agent_ids": ["helper"]}  # fmt: skip
+         "memory_id": 1, "user_ids": ["fuzzer"], "agent_ids": ["helper"], "importance": 0.9, "step": 3,
+         "neighbours": 1, "order": "newest", "tiers": ["long_term"], "min_similarity": 0.1, "role": "user",
+         "memory_types": ["message"], "focus_topics": ["fuzz"]}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +141,23 @@ def assert_clear(tool: str, text: str) -> None:
     assert len(text) < 3000, f"an error of {len(text)} characters"
 
 
+# The keys of the tools' object arguments (their schemas say only "object", to keep the tool list short).
+INNER = {
+    "details": ["produced_for", "memory_type", "importance", "metadata", "step", "session_id", "source",
+                "confidence", "valid_from", "sesion_id"],
+    "filters": ["since", "until", "producer", "role", "memory_types", "metadata", "min_importance",
+                "max_importance", "step_from", "step_to", "exclude_types"],
+    "options": ["tiers", "min_similarity", "neighbours", "order", "cursor", "focus_topics", "generate_embedding",
+                "limit"],
+}  # fmt: skip
+
+
 def value_for(key: str) -> st.SearchStrategy[Any]:
-    """Mostly the valid value where there is one (so calls get past the first check), else anything."""
+    """Mostly the valid value where there is one (so calls get past the first check), else anything; an object
+    argument mostly gets an object of its own keys."""
+    if key in INNER:
+        inner = st.sampled_from(INNER[key]).flatmap(lambda k: st.tuples(st.just(k), value_for(k)))
+        return st.one_of(st.lists(inner, max_size=3).map(dict), st.lists(inner, max_size=3).map(dict), VALUE)
     if key not in VALID:
         return VALUE
     return st.one_of(st.just(VALID[key]), st.just(VALID[key]), st.just(VALID[key]), VALUE)

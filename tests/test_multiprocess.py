@@ -27,6 +27,8 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.shared.exceptions import MCPError
 
+from tests.helpers import as_sent
+
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.reliability]
 
 GROUP = "team"
@@ -103,7 +105,7 @@ class Workload:
 
 
 async def _call(workload: Workload, client: Client, who: str, tool: str, **arguments: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
+    result = await client.call_tool(tool, as_sent(tool, arguments))
     if result.is_error:
         text = result.content[0].text if result.content else repr(result)  # type: ignore[union-attr]
         workload.failures.append(f"{who} {tool}: {text}")
