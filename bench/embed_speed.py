@@ -29,7 +29,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # a
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mcp_memory.embeddings import Embedder, MiniLMEmbedder  # noqa: E402
+from mcp_memory.llm.embeddings import Embedder, MiniLMEmbedder  # noqa: E402
 
 SUBJECTS = ["I", "we", "my manager", "the team", "our client", "you", "the new intern", "my sister"]
 VERBS = ["need to", "decided to", "want to", "forgot to", "promised to", "will try to", "should"]

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.report import RESULTS, print_table, write_result  # noqa: E402
 from bench.scale import AGENTS, GROUP, USERS, latency_summary, memories, synthetic_turns  # noqa: E402
 from mcp_memory.config import Config  # noqa: E402
-from mcp_memory.embeddings import Embedder, make_embedder  # noqa: E402
+from mcp_memory.llm.embeddings import Embedder, make_embedder  # noqa: E402
 from mcp_memory.manager import MemoryManager  # noqa: E402
 
 BATCHES = (1, 100, 1000)

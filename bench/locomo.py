@@ -57,9 +57,9 @@ from metrics import (  # noqa: E402
 )
 
 from mcp_memory.config import Config  # noqa: E402
-from mcp_memory.engine import RecallStrategy  # noqa: E402
 from mcp_memory.manager import MemoryManager  # noqa: E402
 from mcp_memory.models import RecallOptions  # noqa: E402
+from mcp_memory.recall.engine import RecallStrategy  # noqa: E402
 from mcp_memory.server import build_server  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "locomo10.json"

@@ -55,11 +55,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import RESULTS, print_table, write_result  # noqa: E402
 from mcp_memory.config import Config  # noqa: E402
-from mcp_memory.embeddings import HashingEmbedder  # noqa: E402
-from mcp_memory.engine import CANDIDATES_PER_RESULT, MIN_CANDIDATES, RecallQuery  # noqa: E402
-from mcp_memory.fts import fts_query  # noqa: E402
+from mcp_memory.llm.embeddings import HashingEmbedder  # noqa: E402
 from mcp_memory.manager import MemoryManager  # noqa: E402
-from mcp_memory.store import Filters  # noqa: E402
+from mcp_memory.recall.engine import CANDIDATES_PER_RESULT, MIN_CANDIDATES, RecallQuery  # noqa: E402
+from mcp_memory.store.sqlite.fts import fts_query  # noqa: E402
+from mcp_memory.store.sqlite.store import Filters  # noqa: E402
 
 GROUP = "bench"
 USERS = ["maya", "tom", "lena"]
@@ -538,7 +538,7 @@ def probe(
 def time_minilm(queries: Sequence[str], count: int) -> dict[str, Any]:
     """Load MiniLM (the default embedder) and time single-query embeddings, after one warm-up."""
     try:
-        from mcp_memory.embeddings import MiniLMEmbedder
+        from mcp_memory.llm.embeddings import MiniLMEmbedder
 
         minilm = MiniLMEmbedder()
         load_ms, _ = timed(minilm.load)

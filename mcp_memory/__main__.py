@@ -17,7 +17,7 @@ from mcp_memory.config import EMBEDDER_KINDS, Config, load_configuration_file
 from mcp_memory.errors import MemoryServerError, ValidationFailed
 
 if TYPE_CHECKING:
-    from mcp_memory.manager_transfer import Progress
+    from mcp_memory.services.transfer import Progress
 
 log = logging.getLogger("mcp_memory")
 

@@ -8,13 +8,13 @@ The manager is the one entry point (server.py, the CLI, benchmarks and tests cal
 owns the lifecycle (start, the background runner, shutdown) and the parts that share it, and
 delegates each concern to one of them; the parts reach each other only through the manager:
 
-    manager_groups.py     groups: create, read, list
-    manager_sessions.py   live sessions: open, close, reference counts, eviction
-    manager_memories.py   episodes: add, recall, the short-term window, delete
-    manager_facts.py      facts: given or extracted from text by a model, listed
-    manager_summaries.py  summaries: on request, as background tasks, automatically
-    manager_rolling.py    the rolling summary: when a pass runs, one per session at a time
-    manager_upkeep.py     the background tick, the maintenance pass, vector (re)indexing
+    services/groups.py     groups: create, read, list
+    sessions.py   live sessions: open, close, reference counts, eviction
+    services/memories.py   episodes: add, recall, the short-term window, delete
+    services/facts.py      facts: given or extracted from text by a model, listed
+    services/summaries.py  summaries: on request, as background tasks, automatically
+    services/rolling.py    the rolling summary: when a pass runs, one per session at a time
+    services/upkeep.py     the background tick, the maintenance pass, vector (re)indexing
 """
 
 from __future__ import annotations
@@ -31,21 +31,13 @@ import anyio
 import anyio.abc
 from anyio.to_thread import run_sync
 
-from mcp_memory import manager_transfer, rolling
 from mcp_memory.config import Config
-from mcp_memory.embeddings import Embedder, make_embedder
-from mcp_memory.engine import MemoryEngine, RecallStrategy
 from mcp_memory.episodes import iso, utc_now
 from mcp_memory.errors import ConfigurationError, EmbeddingError, ManagerClosed
-from mcp_memory.keyword_index import KeywordSearch
-from mcp_memory.llm import DEFAULT_LLM_MODEL, LLMClient, OpenAIChatLLM
-from mcp_memory.manager_facts import Facts
-from mcp_memory.manager_groups import LIST_LIMIT, Groups
-from mcp_memory.manager_memories import MAX_RECALL_LIMIT, Memories
-from mcp_memory.manager_rolling import RollingPasses
-from mcp_memory.manager_sessions import LOCAL_OWNER, LiveSessions
-from mcp_memory.manager_summaries import SummaryJobs
-from mcp_memory.manager_upkeep import Upkeep
+from mcp_memory.llm import rolling
+from mcp_memory.llm.client import DEFAULT_LLM_MODEL, LLMClient, OpenAIChatLLM
+from mcp_memory.llm.embeddings import Embedder, make_embedder
+from mcp_memory.llm.summaries import SummaryService, SummarySettings
 from mcp_memory.models import (
     AddMemoryResult,
     DeleteResult,
@@ -70,11 +62,20 @@ from mcp_memory.models import (
     TaskInfo,
     UpdatedMemory,
 )
+from mcp_memory.recall.engine import MemoryEngine, RecallStrategy
+from mcp_memory.recall.keywords import KeywordSearch
+from mcp_memory.recall.vectors import VectorCache
+from mcp_memory.services import transfer as manager_transfer
+from mcp_memory.services.facts import Facts
+from mcp_memory.services.groups import LIST_LIMIT, Groups
+from mcp_memory.services.memories import MAX_RECALL_LIMIT, Memories
+from mcp_memory.services.rolling import RollingPasses
+from mcp_memory.services.summaries import SummaryJobs
+from mcp_memory.services.tasks import TaskRunner
+from mcp_memory.services.upkeep import Upkeep
 from mcp_memory.session import MemorySession
-from mcp_memory.store import Store, recorded_embedder
-from mcp_memory.summaries import SummaryService, SummarySettings
-from mcp_memory.tasks import TaskRunner
-from mcp_memory.vector_cache import VectorCache
+from mcp_memory.sessions import LOCAL_OWNER, LiveSessions
+from mcp_memory.store.sqlite.store import Store, recorded_embedder
 
 __all__ = ["LOCAL_OWNER", "MAX_RECALL_LIMIT", "MemoryManager", "configured_llm"]
 
@@ -247,7 +248,7 @@ class MemoryManager:
         """The live sessions by (group, session) (tests look at the registry through this)."""
         return self._sessions.live
 
-    # -- groups (manager_groups.py) -------------------------------------------------------------------------
+    # -- groups (services/groups.py) -------------------------------------------------------------------------
 
     async def create_group(
         self,
@@ -278,7 +279,7 @@ class MemoryManager:
         rows = await run_sync(self.engine.store.list_sessions, group_id, LIST_LIMIT)
         return GroupDetail(group=group, sessions=[self._sessions.info_from_row(r) for r in rows])
 
-    # -- sessions (manager_sessions.py) -------------------------------------------------
+    # -- sessions (sessions.py) -------------------------------------------------
 
     async def open_session(
         self,
@@ -340,7 +341,7 @@ class MemoryManager:
         """Like `opened`, but the session must not exist yet."""
         return self.opened(group_id, session_id, mode="create", configuration=configuration)
 
-    # -- memories (manager_memories.py) -------------------------------------------------
+    # -- memories (services/memories.py) -------------------------------------------------
 
     async def add_memories(
         self,
@@ -437,17 +438,17 @@ class MemoryManager:
         """Delete episodes by id and/or session from the table and both indexes, in one transaction."""
         return await self._memories.delete_memories(group_id, memory_ids, session_id, keep_system=keep_system)
 
-    # -- the rolling summary (manager_rolling.py) ---------------------------------------
+    # -- the rolling summary (services/rolling.py) ---------------------------------------
 
     async def rolling_summary(self, group_id: str, session_id: str) -> str | None:
         """The session's rolling summary as callers see it (with a note on turns left out), if any."""
         return await self._rolling.rolling_summary(group_id, session_id)
 
     async def roll_summary(self, group_id: str, session_id: str) -> rolling.RollOutcome:
-        """One rolling-summary pass now (after any pass already running for the session); see rolling.py."""
+        """One rolling-summary pass now (after any pass already running for the session); see llm/rolling.py."""
         return await self._rolling.roll_summary(group_id, session_id)
 
-    # -- summaries and tasks (manager_summaries.py) -------------------------------------
+    # -- summaries and tasks (services/summaries.py) -------------------------------------
 
     async def summarize_session(
         self,
@@ -461,7 +462,7 @@ class MemoryManager:
         summary: Any = None,
         sampling: LLMClient | None = None,
     ) -> SummarizeResponse:
-        """Summarise a session now (sync) or in a background task; see summaries.py for the sources.
+        """Summarise a session now (sync) or in a background task; see llm/summaries.py for the sources.
 
         `sampling` (the client's model) is only used with sync: once the request is over, nobody
         is there to answer it.
@@ -475,7 +476,7 @@ class MemoryManager:
         """A background task as any server process on this database sees it."""
         return await self._summary_jobs.get_task(task_id)
 
-    # -- facts (manager_facts.py) -------------------------------------------------------
+    # -- facts (services/facts.py) -------------------------------------------------------
 
     async def add_fact(
         self,
@@ -506,7 +507,7 @@ class MemoryManager:
         """The group's facts, current ones first; subject and predicate match in any case and spacing."""
         return await self._facts.list_facts(group_id, subject=subject, predicate=predicate)
 
-    # -- upkeep (manager_upkeep.py) and stats -------------------------------------------
+    # -- upkeep (services/upkeep.py) and stats -------------------------------------------
 
     async def background_step(self) -> MaintenanceReport | None:
         """One tick of the background loop: the maintenance pass when it is due (returned), else sweeping
@@ -515,7 +516,7 @@ class MemoryManager:
 
     async def maintain(self, *, trigger: MaintenanceTrigger = "on_demand") -> MaintenanceReport:
         """The maintenance pass: recompute effective importance (decay), fail orphaned tasks and delete
-        expired ones, index pending vectors, evict idle sessions; see manager_upkeep.py."""
+        expired ones, index pending vectors, evict idle sessions; see services/upkeep.py."""
         return await self._upkeep.maintain(trigger=trigger)
 
     async def last_maintenance(self) -> MaintenanceReport | None:
@@ -546,7 +547,7 @@ class MemoryManager:
             **counts,
         )
 
-    # -- save and load (manager_transfer.py) --------------------------------------------
+    # -- save and load (services/transfer.py) --------------------------------------------
 
     async def export_memories(
         self,
@@ -557,7 +558,7 @@ class MemoryManager:
         progress: manager_transfer.ProgressCallback | None = None,
     ) -> manager_transfer.ExportResult:
         """Write these groups (default: all) as JSON Lines to a file, which appears whole or not at all (an
-        existing one only with `overwrite`), or to a stream; see transfer.py for the format."""
+        existing one only with `overwrite`), or to a stream; see transfer/format.py for the format."""
         transfers = manager_transfer.Transfers(self, now=self._now)
         return await transfers.export(target, group_ids, overwrite=overwrite, progress=progress)
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from mcp_memory.embeddings import HashingEmbedder
+from mcp_memory.llm.embeddings import HashingEmbedder
 
 ChatReply = str | int | Callable[[dict[str, Any]], str]
 

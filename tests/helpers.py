@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mcp import Client
 
-from mcp_memory.store import Store
+from mcp_memory.store.sqlite.store import Store
 
 # Every tool the server offers; the in-process, stdio and Inspector tests all check this set.
 TOOLS = frozenset(

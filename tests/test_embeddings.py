@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcp_memory.embeddings import (
+from mcp_memory.llm.embeddings import (
     Embedder,
     EmbeddingError,
     HashingEmbedder,
@@ -47,7 +47,7 @@ def free_port() -> int:
 def test_hashing_embedder_is_deterministic_across_processes() -> None:
     text = "Deploy moved to Friday because staging is flaky"
     code = (
-        "import json; from mcp_memory.embeddings import HashingEmbedder; "
+        "import json; from mcp_memory.llm.embeddings import HashingEmbedder; "
         f"print(json.dumps(HashingEmbedder(64).embed([{text!r}])[0].tolist()))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
@@ -235,14 +235,14 @@ def test_fake_server_answers_base64_embeddings_for_the_default_openai_client(fak
 def test_make_embedder_local_without_model_files_falls_back_to_hashing_with_one_logged_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="mcp_memory.embeddings"):
+    with caplog.at_level(logging.WARNING, logger="mcp_memory.llm.embeddings"):
         embedder, warning = make_embedder("local", model_dir=tmp_path)
         again, again_warning = make_embedder("local", model_dir=tmp_path)
     assert isinstance(embedder, HashingEmbedder) and embedder.dimension == 384
     assert isinstance(again, HashingEmbedder) and again_warning == warning
     assert warning is not None and str(tmp_path) in warning and "model.onnx" in warning
     assert "MCP_MEMORY_MODEL_DIR" in warning
-    records = [r for r in caplog.records if r.name == "mcp_memory.embeddings"]
+    records = [r for r in caplog.records if r.name == "mcp_memory.llm.embeddings"]
     assert [r.getMessage() for r in records] == [warning]
     assert capsys.readouterr().out == ""
 
@@ -279,7 +279,7 @@ def test_make_embedder_builds_hashing_and_openai_embedders(fake: FakeOpenAI) -> 
 def test_embeddings_module_imports_without_onnxruntime_tokenizers_or_openai() -> None:
     code = (
         "import sys\n"
-        "import mcp_memory.embeddings\n"
+        "import mcp_memory.llm.embeddings\n"
         "print(sorted(m for m in ('tokenizers', 'onnxruntime', 'openai', 'httpx2') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -18,13 +18,13 @@ from mcp.shared.exceptions import MCPError
 
 from mcp_memory.config import Config
 from mcp_memory.errors import ExtractionFailed, LLMError, ValidationFailed
-from mcp_memory.extraction import NOT_CONFIGURED, extract_facts, parse_triplets
-from mcp_memory.fact_table import NewFact
-from mcp_memory.llm import DEFAULT_LLM_MODEL, OpenAIChatLLM
+from mcp_memory.llm.client import DEFAULT_LLM_MODEL, OpenAIChatLLM
+from mcp_memory.llm.extraction import NOT_CONFIGURED, extract_facts, parse_triplets
 from mcp_memory.manager import MemoryManager, configured_llm
-from mcp_memory.schema import MIGRATIONS
 from mcp_memory.server import build_server
-from mcp_memory.store import NewEpisode, Store
+from mcp_memory.store.sqlite.facts import NewFact
+from mcp_memory.store.sqlite.migrations import MIGRATIONS
+from mcp_memory.store.sqlite.store import NewEpisode, Store
 from tests.fake_openai import FakeOpenAI, serve
 from tests.helpers import call, call_error, seed_store
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mcp_memory.errors import EmbedderMismatch, StoreError
-from mcp_memory.store import Store
+from mcp_memory.store.sqlite.store import Store
 
 Maker = Callable[[Path], Path]
 

@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcp_memory import fts, keyword_index
 from mcp_memory.config import Config
-from mcp_memory.engine import MemoryEngine
-from mcp_memory.fts import match_expression, query_words
-from mcp_memory.keyword_index import KeywordIndex, KeywordSearch
 from mcp_memory.manager import MemoryManager
-from mcp_memory.store import Filters
+from mcp_memory.recall import keywords as keyword_index
+from mcp_memory.recall.engine import MemoryEngine
+from mcp_memory.recall.keywords import KeywordIndex, KeywordSearch
+from mcp_memory.store.sqlite import fts
+from mcp_memory.store.sqlite.fts import match_expression, query_words
+from mcp_memory.store.sqlite.store import Filters
 
 pytestmark = pytest.mark.anyio
 
@@ -307,7 +308,7 @@ def test_the_fts5_fallback_scans_the_index_first_whatever_the_filters(tmp_path: 
 
 
 def test_postings_count_each_column_and_the_row_lengths() -> None:
-    from mcp_memory.store_keywords import KeywordRows
+    from mcp_memory.store.sqlite.keywords import KeywordRows
 
     rows = KeywordRows(
         np.asarray([5, 9], np.int64), ["g", "g"], ["s", "s"], ["a", "b"], ["user", "user"], ["message"] * 2,

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_memory.llm import (
+from mcp_memory.llm.client import (
     LLM_NOT_CONFIGURED,
     LLMError,
     OpenAIChatLLM,

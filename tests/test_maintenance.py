@@ -18,16 +18,16 @@ import sqlean
 import sqlite_vec
 from mcp import Client
 
-from mcp_memory import tasks
 from mcp_memory.config import Config
-from mcp_memory.engine import RRF_K, RecallStrategy, importance_factor
 from mcp_memory.episodes import DEFAULT_IMPORTANCE, iso
 from mcp_memory.errors import ConfigurationError
-from mcp_memory.maintenance import RETRIEVAL_BOOST, RETRIEVAL_BOOST_CAP, effective_importance
 from mcp_memory.manager import MemoryManager
-from mcp_memory.schema import MIGRATIONS
-from mcp_memory.store import Filters, NewEpisode, Store
-from mcp_memory.tasks import ORPHAN_REASON
+from mcp_memory.recall.engine import RRF_K, RecallStrategy, importance_factor
+from mcp_memory.services import tasks
+from mcp_memory.services.tasks import ORPHAN_REASON
+from mcp_memory.store.sqlite.decay import RETRIEVAL_BOOST, RETRIEVAL_BOOST_CAP, effective_importance
+from mcp_memory.store.sqlite.migrations import MIGRATIONS
+from mcp_memory.store.sqlite.store import Filters, NewEpisode, Store
 from tests.helpers import FakeClock, call, seed_store
 
 pytestmark = pytest.mark.anyio

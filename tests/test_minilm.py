@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import mcp_memory
-from mcp_memory.embeddings import Embedder, MiniLMEmbedder
-from mcp_memory.minilm import MINILM_FILES, default_minilm_dir
+from mcp_memory.llm.embeddings import Embedder, MiniLMEmbedder
+from mcp_memory.llm.minilm import MINILM_FILES, default_minilm_dir
 
 pytestmark = pytest.mark.slow  # loads the model
 
@@ -203,7 +203,7 @@ def test_the_installed_package_embeds_offline_with_no_model_hub_cache(tmp_path: 
     }
     code = (
         "import json, sys\n"
-        "from mcp_memory.embeddings import make_embedder\n"
+        "from mcp_memory.llm.embeddings import make_embedder\n"
         "embedder, warning = make_embedder('local')\n"
         "vector = embedder.embed(['hello world'])[0]\n"
         "print(json.dumps({'name': embedder.name, 'warning': warning, 'prefix': vector[:5].tolist(),\n"

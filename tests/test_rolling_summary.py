@@ -17,11 +17,11 @@ import pytest
 import sqlean
 import sqlite_vec
 
-from mcp_memory import rolling
 from mcp_memory.config import Config
-from mcp_memory.llm import OpenAIChatLLM
+from mcp_memory.llm import rolling
+from mcp_memory.llm.client import OpenAIChatLLM
 from mcp_memory.manager import MemoryManager
-from mcp_memory.schema import MIGRATIONS
+from mcp_memory.store.sqlite.migrations import MIGRATIONS
 from tests.fake_openai import Delay, FakeOpenAI
 from tests.test_store import episode, insert, open_store, seed
 

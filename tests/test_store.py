@@ -13,8 +13,8 @@ import sqlean
 import sqlite_vec
 
 from mcp_memory.errors import EmbedderMismatch, StoreError
-from mcp_memory.schema import MIGRATIONS
-from mcp_memory.store import Filters, NewEpisode, Store
+from mcp_memory.store.sqlite.migrations import MIGRATIONS
+from mcp_memory.store.sqlite.store import Filters, NewEpisode, Store
 from tests.helpers import seed_store
 
 
@@ -159,7 +159,7 @@ def test_without_any_driver_that_loads_extensions_the_error_says_what_to_do(tmp_
         f"""
         import sys
         sys.modules["sqlean"] = None  # as if sqlean.py were not installed
-        from mcp_memory.store import Store
+        from mcp_memory.store.sqlite.store import Store
         from mcp_memory.errors import ExtensionLoadError
         try:
             Store({str(tmp_path / "m.db")!r}, embedder_name="x", dimension=4)
@@ -179,7 +179,7 @@ def test_without_any_driver_that_loads_extensions_the_error_says_what_to_do(tmp_
 
 
 def test_a_version_one_database_with_data_upgrades_to_the_latest_schema(tmp_path: Path) -> None:
-    from mcp_memory.schema import m001_initial
+    from mcp_memory.store.sqlite.migrations import m001_initial
 
     path = tmp_path / "old.db"
     conn = sqlean.connect(str(path), isolation_level=None)
@@ -235,8 +235,8 @@ def test_the_tasks_and_summary_counts_tables_exist_from_an_empty_database(tmp_pa
 
 
 def test_a_version_four_database_with_data_upgrades_to_tasks_and_summary_counts(tmp_path: Path) -> None:
-    from mcp_memory import tasks
-    from mcp_memory.summaries import lightweight_used, reserve_lightweight
+    from mcp_memory.llm.summaries import lightweight_used, reserve_lightweight
+    from mcp_memory.services import tasks
 
     path = tmp_path / "v4.db"
     store = open_store(path)

@@ -16,7 +16,6 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_memory import tasks
 from mcp_memory.errors import (
     ConfigurationError,
     LLMError,
@@ -25,10 +24,8 @@ from mcp_memory.errors import (
     TaskNotFound,
     ValidationFailed,
 )
-from mcp_memory.llm import OpenAIChatLLM, SamplingLLM
-from mcp_memory.models import Episode
-from mcp_memory.store import Store
-from mcp_memory.summaries import (
+from mcp_memory.llm.client import OpenAIChatLLM, SamplingLLM
+from mcp_memory.llm.summaries import (
     InvalidSummary,
     NoEpisodes,
     RateLimited,
@@ -43,6 +40,9 @@ from mcp_memory.summaries import (
     select_episodes,
     should_auto_summarize,
 )
+from mcp_memory.models import Episode
+from mcp_memory.services import tasks
+from mcp_memory.store.sqlite.store import Store
 from tests.fake_openai import Delay, FakeOpenAI, serve
 
 pytestmark = pytest.mark.anyio

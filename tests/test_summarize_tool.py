@@ -22,12 +22,12 @@ import sqlite_vec
 from mcp import Client
 from mcp_types import CreateMessageRequestParams, CreateMessageResult, TextContent
 
-from mcp_memory import tasks
 from mcp_memory.config import Config
-from mcp_memory.engine import RecallStrategy
 from mcp_memory.manager import MemoryManager
 from mcp_memory.models import RecallOptions
+from mcp_memory.recall.engine import RecallStrategy
 from mcp_memory.server import build_server
+from mcp_memory.services import tasks
 from tests.fake_openai import Delay, FakeOpenAI
 from tests.helpers import call, call_error
 

@@ -1668,7 +1668,7 @@ async def test_delete_session_in_an_unknown_group_says_the_group_does_not_exist(
 
 
 def test_fts_query_routes_participant_names_to_the_speaker_column_and_drops_noise() -> None:
-    from mcp_memory.fts import fts_query
+    from mcp_memory.store.sqlite.fts import fts_query
 
     query = fts_query("What did Ana Lima's brother paint?", ["Ana Lima", "bot-7"])
     assert query == '({content before after} : ("brother" OR "paint")) OR (producer_id : ("ana" OR "lima"))'

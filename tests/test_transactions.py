@@ -14,7 +14,7 @@ import sqlean
 import sqlite_vec
 
 from mcp_memory.errors import StoreError
-from mcp_memory.store import Store
+from mcp_memory.store.sqlite.store import Store
 from tests.helpers import seed_store
 
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from mcp_memory.config import Config
-from mcp_memory.embeddings import HashingEmbedder
 from mcp_memory.episodes import episode_from_row
 from mcp_memory.errors import ValidationFailed
+from mcp_memory.llm.embeddings import HashingEmbedder
 from mcp_memory.manager import MemoryManager
-from mcp_memory.manager_transfer import Progress
+from mcp_memory.services.transfer import Progress
 from tests.transfer_data import fill, read_export, tables, write_export
 
 pytestmark = pytest.mark.anyio

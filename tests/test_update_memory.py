@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mcp_memory.engine import RecallStrategy
 from mcp_memory.errors import MemoryNotFound, ValidationFailed
 from mcp_memory.manager import MemoryManager
+from mcp_memory.recall.engine import RecallStrategy
 
 pytestmark = pytest.mark.anyio
 

@@ -11,8 +11,8 @@ import pytest
 
 from mcp_memory.config import Config
 from mcp_memory.manager import MemoryManager
-from mcp_memory.store import Filters
-from mcp_memory.vector_cache import GroupVectors, VectorRows
+from mcp_memory.recall.vectors import GroupVectors, VectorRows
+from mcp_memory.store.sqlite.store import Filters
 
 pytestmark = pytest.mark.anyio
 

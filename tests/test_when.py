@@ -1,4 +1,4 @@
-"""Time-aware recall: the period a query names (when.py) and how recall favours memories stored in it."""
+"""Time-aware recall: the period a query names (recall/when.py) and how recall favours memories stored in it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from mcp import Client
 
-from mcp_memory.when import named_period
+from mcp_memory.recall.when import named_period
 from tests.helpers import call
 
 pytestmark = pytest.mark.anyio

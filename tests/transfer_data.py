@@ -10,9 +10,9 @@ from typing import Any
 
 import sqlean  # type: ignore[import-untyped]
 
-from mcp_memory import rolling
+from mcp_memory.llm import rolling
+from mcp_memory.llm.summaries import claim_auto
 from mcp_memory.manager import MemoryManager
-from mcp_memory.summaries import claim_auto
 
 TABLES = ("groups", "sessions", "episodes", "facts", "rolling_summaries", "summary_counts")
 WEATHER_CALL = {"id": "call_1", "name": "get_weather", "arguments": {"city": "Lisbon"}}

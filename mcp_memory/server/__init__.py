@@ -5,7 +5,7 @@
     resources.py  the memory:// resources
     prompts.py    prompts a person picks (recall a topic, summarise a session, review facts)
     render.py     the short text the model reads for each result (structured content keeps every field)
-    schema.py     lean input schemas: every conversation pays for them in tokens
+    store/sqlite/migrations.py     lean input schemas: every conversation pays for them in tokens
     arguments.py  arguments read strictly, pydantic's verdicts in the server's words
     stdio.py      stdio that answers every request line, whatever it holds
 

@@ -42,7 +42,7 @@ from mcp_memory.server.arguments import (
 from mcp_memory.server.render import render
 from mcp_memory.server.schema import lean_schema
 from mcp_memory.server.stdio import serve_stdio
-from mcp_memory.store_db import check_database_file
+from mcp_memory.store.sqlite.connection import check_database_file
 
 if TYPE_CHECKING:
     from mcp_memory.manager import MemoryManager

@@ -15,7 +15,7 @@ from mcp_types import SamplingMessage, TextContent, ToolAnnotations
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field, JsonValue, WithJsonSchema
 
-from mcp_memory.llm import SamplingLLM
+from mcp_memory.llm.client import SamplingLLM
 from mcp_memory.models import (
     MAX_RECALL_LIMIT,
     AddMemoryResult,

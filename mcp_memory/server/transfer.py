@@ -15,11 +15,11 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from mcp_memory.manager_transfer import Progress, ProgressCallback
 from mcp_memory.models import Identifier
 from mcp_memory.server.app import manager_of, tool_errors
-from mcp_memory.transfer_export import ExportResult, check_target
-from mcp_memory.transfer_write import ImportResult
+from mcp_memory.services.transfer import Progress, ProgressCallback
+from mcp_memory.transfer.export import ExportResult, check_target
+from mcp_memory.transfer.write import ImportResult
 
 INDEX_BUDGET_S = 20.0
 # an import is idempotent; an export never replaces a file: neither destroys anything

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import sqlean  # type: ignore[import-untyped]
 
-from mcp_memory.store import NewEpisode, Store
+from mcp_memory.store.sqlite.store import NewEpisode, Store
 from tests.helpers import seed_store
 
 TMPFS_SIZE = "4m"

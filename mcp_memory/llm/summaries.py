@@ -1,0 +1,622 @@
+"""Session summaries (Memoria's episodic memory): `full` topic/action/outcome, or `lightweight` points.
+
+Where a summary comes from, in order: the summary the caller wrote (`summary`, so a client with
+no LLM still gets summaries, and nothing is paid twice), the configured LLM endpoint, MCP
+sampling through the client, else the "LLM not configured" error. Every source goes through the
+same validation, so a malformed reply is a clear error and never a stored half-summary.
+
+Tolerances (documented for callers and models):
+- JSON may come bare, inside a ```json fence, or with prose around one {...} object.
+- full: `topic`, `action` and `outcome` must be non-empty text; a list of strings is joined
+  with "; "; other keys are ignored. topic at most 200 characters, the others 2,000.
+- lightweight: {"points": [...]} or a bare list; 3 to 5 points (fewer or more is an error, never
+  cut or padded); leading bullets ("-", "*", "•", "1.") are removed; a point may have up to 15
+  words (the prompt asks for 10) and 150 characters.
+
+Lightweight summaries are limited per session (`MEMORIA_MAX_LIGHTWEIGHT_PER_SESSION`, default 3,
+automatic ones included). Like Memoria, the slot is counted before generation, in the same write
+transaction that checks it, so concurrent requests (from any process) never pass the limit;
+unlike Memoria, a generation that fails gives its slot back, so an LLM outage does not use up a
+session's summaries. Full summaries are not limited. Earlier summaries in the session are not
+summarised again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
+
+from mcp_memory.errors import (
+    ConfigurationError,
+    InvalidSummary,
+    LLMNotConfigured,
+    MemoryServerError,
+    NoEpisodes,
+    RateLimited,
+    ValidationFailed,
+)
+from mcp_memory.llm.client import LLMClient, not_configured_message
+from mcp_memory.models import Episode, SummaryMode, SummaryResult, SummarySource
+from mcp_memory.services.tasks import Write
+from mcp_memory.tokens import token_counter
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+SUMMARY_MEMORY_TYPE = "summary"
+DEFAULT_MAX_LIGHTWEIGHT_PER_SESSION = 3
+DEFAULT_AUTO_TRIGGER_THRESHOLD = 20
+FULL_FIELDS = ("topic", "action", "outcome")
+MAX_TOPIC_CHARS = 200
+MAX_FIELD_CHARS = 2_000
+MIN_POINTS, MAX_POINTS = 3, 5
+MAX_POINT_WORDS = 15
+MAX_POINT_CHARS = 150
+MAX_FOCUS_TOPICS = 10
+MAX_FOCUS_TOPIC_CHARS = 100
+REPLY_MAX_TOKENS = {"full": 800, "lightweight": 300}
+CUT_MARK = " [...]"
+
+
+@dataclass(frozen=True)
+class ModeLimits:
+    """How much of a session one summary reads."""
+
+    max_episodes: int
+    max_tokens: int
+
+
+LIMITS: dict[str, ModeLimits] = {
+    "full": ModeLimits(max_episodes=200, max_tokens=16_000),
+    "lightweight": ModeLimits(max_episodes=50, max_tokens=4_000),
+}
+
+
+def count_tokens(text: str) -> int:
+    """Tokens of `text` (tiktoken o200k_base, offline; characters/4 only if its file cannot be read)."""
+    return token_counter().count(text)
+
+
+@dataclass(frozen=True)
+class SummarySettings:
+    """The per-session lightweight limit and the automatic trigger (0 turns either off)."""
+
+    max_lightweight_per_session: int = DEFAULT_MAX_LIGHTWEIGHT_PER_SESSION
+    auto_trigger_threshold: int = DEFAULT_AUTO_TRIGGER_THRESHOLD
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SummarySettings:
+        """From MEMORIA_MAX_LIGHTWEIGHT_PER_SESSION and MEMORIA_AUTO_TRIGGER_THRESHOLD."""
+        env = os.environ if env is None else env
+        return cls(
+            _env_count(env, "MEMORIA_MAX_LIGHTWEIGHT_PER_SESSION", DEFAULT_MAX_LIGHTWEIGHT_PER_SESSION),
+            _env_count(env, "MEMORIA_AUTO_TRIGGER_THRESHOLD", DEFAULT_AUTO_TRIGGER_THRESHOLD),
+        )
+
+
+def _env_count(env: Mapping[str, str], name: str, default: int) -> int:
+    text = (env.get(name) or "").strip()
+    if not text:
+        return default
+    if not text.isdigit():
+        raise ConfigurationError(f"{name} must be a whole number of 0 or more, got {text!r}")
+    return int(text)
+
+
+# -- choosing what to read ------------------------------------------------------------------------
+
+
+def limits_for(mode: str) -> ModeLimits:
+    """The input limits of a mode; an unknown mode is a ValidationFailed."""
+    if mode not in LIMITS:
+        raise ValidationFailed(f"mode {mode!r} is not valid; use 'full' or 'lightweight'")
+    return LIMITS[mode]
+
+
+def render_line(episode: Episode) -> str:
+    """One episode as the model reads it."""
+    return f"[{episode.timestamp:%Y-%m-%d %H:%M}] {episode.producer} ({episode.role}): {episode.content}"
+
+
+def select_episodes(
+    episodes: Sequence[Episode], mode: str, *, count: Callable[[str], int] = count_tokens
+) -> tuple[list[Episode], bool]:
+    """The episodes a summary reads, oldest first, and whether any were left out.
+
+    Over the mode's episode cap, keep the first 10% and the last 90% of the cap; then keep
+    the newest of those whose rendered lines fit the token budget together. The newest one
+    is always kept, cut to the budget if it is alone over it.
+    """
+    limits = limits_for(mode)
+    chosen = list(episodes)
+    if len(chosen) > limits.max_episodes:
+        head = limits.max_episodes // 10
+        chosen = chosen[:head] + chosen[len(chosen) - (limits.max_episodes - head) :]
+    kept: list[Episode] = []
+    used = 0
+    for episode in reversed(chosen):
+        tokens = count(render_line(episode))
+        if used + tokens > limits.max_tokens:
+            if not kept:
+                cut = _cut(episode, limits.max_tokens, count)
+                return [cut], True
+            break
+        kept.append(episode)
+        used += tokens
+    return kept[::-1], len(kept) < len(episodes)
+
+
+def _cut(episode: Episode, budget: int, count: Callable[[str], int]) -> Episode:
+    """The episode with its content shortened until its line fits `budget` tokens."""
+    content = episode.content
+    chars = len(content)
+    while chars > 0:
+        trial = episode.model_copy(update={"content": content[:chars] + CUT_MARK})
+        tokens = count(render_line(trial))
+        if tokens <= budget:
+            return trial
+        chars = min(int(chars * 0.9), chars * budget // tokens)
+    return episode.model_copy(update={"content": CUT_MARK.strip()})
+
+
+def should_auto_summarize(turn_count: int, threshold: int, done: int) -> bool:
+    """Whether a session of `turn_count` turns is due an automatic summary.
+
+    One is due at every multiple of `threshold` turns (20, 40, ...); `done` is how many
+    multiples were already handled. 0 (or less) turns the trigger off. A batch that jumps
+    past several multiples gives one summary, not one per multiple.
+    """
+    return threshold > 0 and turn_count // threshold > done
+
+
+# -- prompts --------------------------------------------------------------------------------------
+
+FULL_SYSTEM = (
+    "You summarise one conversation session for a long-term memory. Reply with one JSON object and "
+    'nothing else, with three text fields: "topic" (what the session was about, a short phrase), '
+    '"action" (what was done or discussed, one to three sentences) and "outcome" (what came of it: '
+    "results, decisions, open questions; one to three sentences). Use only what the conversation says."
+)
+LIGHTWEIGHT_SYSTEM = (
+    "You note the highlights of one conversation session for a long-term memory. Reply with one JSON "
+    'object and nothing else: {"points": [...]} with 3 to 5 points, most important first, each at most '
+    "10 words. Use only what the conversation says."
+)
+
+
+def build_prompt(
+    mode: str, session: Sequence[Episode], selected: Sequence[Episode], focus_topics: Sequence[str] = ()
+) -> tuple[str, str]:
+    """The system prompt and the user prompt for summarising `selected` out of the whole `session`."""
+    system = FULL_SYSTEM if mode == "full" else LIGHTWEIGHT_SYSTEM
+    parts = []
+    if focus_topics:
+        parts.append("Pay most attention to these topics: " + "; ".join(focus_topics) + ".")
+    parts.append(f"The conversation ({len(selected)} of its {len(session)} messages, oldest first):")
+    parts.append("\n".join(_transcript(session, selected)))
+    return system, "\n\n".join(parts)
+
+
+def _transcript(session: Sequence[Episode], selected: Sequence[Episode]) -> list[str]:
+    """Rendered lines, with a marker wherever messages were left out."""
+    position = {episode.id: index for index, episode in enumerate(session)}
+    lines: list[str] = []
+    previous = -1
+    for episode in selected:
+        index = position.get(episode.id, previous + 1)
+        if index > previous + 1:
+            lines.append(f"[... {index - previous - 1} messages left out ...]")
+        lines.append(render_line(episode))
+        previous = index
+    return lines
+
+
+# -- parsing and validating -----------------------------------------------------------------------
+
+_FENCE = re.compile(r"```[A-Za-z]*[ \t]*\n?(.*?)```", re.DOTALL)
+_BULLET = re.compile(r"^(?:[-*•·–]|\d+[.)])\s+")
+
+
+def parse_json_text(text: str) -> Any:
+    """JSON from text that is JSON, holds a ```json fence, or has prose around one {...}; else ValueError."""
+    candidates = [text.strip()]
+    fence = _FENCE.search(text)
+    if fence:
+        candidates.append(fence.group(1).strip())
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        candidates.append(text[start : end + 1])
+    for candidate in candidates:
+        try:
+            return json.loads(candidate)
+        except json.JSONDecodeError:
+            continue
+        except RecursionError:
+            raise ValueError("it nests JSON too deeply; a summary is a few flat fields") from None
+    raise ValueError("it is not JSON")
+
+
+def parse_summary(mode: str, value: Any) -> dict[str, Any]:
+    """The validated fields of a summary: topic/action/outcome, or points; a ValueError says what is wrong."""
+    if isinstance(value, str):
+        value = parse_json_text(value)
+    return _full_fields(value) if mode == "full" else {"points": _points(value)}
+
+
+def _full_fields(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("it must be a JSON object with topic, action and outcome")
+    fields = {name: _text(value.get(name)) for name in FULL_FIELDS}
+    missing = [name for name, text in fields.items() if not text]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} missing or empty")
+    if len(fields["topic"]) > MAX_TOPIC_CHARS:
+        raise ValueError(f"topic has {len(fields['topic'])} characters; keep it to {MAX_TOPIC_CHARS}")
+    for name in ("action", "outcome"):
+        if len(fields[name]) > MAX_FIELD_CHARS:
+            raise ValueError(f"{name} has {len(fields[name])} characters; keep it to {MAX_FIELD_CHARS}")
+    return fields
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return "; ".join(item.strip() for item in value if item.strip())
+    return ""
+
+
+def _points(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        value = value.get("points")
+    if not isinstance(value, list):
+        raise ValueError('it must be {"points": [...]} or a list of 3 to 5 short points')
+    if not value:
+        raise ValueError("the list of points is empty")
+    if not MIN_POINTS <= len(value) <= MAX_POINTS:
+        raise ValueError(f"it has {len(value)} points; give {MIN_POINTS} to {MAX_POINTS}")
+    points = []
+    for number, item in enumerate(value, start=1):
+        point = _BULLET.sub("", item.strip()) if isinstance(item, str) else ""
+        if not point:
+            raise ValueError(f"point {number} is empty or not text")
+        words = len(point.split())
+        if words > MAX_POINT_WORDS or len(point) > MAX_POINT_CHARS:
+            raise ValueError(
+                f"point {number} has {words} words; keep each to about 10 words (at most {MAX_POINT_WORDS})"
+            )
+        points.append(point)
+    return points
+
+
+def render_content(mode: str, fields: Mapping[str, Any]) -> str:
+    """The stored text of a summary."""
+    if mode == "full":
+        return f"Session Summary: {fields['topic']}\n\nActions: {fields['action']}\n\nOutcome: {fields['outcome']}"
+    return "Session Highlights:\n" + "\n".join(f"• {point}" for point in fields["points"])
+
+
+def _shape(mode: str) -> str:
+    if mode == "full":
+        return 'pass {"topic": "...", "action": "...", "outcome": "..."} (or that object as JSON text)'
+    return (
+        f'pass a list of {MIN_POINTS} to {MAX_POINTS} points of about 10 words each, or {{"points": [...]}}'
+    )
+
+
+def _focus_topics(topics: Sequence[str] | None) -> list[str]:
+    cleaned = [t.strip() for t in topics or () if isinstance(t, str) and t.strip()]
+    if len(cleaned) > MAX_FOCUS_TOPICS:
+        raise ValidationFailed(f"focus_topics has {len(cleaned)} topics; give at most {MAX_FOCUS_TOPICS}")
+    if any(len(t) > MAX_FOCUS_TOPIC_CHARS for t in cleaned):
+        raise ValidationFailed(f"each focus topic must be at most {MAX_FOCUS_TOPIC_CHARS} characters")
+    return cleaned
+
+
+# -- the per-session counters (SQL on the caller's open connection) --------------------------------
+
+M006_SUMMARY_COUNTS = """
+CREATE TABLE summary_counts (
+    group_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    lightweight INTEGER NOT NULL DEFAULT 0 CHECK (lightweight >= 0),
+    auto_multiple INTEGER NOT NULL DEFAULT 0 CHECK (auto_multiple >= 0),
+    PRIMARY KEY (group_id, session_id),
+    FOREIGN KEY (group_id, session_id) REFERENCES sessions(group_id, session_id) ON DELETE CASCADE
+) STRICT
+"""
+"""Per session: lightweight summaries counted against the limit, and the last multiple of the
+automatic threshold already handled. Deleting the session deletes its row."""
+
+
+def m006_summary_counts(conn: Any) -> None:
+    """Create the `summary_counts` table (append to schema.MIGRATIONS after m005_tasks)."""
+    conn.execute(M006_SUMMARY_COUNTS)
+
+
+def reserve_lightweight(conn: Any, group_id: str, session_id: str, limit: int) -> bool:
+    """Count one more lightweight summary if the session is under `limit`; False when it is not."""
+    if limit <= 0:
+        return False
+    cursor = conn.execute(
+        "INSERT INTO summary_counts(group_id, session_id, lightweight) VALUES (?, ?, 1) "
+        "ON CONFLICT(group_id, session_id) DO UPDATE SET lightweight = lightweight + 1 WHERE lightweight < ?",
+        (group_id, session_id, limit),
+    )
+    return bool(cursor.rowcount)
+
+
+def release_lightweight(conn: Any, group_id: str, session_id: str) -> None:
+    """Give back a slot taken by a generation that failed."""
+    conn.execute(
+        "UPDATE summary_counts SET lightweight = lightweight - 1 "
+        "WHERE group_id = ? AND session_id = ? AND lightweight > 0",
+        (group_id, session_id),
+    )
+
+
+def lightweight_used(conn: Any, group_id: str, session_id: str) -> int:
+    row = conn.execute(
+        "SELECT lightweight FROM summary_counts WHERE group_id = ? AND session_id = ?", (group_id, session_id)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def auto_multiple(conn: Any, group_id: str, session_id: str) -> int:
+    """How many multiples of the automatic threshold the session has had handled."""
+    row = conn.execute(
+        "SELECT auto_multiple FROM summary_counts WHERE group_id = ? AND session_id = ?",
+        (group_id, session_id),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def claim_auto(conn: Any, group_id: str, session_id: str, multiple: int) -> bool:
+    """Mark `multiple` handled; False when it (or a later one) already was, by this process or another."""
+    cursor = conn.execute(
+        "INSERT INTO summary_counts(group_id, session_id, auto_multiple) VALUES (?, ?, ?) "
+        "ON CONFLICT(group_id, session_id) DO UPDATE SET auto_multiple = excluded.auto_multiple "
+        "WHERE auto_multiple < excluded.auto_multiple",
+        (group_id, session_id, multiple),
+    )
+    return bool(cursor.rowcount)
+
+
+# -- the service ----------------------------------------------------------------------------------
+
+FetchEpisodes = Callable[[str, str], Awaitable[Sequence[Episode]]]
+"""`fetch_episodes(group_id, session_id)`: the session's episodes, oldest first."""
+StoreSummary = Callable[[str, str, str, dict[str, Any], bool], Awaitable[tuple[int, bool]]]
+"""`store_summary(group_id, session_id, text, metadata, generate_embedding)`: the memory's id, and whether
+the same summary was already the session's newest memory (then nothing new was stored)."""
+
+
+@dataclass
+class SummaryJob:
+    """A checked summary request, its lightweight slot already taken: `run()` produces and stores it."""
+
+    service: SummaryService
+    group_id: str
+    session_id: str
+    mode: SummaryMode
+    session: list[Episode]
+    selected: list[Episode]
+    truncated: bool
+    source: SummarySource
+    generate_embedding: bool
+    auto_triggered: bool = False
+    focus_topics: list[str] = field(default_factory=list)
+    given: dict[str, Any] | None = None
+    llm: LLMClient | None = None
+    reserved: bool = False
+
+    async def run(self) -> SummaryResult:
+        """Generate (or take what the caller wrote), validate and store; a failure gives the slot back."""
+        try:
+            fields = (
+                self.given if self.source == "caller" and self.given is not None else await self._generate()
+            )
+            content = render_content(self.mode, fields)
+            metadata = self._metadata(fields)
+            memory_id, duplicate = await self.service.store_summary(
+                self.group_id, self.session_id, content, metadata, self.generate_embedding
+            )
+        except BaseException:
+            await self.cancel()
+            raise
+        if duplicate:  # the same summary again: it takes no second slot
+            await self.cancel()
+        return SummaryResult(
+            memory_id=memory_id,
+            content=content,
+            truncated=self.truncated,
+            mode=self.mode,
+            metadata=metadata,
+            auto_triggered=self.auto_triggered,
+            duplicate=duplicate,
+        )
+
+    async def cancel(self) -> None:
+        """Give back the lightweight slot of a job that will not run (or did not succeed)."""
+        if self.reserved:
+            self.reserved = False
+            with anyio.CancelScope(shield=True):
+                await self.service._db(release_lightweight, self.group_id, self.session_id)
+
+    async def _generate(self) -> dict[str, Any]:
+        assert self.llm is not None
+        system, prompt = build_prompt(self.mode, self.session, self.selected, self.focus_topics)
+        reply = await self.llm.complete(system, prompt, max_tokens=REPLY_MAX_TOKENS[self.mode])
+        try:
+            return parse_summary(self.mode, reply)
+        except ValueError as exc:
+            name = getattr(self.llm, "name", "the language model")
+            raise InvalidSummary(
+                f"{name} returned an unusable {self.mode} summary ({exc}); nothing was stored. "
+                "Try again, or write the summary yourself and pass it as `summary`"
+            ) from None
+
+    def _metadata(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            **fields,
+            "source_episode_ids": [episode.id for episode in self.selected],
+            "source": self.source,
+            "auto_triggered": self.auto_triggered,
+            **({"focus_topics": self.focus_topics} if self.focus_topics else {}),
+        }
+
+
+class SummaryService:
+    """Produces and stores session summaries over callables the manager provides."""
+
+    def __init__(
+        self,
+        *,
+        fetch_episodes: FetchEpisodes,
+        store_summary: StoreSummary,
+        write: Write,
+        llm: LLMClient | None = None,
+        settings: SummarySettings | None = None,
+        count: Callable[[str], int] = count_tokens,
+    ) -> None:
+        self.fetch_episodes = fetch_episodes
+        self.store_summary = store_summary
+        self.llm = llm
+        self.settings = settings or SummarySettings()
+        self._write = write
+        self._count = count
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        result: T = await anyio.to_thread.run_sync(self._write, partial(_on_conn, fn, args))
+        return result
+
+    async def summarize(self, group_id: str, session_id: str, **options: Any) -> SummaryResult:
+        """Summarise the session now and store the summary; takes `prepare`'s keywords and raises its errors."""
+        job = await self.prepare(group_id, session_id, **options)
+        return await job.run()
+
+    async def prepare(
+        self,
+        group_id: str,
+        session_id: str,
+        *,
+        mode: SummaryMode = "full",
+        generate_embedding: bool = True,
+        focus_topics: Sequence[str] | None = None,
+        summary: Any = None,
+        sampling: LLMClient | None = None,
+        auto_triggered: bool = False,
+    ) -> SummaryJob:
+        """Check everything that can fail before generation and take the lightweight slot.
+
+        Raises ValidationFailed (mode, focus_topics), InvalidSummary (a malformed `summary`),
+        LLMNotConfigured, NoEpisodes and RateLimited. Run the job now (sync) or in a task.
+        """
+        limits_for(mode)
+        topics = _focus_topics(focus_topics)
+        given = None if summary is None else self._caller_fields(mode, summary)
+        source, llm = self._source(given, sampling)
+        session = await self._episodes(group_id, session_id)
+        selected, truncated = await anyio.to_thread.run_sync(
+            partial(select_episodes, session, mode, count=self._count)
+        )
+        job = SummaryJob(
+            service=self,
+            group_id=group_id,
+            session_id=session_id,
+            mode=mode,
+            session=session,
+            selected=selected,
+            truncated=truncated,
+            source=source,
+            generate_embedding=generate_embedding,
+            auto_triggered=auto_triggered,
+            focus_topics=topics,
+            given=given,
+            llm=llm,
+        )
+        if mode == "lightweight":
+            await self._reserve(group_id, session_id)
+            job.reserved = True
+        return job
+
+    def _caller_fields(self, mode: str, summary: Any) -> dict[str, Any]:
+        try:
+            return parse_summary(mode, summary)
+        except ValueError as exc:
+            raise InvalidSummary(
+                f"summary is not a valid {mode} summary ({exc}); {_shape(mode)}; nothing was stored"
+            ) from None
+
+    def _source(
+        self, given: dict[str, Any] | None, sampling: LLMClient | None
+    ) -> tuple[SummarySource, LLMClient | None]:
+        # The issue's order: the configured LLM, else MCP sampling, else what the caller wrote.
+        if self.llm is not None:
+            return "llm", self.llm
+        if sampling is not None:
+            return "sampling", sampling
+        if given is not None:
+            return "caller", None
+        raise LLMNotConfigured(not_configured_message())
+
+    async def _episodes(self, group_id: str, session_id: str) -> list[Episode]:
+        episodes = [
+            e for e in await self.fetch_episodes(group_id, session_id) if e.memory_type != SUMMARY_MEMORY_TYPE
+        ]
+        if not episodes:
+            raise NoEpisodes(
+                f"session {session_id!r} in group {group_id!r} has no episodes to summarise (earlier "
+                "summaries are not summarised again); store the conversation with add_memory first, "
+                "or check the session_id"
+            )
+        return episodes
+
+    async def _reserve(self, group_id: str, session_id: str) -> None:
+        limit = self.settings.max_lightweight_per_session
+        if await self._db(reserve_lightweight, group_id, session_id, limit):
+            return
+        raise RateLimited(
+            f"rate limit exceeded: session {session_id!r} in group {group_id!r} has had its {limit} "
+            "lightweight summaries (automatic ones count too); use mode='full', which is not limited, "
+            "or raise MEMORIA_MAX_LIGHTWEIGHT_PER_SESSION"
+        )
+
+    async def maybe_auto_summarize(
+        self, group_id: str, session_id: str, turn_count: int, *, sampling: LLMClient | None = None
+    ) -> SummaryResult | None:
+        """A lightweight `auto_triggered` summary when `turn_count` reaches the next multiple of the threshold.
+
+        Returns None when none is due or it cannot be made (no LLM, limit reached; any other
+        failure of ours, such as a failed generation, is logged). A multiple is claimed before generating, so each is tried once.
+        """
+        threshold = self.settings.auto_trigger_threshold
+        if threshold <= 0 or turn_count < threshold or (self.llm is None and sampling is None):
+            return None
+        done = await self._db(auto_multiple, group_id, session_id)
+        if not should_auto_summarize(turn_count, threshold, done):
+            return None
+        if not await self._db(claim_auto, group_id, session_id, turn_count // threshold):
+            return None
+        try:
+            return await self.summarize(
+                group_id, session_id, mode="lightweight", sampling=sampling, auto_triggered=True
+            )
+        except (RateLimited, NoEpisodes):
+            return None
+        except MemoryServerError as exc:
+            log.warning("automatic summary of session %r in group %r failed: %s", session_id, group_id, exc)
+            return None
+
+
+def _on_conn(fn: Callable[..., T], args: tuple[Any, ...], conn: Any) -> T:
+    return fn(conn, *args)

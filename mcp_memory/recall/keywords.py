@@ -1,0 +1,328 @@
+"""BM25 over an in-memory copy of the FTS5 keyword index: FTS5's ranking, without its per-match cost.
+
+FTS5's bm25() computes a score for every row holding any query word before it can sort them;
+in a large group that is most of a recall's time (55 ms of 69 at 100k memories, where common
+words are in a third of the rows). This module holds the index's postings in numpy arrays
+(token -> the rows holding it, with its count in each column) and computes the very same BM25:
+FTS5's formula and constants, the column weights store/sqlite/fts.py gives it, and its table-wide statistics
+(rows, mean row length, rows holding each word). A query costs a few vector operations per word.
+Rankings equal FTS5's up to the last bits of rounding, with ties broken by id on both paths
+(tests/test_keyword_index.py compares them query by query).
+
+The copy covers the whole FTS table, as its statistics do. It is loaded in one scan of the
+table's `fts5vocab` instance view, then kept current from `fts_changes` (store/sqlite/fts.py): every recall
+reads the log's head and re-reads the rows changed since, by this process or any other,
+tokenised by FTS5's own tokenizer (store/sqlite/keywords.py). While a copy loads, when more changed
+than is worth replaying, or when the table would not fit the memory budget, recall asks FTS5
+directly: no recall waits for a load, and no answer comes from a stale copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+
+from mcp_memory.recall.vectors import Column, grown, where_mask
+from mcp_memory.store.sqlite import fts
+from mcp_memory.store.sqlite.filters import Filters, cache_conditions
+from mcp_memory.store.sqlite.keywords import KeywordRows, RowTokens, TermCodes
+from mcp_memory.store.sqlite.store import Store
+
+log = logging.getLogger(__name__)
+
+K1, B, MIN_IDF = 1.2, 0.75, 1e-6  # FTS5's bm25(): its k1, b, and the floor it puts under an idf
+WEIGHTS = np.asarray(fts.COLUMN_WEIGHTS, np.float64)
+CATEGORIES = ("group_id", "session_id", "producer_id", "role", "memory_type")
+# The budget check before a load, from the table's running totals: at most one posting (row id and
+# four counts, 8 bytes) per token, and the per-row arrays.
+BYTES_PER_TOKEN = 8
+BYTES_PER_ROW = 64
+SYNC_LOAD_ROWS = 20_000  # a table this small loads in the recall that needs it (about 0.4 s at 20k)
+MAX_CATCH_UP = 5_000  # more log entries than this since the copy's point: reload instead of replaying
+# Rows re-read since the load beyond this share of it (and at least RELOAD_MIN): reload in the background.
+RELOAD_SHARE = 0.1
+RELOAD_MIN = 2_000
+RETRY_AFTER_S = 60.0  # after a load failed or did not fit, when to look again
+MAX_WORDS = 50_000  # the word -> token memo is cleared past this
+
+
+class KeywordIndex:
+    """The FTS table's postings and row attributes at one point of the change log."""
+
+    def __init__(self, head: int, rows: KeywordRows, codes: TermCodes) -> None:
+        self.seq = head
+        self.base_rows = len(rows.ids)
+        self.size = 0
+        self._base_ids = rows.ids
+        self._ids = np.empty(0, np.int64)
+        self._alive = np.empty(0, np.bool_)
+        self._length = np.empty(0, np.float64)
+        self._ts = np.empty(0, np.float64)
+        self._columns = {name: Column(np.empty(0, np.int32)) for name in CATEGORIES}
+        self._append_rows(rows, np.zeros(len(rows.ids)))
+        self.rows = self.base_rows
+        self._postings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for token, occurrences in codes:
+            self._postings[token] = self._posting(occurrences)
+        self.tokens = float(self._length[: self.size].sum())
+        self._moved: dict[int, int] = {}  # id -> row, for rows re-read since the load
+        self._added: dict[str, tuple[list[int], list[list[int]]]] = {}
+        self._norm_key: tuple[int, int, float] | None = None
+        self._norm_cache = np.empty(0)
+
+    def _posting(self, occurrences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, counts per column) from one token's occurrences (row id * 4 + column, ascending)."""
+        starts = np.flatnonzero(np.r_[True, occurrences[1:] != occurrences[:-1]])
+        unique = occurrences[starts]
+        counts = np.diff(np.r_[starts, len(occurrences)])
+        rows = np.searchsorted(self._base_ids, unique >> 2)
+        known = rows < self.base_rows
+        known[known] = self._base_ids[rows[known]] == unique[known] >> 2
+        rows, columns, counts = rows[known], unique[known] & 3, counts[known]
+        np.add.at(self._length, rows, counts)
+        first = np.r_[True, rows[1:] != rows[:-1]] if len(rows) else np.empty(0, np.bool_)
+        slot = np.cumsum(first) - 1
+        table = np.zeros(
+            (int(first.sum()), len(WEIGHTS)), np.uint8 if counts.max(initial=0) < 256 else np.uint16
+        )
+        table[slot, columns] = counts
+        return rows[first].astype(np.int32), table
+
+    # -- catching up ------------------------------------------------------------------------
+
+    @property
+    def added_rows(self) -> int:
+        return self.size - self.base_rows
+
+    def apply(self, head: int, changed: Sequence[int], rows: KeywordRows, tokens: RowTokens) -> None:
+        """The changed ids as they are now: `rows` (with their tokens) replace them, the rest are gone."""
+        for episode_id in changed:
+            row = self._row_of(episode_id)
+            if row is not None:
+                self._alive[row] = False
+                self.rows -= 1
+                self.tokens -= self._length[row]
+        first = self.size
+        lengths = np.asarray([sum(map(sum, tokens.get(int(i), {}).values())) for i in rows.ids], np.float64)
+        self._append_rows(rows, lengths)
+        for offset, episode_id in enumerate(rows.ids.tolist()):
+            row = first + offset
+            self._moved[episode_id] = row
+            for token, counts in tokens.get(episode_id, {}).items():
+                added = self._added.setdefault(token, ([], []))
+                added[0].append(row)
+                added[1].append(counts)
+        self.rows += len(rows.ids)
+        self.tokens += float(lengths.sum())
+        self.seq = head
+
+    def _row_of(self, episode_id: int) -> int | None:
+        row = self._moved.get(episode_id)
+        if row is None:
+            found = int(np.searchsorted(self._base_ids, episode_id))
+            if found >= self.base_rows or self._base_ids[found] != episode_id:
+                return None
+            row = found
+        return row if self._alive[row] else None
+
+    def _append_rows(self, rows: KeywordRows, lengths: np.ndarray) -> None:
+        count, end = len(rows.ids), self.size + len(rows.ids)
+        if end > len(self._ids):
+            capacity = max(end, 2 * len(self._ids) if self.size else end, 64)
+            self._ids, self._alive, self._length, self._ts = (
+                grown(a, capacity) for a in (self._ids, self._alive, self._length, self._ts)
+            )
+            for column in self._columns.values():
+                column.codes = grown(column.codes, capacity)
+        self._ids[self.size : end] = rows.ids
+        self._alive[self.size : end] = True
+        self._length[self.size : end] = lengths
+        self._ts[self.size : end] = rows.ts
+        for name, column in self._columns.items():
+            column.codes[self.size : end] = column.encode(getattr(rows, name))
+        self.size += count
+
+    # -- searching --------------------------------------------------------------------------
+
+    def search(
+        self,
+        phrases: Sequence[tuple[str, tuple[int, ...]]],
+        group_id: str,
+        where: dict[str, object],
+        allowed: np.ndarray | None,
+        k: int,
+    ) -> list[tuple[int, float]]:
+        """The group's k best rows for (token, columns) phrases ORed, as (id, bm25) like FTS5: lower is better."""
+        groups = self._columns["group_id"]
+        group = groups.lookup.get(group_id)
+        if group is None or self.rows == 0 or k <= 0:
+            return []
+        alone = len(groups.lookup) == 1  # the common case: one group, nothing to mask out
+        norm = self._norm()
+        scores = np.zeros(self.size)
+        for token, columns in phrases:
+            rows, weighted = self._matches(token, columns)
+            hits = len(rows)
+            idf = max(math.log((self.rows - hits + 0.5) / (hits + 0.5)), MIN_IDF)
+            if not alone:
+                mine = groups.codes[rows] == group
+                rows, weighted = rows[mine], weighted[mine]
+            scores[rows] += idf * (weighted * (K1 + 1)) / (weighted + norm[rows])
+        candidates = np.flatnonzero(scores)
+        mask = where_mask(self._columns, candidates, self._ts, self._ids, where, allowed)
+        if mask is not None:
+            candidates = candidates[mask]
+        values = scores[candidates]
+        if k < len(candidates):  # keep all tied with the k-th best: ties go by id, as in FTS5's order
+            keep = values >= np.partition(values, len(values) - k)[len(values) - k]
+            candidates, values = candidates[keep], values[keep]
+        order = np.lexsort((self._ids[candidates], -values))[:k]
+        return [(int(self._ids[candidates[i]]), -float(values[i])) for i in order]
+
+    def _norm(self) -> np.ndarray:
+        """Each row's length normalisation, k1 * (1 - b + b * length / mean length), kept until rows change."""
+        key = (self.size, self.rows, self.tokens)
+        if self._norm_key != key:
+            mean_length = self.tokens / self.rows
+            self._norm_cache = K1 * (1 - B + B * self._length[: self.size] / mean_length)
+            self._norm_key = key
+        return self._norm_cache
+
+    def _matches(self, token: str, columns: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Every live row holding the token in one of the columns, with its column-weighted count."""
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        base = self._postings.get(token)
+        if base is not None:
+            parts.append(base)
+        added = self._added.get(token)
+        if added is not None:
+            parts.append((np.asarray(added[0], np.int32), np.asarray(added[1], np.int64)))
+        found_rows, found_weights = [], []
+        for rows, table in parts:
+            weighted = table[:, columns] @ WEIGHTS[list(columns)]
+            keep = (weighted > 0) & self._alive[rows]
+            found_rows.append(rows[keep])
+            found_weights.append(weighted[keep])
+        if not found_rows:
+            return np.empty(0, np.int32), np.empty(0, np.float64)
+        return np.concatenate(found_rows), np.concatenate(found_weights)
+
+    @property
+    def nbytes(self) -> int:
+        postings = sum(rows.nbytes + table.nbytes for rows, table in self._postings.values())
+        per_row = self._ids.nbytes + self._alive.nbytes + self._length.nbytes + self._ts.nbytes
+        return int(postings + per_row + 4 * len(CATEGORIES) * len(self._ids) + 64 * len(self._moved))
+
+
+class KeywordSearch:
+    """Keeps a KeywordIndex current with the database and answers from it; None means: ask FTS5."""
+
+    def __init__(self, store: Store, max_bytes: int) -> None:
+        self.store = store
+        self.max_bytes = max_bytes
+        self.sync_load_rows = SYNC_LOAD_ROWS
+        self._index: KeywordIndex | None = None
+        self._lock = threading.Lock()
+        self._words: dict[str, tuple[str, ...]] = {}
+        self._loader: ThreadPoolExecutor | None = None
+        self._load: Future[None] | None = None
+        self._wait_until = 0.0
+        self._closed = False
+
+    def close(self) -> None:
+        """Stop a load under way (waiting for it) and let the copy go."""
+        with self._lock:
+            self._closed = True
+            loader, self._loader, self._index = self._loader, None, None
+        if loader is not None:
+            loader.shutdown(wait=True, cancel_futures=True)
+
+    def search(
+        self, words: Sequence[tuple[str, tuple[int, ...]]], group_id: str, filters: Filters, k: int
+    ) -> list[tuple[int, float]] | None:
+        """The group's k best matches for fts.query_words output, as FTS5 would rank them; None: ask FTS5."""
+        index = self.current()
+        if index is None:
+            return None
+        tokens = self._tokens([word for word, _ in words])
+        if any(len(t) != 1 for t in tokens):  # a word FTS5 reads as a phrase of several tokens, or as none
+            return None
+        phrases = [(t[0], columns) for t, (_, columns) in zip(tokens, words, strict=True)]
+        allowed = None
+        if filters.beyond_cache:
+            allowed = self.store.candidate_ids(group_id, filters)
+        with self._lock:
+            return index.search(phrases, group_id, cache_conditions(filters), allowed, k)
+
+    def current(self) -> KeywordIndex | None:
+        """The copy, caught up with the change log; None while there is none to answer from."""
+        head = self.store.keyword_change_head()
+        with self._lock:
+            if self._closed:
+                return None
+            index = self._index
+            if index is not None and index.seq < head and not self._catch_up(index):
+                index = self._index = None
+            if index is None or index.seq > head:
+                return self._begin_load()
+            if index.added_rows > max(RELOAD_MIN, RELOAD_SHARE * index.base_rows):
+                self._begin_load(background=True)
+            return index
+
+    def _catch_up(self, index: KeywordIndex) -> bool:
+        changes = self.store.keyword_changes(index.seq, MAX_CATCH_UP + 1)
+        if not changes or changes[0][0] != index.seq + 1 or len(changes) > MAX_CATCH_UP:
+            return False  # pruned past the copy's point, or more than is worth replaying
+        changed = sorted({episode_id for _, episode_id in changes})
+        rows, tokens = self.store.keyword_rows(changed)
+        index.apply(changes[-1][0], changed, rows, tokens)
+        return True
+
+    def _begin_load(self, *, background: bool = False) -> KeywordIndex | None:
+        """Load now (a small table with no copy yet) or on the loader thread; returns what answers now."""
+        if time.monotonic() < self._wait_until or (self._load is not None and not self._load.done()):
+            return self._index
+        rows, tokens = self.store.keyword_index_size()
+        if tokens * BYTES_PER_TOKEN + rows * BYTES_PER_ROW > self.max_bytes:
+            log.info("keyword index of %d rows is over its memory budget: FTS5 answers", rows)
+            self._wait_until = time.monotonic() + RETRY_AFTER_S
+            return self._index
+        if not background and self._index is None and rows <= self.sync_load_rows:
+            self._index = self._load_now()
+            return self._index
+        if self._loader is None:
+            self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcp-memory-keywords")
+        self._load = self._loader.submit(self._load_in_background)
+        return self._index
+
+    def _load_now(self) -> KeywordIndex | None:
+        try:
+            return self.store.scan_keyword_index(KeywordIndex)
+        except Exception as exc:  # noqa: BLE001 - FTS5 keeps answering; look again later
+            log.warning("could not load the keyword index into memory: %s", exc)
+            self._wait_until = time.monotonic() + RETRY_AFTER_S
+            return None
+
+    def _load_in_background(self) -> None:
+        index = self._load_now()
+        if index is not None:
+            with self._lock:
+                if not self._closed:
+                    self._index = index
+
+    def _tokens(self, words: Sequence[str]) -> list[tuple[str, ...]]:
+        known = {word: self._words.get(word) for word in words}
+        new = [word for word, tokens in known.items() if tokens is None]
+        if new:
+            fresh = dict(zip(new, self.store.tokenize_words(new), strict=True))
+            known.update(fresh)
+            if len(self._words) > MAX_WORDS:
+                self._words = {}
+            self._words.update(fresh)
+        return [known[word] or () for word in words]

@@ -1,0 +1,1 @@
+"""The SQLite backend (with sqlite-vec): the only package importing SQLite or holding SQL."""

@@ -1,0 +1,178 @@
+"""What the in-memory keyword index (recall/keywords.py) reads from the database.
+
+A full scan of the FTS5 index (its `fts5vocab` instance table: every token of every row, in
+term order) in one read snapshot, the change log since a point (store/sqlite/fts.py's `fts_changes`), the
+rows behind a set of changes, and tokenisation by the index's own tokenizer: rows and query
+words are written to a temporary FTS5 table of this connection and read back as tokens, so the
+copy holds exactly the tokens FTS5 holds (stemming, case and diacritic folding included).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from mcp_memory.store.sqlite import fts
+from mcp_memory.store.sqlite.connection import Database
+
+T = TypeVar("T")
+_COLUMN_CODE = (
+    "CASE col " + " ".join(f"WHEN '{name}' THEN {i}" for i, name in enumerate(fts.COLUMNS)) + " END"
+)
+_ATTRIBUTES = "e.id, e.group_id, e.session_id, e.producer_id, e.producer_role, e.memory_type, e.ts_epoch"
+
+
+@dataclass
+class KeywordRows:
+    """Rows of the FTS table with the episode columns recall filters on; ids ascending."""
+
+    ids: np.ndarray  # int64
+    group_id: list[str]
+    session_id: list[str]
+    producer_id: list[str]
+    role: list[str]
+    memory_type: list[str]
+    ts: np.ndarray  # float64 epoch seconds
+
+
+TermCodes = Iterator[tuple[str, np.ndarray]]
+"""(token, every occurrence of it as row id * 4 + column index, ascending), token by token."""
+
+RowTokens = dict[int, dict[str, list[int]]]
+"""Row id -> token -> its count in each of the four columns."""
+
+
+class KeywordReads(Database):
+    """The reads behind the in-memory keyword index."""
+
+    def keyword_change_head(self) -> int:
+        """The newest entry of the change log (0 when empty)."""
+        return int(self.read("SELECT coalesce(max(seq), 0) FROM fts_changes")[0][0])
+
+    def keyword_changes(self, after: int, limit: int) -> list[tuple[int, int]]:
+        """Up to `limit` (seq, episode id) entries of the change log after `after`, oldest first."""
+        rows = self.read(
+            "SELECT seq, episode_id FROM fts_changes WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+        )
+        return [(int(r[0]), int(r[1])) for r in rows]
+
+    def keyword_index_size(self) -> tuple[int, int]:
+        """(rows, tokens) of the FTS table, from the totals record FTS5 keeps (no scan): what a copy would hold."""
+        block = self.read("SELECT block FROM episodes_fts_data WHERE id = 1")
+        if not block or block[0][0] is None:
+            return 0, 0
+        values = _varints(bytes(block[0][0]))  # the row count, then each column's token count
+        if not values:  # a table that has never held a row: the record is empty
+            return 0, 0
+        return values[0], sum(values[1:])
+
+    def scan_keyword_index(self, consume: Callable[[int, KeywordRows, TermCodes], T]) -> T:
+        """Call `consume(log head, rows, term codes)` with everything read from one snapshot of the file."""
+        with self.snapshot() as conn:
+            _ensure_vocabulary(conn)
+            head = int(conn.execute("SELECT coalesce(max(seq), 0) FROM fts_changes").fetchone()[0])
+            rows = _keyword_rows(conn.execute(f"SELECT {_ATTRIBUTES} FROM episodes e ORDER BY e.id"))
+            cursor = conn.execute(
+                f"SELECT term, group_concat(doc * 4 + {_COLUMN_CODE}, ' ') FROM temp.keyword_vocabulary GROUP BY term"
+            )
+            codes = ((term, np.fromstring(text, dtype=np.int64, sep=" ")) for term, text in cursor)
+            return consume(head, rows, codes)
+
+    def keyword_rows(self, ids: Sequence[int]) -> tuple[KeywordRows, RowTokens]:
+        """The rows with these ids that exist now, and their tokens."""
+        with self.snapshot() as conn:
+            found = conn.execute(
+                f"SELECT {_ATTRIBUTES}, f.producer_id, f.content, f.before, f.after FROM json_each(?) j "
+                "JOIN episodes e ON e.id = j.value JOIN episodes_fts f ON f.rowid = e.id ORDER BY e.id",
+                (_json_ids(ids),),
+            ).fetchall()
+            tokens = _tokenize(conn, [(row[0], *row[7:]) for row in found])
+        return _keyword_rows(iter([row[:7] for row in found])), tokens
+
+    def tokenize_words(self, words: Sequence[str]) -> list[tuple[str, ...]]:
+        """Each word as the index's tokenizer splits and folds it ("Painting" -> ("paint",))."""
+        conn = self._conn()
+        found = _tokenize(conn, [(i, word, "", "", "") for i, word in enumerate(words)])
+        return [
+            tuple(term for term, counts in found.get(i, {}).items() for _ in range(sum(counts)))
+            for i in range(len(words))
+        ]
+
+
+def _keyword_rows(cursor: Iterator[Any]) -> KeywordRows:
+    ids: list[int] = []
+    ts: list[float] = []
+    text: tuple[list[str], ...] = ([], [], [], [], [])
+    for row in cursor:
+        ids.append(row[0])
+        for column, value in zip(text, row[1:6], strict=True):
+            column.append(value)
+        ts.append(row[6])
+    group_id, session_id, producer_id, role, memory_type = text
+    return KeywordRows(
+        np.asarray(ids, np.int64),
+        group_id,
+        session_id,
+        producer_id,
+        role,
+        memory_type,
+        np.asarray(ts, np.float64),
+    )
+
+
+def _ensure_vocabulary(conn: Any) -> None:
+    conn.execute(
+        "CREATE VIRTUAL TABLE IF NOT EXISTS temp.keyword_vocabulary USING fts5vocab(main, 'episodes_fts', 'instance')"
+    )
+
+
+def _tokenize(conn: Any, rows: Sequence[tuple[int, str, str, str, str]]) -> RowTokens:
+    """Tokens of (id, producer_id, content, before, after) rows, counted per column, by FTS5's tokenizer."""
+    if not rows:
+        return {}
+    conn.execute(
+        f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.keyword_scratch USING fts5({', '.join(fts.COLUMNS)}, "
+        f"tokenize='{fts.TOKENIZER}')"
+    )
+    conn.execute(
+        "CREATE VIRTUAL TABLE IF NOT EXISTS temp.keyword_scratch_tokens "
+        "USING fts5vocab(temp, 'keyword_scratch', 'instance')"
+    )
+    found: RowTokens = {}
+    try:
+        conn.executemany(
+            f"INSERT INTO temp.keyword_scratch(rowid, {', '.join(fts.COLUMNS)}) VALUES (?, ?, ?, ?, ?)", rows
+        )
+        counted = conn.execute(
+            f"SELECT doc, term, {_COLUMN_CODE}, count(*) FROM temp.keyword_scratch_tokens GROUP BY doc, term, col"
+        )
+        for doc, term, column, count in counted:
+            found.setdefault(doc, {}).setdefault(term, [0, 0, 0, 0])[column] = count
+    finally:
+        conn.execute("DELETE FROM temp.keyword_scratch")
+    return found
+
+
+def _json_ids(ids: Sequence[int]) -> str:
+    return "[" + ",".join(str(int(i)) for i in ids) + "]"
+
+
+def _varints(data: bytes) -> list[int]:
+    """SQLite's varints (as FTS5 writes its totals record): 7 bits a byte, big end first; the 9th byte whole."""
+    values, position = [], 0
+    while position < len(data):
+        value = 0
+        for index in range(9):
+            byte = data[position]
+            position += 1
+            if index == 8:
+                value = (value << 8) | byte
+                break
+            value = (value << 7) | (byte & 0x7F)
+            if byte < 0x80:
+                break
+        values.append(value)
+    return values
