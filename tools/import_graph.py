@@ -40,11 +40,15 @@ def imported(tree: ast.AST, modules: set[str], here: str, runtime: bool = False)
             return
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name in modules)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module.startswith(PACKAGE):
-                for alias in node.names:
-                    child = f"{node.module}.{alias.name}"
-                    found.add(child if child in modules else node.module)
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.level == 0
+            and node.module.startswith(PACKAGE)
+        ):
+            for alias in node.names:
+                child = f"{node.module}.{alias.name}"
+                found.add(child if child in modules else node.module)
         for child in ast.iter_child_nodes(node):
             visit(child)
 
