@@ -90,22 +90,24 @@ async def one_run(embedder: CountingEmbedder, mode: str, batch: int, count: int)
     with tempfile.TemporaryDirectory(prefix="mcp-memory-ingest-") as tmp:
         config = Config(db_path=Path(tmp) / "memory.db", embedder="local")
         async with MemoryManager(config, embedder=embedder) as manager:
-            await manager.create_group(GROUP, user_ids=USERS, agent_ids=AGENTS)
+            await manager.groups.create_group(GROUP, user_ids=USERS, agent_ids=AGENTS)
             configuration = NO_VECTORS if mode == "none" else None
-            async with manager.created(GROUP, "s", configuration=configuration):
-                await manager.add_memories(GROUP, "s", warm)  # first write: pages, statements, threads
+            async with manager.sessions.created(GROUP, "s", configuration=configuration):
+                await manager.memories.add_memories(
+                    GROUP, "s", warm
+                )  # first write: pages, statements, threads
                 embedder.reset()
                 calls: list[float] = []
                 pending = 0
                 started = time.perf_counter()
                 for i in range(0, len(items), batch):
                     t0 = time.perf_counter()
-                    result = await manager.add_memories(GROUP, "s", items[i : i + batch])
+                    result = await manager.memories.add_memories(GROUP, "s", items[i : i + batch])
                     calls.append((time.perf_counter() - t0) * 1000)
                     pending += result.embedding_pending
                     assert result.stored == len(items[i : i + batch]), result
                 wall = time.perf_counter() - started
-            stats = await manager.stats()
+            stats = await manager.upkeep.stats()
     return {
         "embedding": mode,
         "batch": batch,

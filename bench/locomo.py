@@ -58,8 +58,8 @@ from metrics import (  # noqa: E402
 
 from mcp_memory.config import Config  # noqa: E402
 from mcp_memory.manager import MemoryManager  # noqa: E402
-from mcp_memory.models import RecallOptions  # noqa: E402
-from mcp_memory.recall.engine import RecallStrategy  # noqa: E402
+from mcp_memory.models import ReadOptions  # noqa: E402
+from mcp_memory.recall.request import RecallRequest, RecallStrategy  # noqa: E402
 from mcp_memory.server import build_server  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "locomo10.json"
@@ -241,11 +241,13 @@ def parse_indices(text: str) -> list[int]:
 
 async def ingest(manager: MemoryManager, conv: Conversation) -> int:
     """One group, one session per LoCoMo session, each session one add_memories batch; returns stored count."""
-    await manager.create_group(conv.group_id, user_ids=conv.speakers, description=f"LoCoMo {conv.sample_id}")
+    await manager.groups.create_group(
+        conv.group_id, user_ids=conv.speakers, description=f"LoCoMo {conv.sample_id}"
+    )
     stored = 0
     for session in conv.sessions:
-        async with manager.created(conv.group_id, session.session_id):
-            result = await manager.add_memories(conv.group_id, session.session_id, session.memories)
+        async with manager.sessions.created(conv.group_id, session.session_id):
+            result = await manager.memories.add_memories(conv.group_id, session.session_id, session.memories)
         if result.duplicates or result.embedding_pending:
             log(
                 f"  warning: {conv.group_id}/{session.session_id}: {result.duplicates} duplicate(s), "
@@ -261,11 +263,13 @@ Recaller = Callable[[str, str, RecallStrategy], Awaitable[list[tuple[str | None,
 
 
 def manager_recaller(manager: MemoryManager, min_similarity: float | None = None) -> Recaller:
-    """Recall through `MemoryManager.recall`; returns (dia_id, content) per hit, best first."""
-    options = RecallOptions(min_similarity=min_similarity)
+    """Recall through `manager.memories.recall`; returns (dia_id, content) per hit, best first."""
+    options = ReadOptions(min_similarity=min_similarity)
 
     async def recall(group_id: str, query: str, strategy: RecallStrategy) -> list[tuple[str | None, str]]:
-        result = await manager.recall(group_id, query, limit=LIMIT, strategy=strategy, options=options)
+        result = await manager.memories.recall(
+            RecallRequest(group_id=group_id, query=query, limit=LIMIT, strategy=strategy, options=options)
+        )
         return [(hit.metadata.get("dia_id"), hit.content) for hit in result.hits]
 
     return recall
@@ -492,7 +496,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     f"  ingested conversation {conv.index} ({conv.sample_id}): {conv.turns} turns, "
                     f"{len(conv.sessions)} sessions in {time.perf_counter() - began:.1f}s"
                 )
-            if await manager.backfill():
+            if await manager.upkeep.backfill():
                 log("  warning: some vectors had to be backfilled after ingestion")
             ingest_s = time.perf_counter() - ingest_began
 

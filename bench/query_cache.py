@@ -30,6 +30,7 @@ from bench.locomo import DEFAULT_DATA  # noqa: E402
 from bench.scale import AGENTS, GROUP, USERS, ingest, synthetic_queries, synthetic_turns  # noqa: E402
 from mcp_memory.config import Config  # noqa: E402
 from mcp_memory.manager import MemoryManager  # noqa: E402
+from mcp_memory.recall.request import RecallRequest  # noqa: E402
 
 
 def p50(samples: list[float]) -> float:
@@ -39,14 +40,14 @@ def p50(samples: list[float]) -> float:
 async def measure(size: int, queries: list[str], folder: Path) -> dict[str, Any]:
     config = Config(db_path=folder / f"cache{size}.db", log_level="WARNING")
     async with MemoryManager(config) as manager:
-        await manager.create_group(GROUP, user_ids=USERS, agent_ids=AGENTS)
+        await manager.groups.create_group(GROUP, user_ids=USERS, agent_ids=AGENTS)
         sessions = [f"s{i}" for i in range(10)]
         for session in sessions:
-            await manager.open_session(GROUP, session)
+            await manager.sessions.open_session(GROUP, session)
         await ingest(manager, synthetic_turns(), sessions, 0, size)
         await run_sync(manager.embedder.load)  # type: ignore[attr-defined]
         for query in queries[:20]:  # warm the caches of the group (vectors, keywords)
-            await manager.recall(GROUP, query)
+            await manager.memories.recall(RecallRequest(group_id=GROUP, query=query))
         embed, first, second, fixed = [], [], [], []
         store = manager.engine.store
         for query in queries:
@@ -55,7 +56,7 @@ async def measure(size: int, queries: list[str], folder: Path) -> dict[str, Any]
             embed.append(time.perf_counter() - started)
             for samples in (first, second):
                 started = time.perf_counter()
-                result = await manager.recall(GROUP, query)
+                result = await manager.memories.recall(RecallRequest(group_id=GROUP, query=query))
                 samples.append(time.perf_counter() - started)
             ids = [hit.id for hit in result.hits]
             started = (

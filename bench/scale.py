@@ -58,6 +58,7 @@ from mcp_memory.config import Config  # noqa: E402
 from mcp_memory.llm.embeddings import HashingEmbedder  # noqa: E402
 from mcp_memory.manager import MemoryManager  # noqa: E402
 from mcp_memory.recall.engine import CANDIDATES_PER_RESULT, MIN_CANDIDATES, RecallQuery  # noqa: E402
+from mcp_memory.recall.request import RecallRequest  # noqa: E402
 from mcp_memory.store.sqlite.fts import fts_query  # noqa: E402
 from mcp_memory.store.sqlite.store import Filters  # noqa: E402
 
@@ -352,7 +353,7 @@ async def ingest(
         batch = memories(turns, count, have)
         session = sessions[(have // BATCH) % len(sessions)]
         start = time.perf_counter()
-        await manager.add_memories(GROUP, session, batch)
+        await manager.memories.add_memories(GROUP, session, batch)
         spent += time.perf_counter() - start
         have += count
     return spent
@@ -422,10 +423,17 @@ async def measure_size(
 
     async def run_recall(session_id: str | None) -> list[float]:
         for q in queries[:warmup]:
-            await manager.recall(GROUP, q, session_id=session_id, limit=LIMIT)
+            await manager.memories.recall(
+                RecallRequest(group_id=GROUP, query=q, session_id=session_id, limit=LIMIT)
+            )
         samples = []
         for q in queries:
-            ms, _ = await timed_async(partial(manager.recall, GROUP, q, session_id=session_id, limit=LIMIT))
+            ms, _ = await timed_async(
+                partial(
+                    manager.memories.recall,
+                    RecallRequest(group_id=GROUP, query=q, session_id=session_id, limit=LIMIT),
+                )
+            )
             samples.append(ms)
         return samples
 
@@ -516,13 +524,17 @@ def probe(
         config = Config(db_path=db_path, embedder="hashing", **config_overrides(settings))
         manager = await MemoryManager(config, embedder=HashingEmbedder()).start()
         result["idle"] = read_status_mb()
-        first_ms, _ = await timed_async(lambda: manager.recall(GROUP, queries[0], limit=LIMIT))
+        first_ms, _ = await timed_async(
+            lambda: manager.memories.recall(RecallRequest(group_id=GROUP, query=queries[0], limit=LIMIT))
+        )
         result["first_recall_ms"] = round(first_ms, 1)
         result["after_first_recall"] = read_status_mb()
         for q in queries[1:]:
-            await manager.recall(GROUP, q, limit=LIMIT)
+            await manager.memories.recall(RecallRequest(group_id=GROUP, query=q, limit=LIMIT))
         result["loads_s"] = await wait_for_loads(manager)  # both copies in memory before "warm" is read
-        first_warm_ms, _ = await timed_async(lambda: manager.recall(GROUP, queries[0], limit=LIMIT))
+        first_warm_ms, _ = await timed_async(
+            lambda: manager.memories.recall(RecallRequest(group_id=GROUP, query=queries[0], limit=LIMIT))
+        )
         result["first_recall_after_loads_ms"] = round(first_warm_ms, 1)
         result["warm"] = read_status_mb()
         result["warm_recalls"] = len(queries)
@@ -577,9 +589,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         config = Config(db_path=db_path, embedder="hashing", **config_overrides(args.set))
         manager = await MemoryManager(config, embedder=embedder).start()
         rss_empty = read_status_mb()
-        await manager.create_group(GROUP, user_ids=USERS, agent_ids=AGENTS)
+        await manager.groups.create_group(GROUP, user_ids=USERS, agent_ids=AGENTS)
         for session in sessions:
-            await manager.open_session(GROUP, session, mode="create")
+            await manager.sessions.open_session(GROUP, session, mode="create")
         have = 0
         for size in sizes:
             print(f"ingesting up to {size:,} memories ...", flush=True)
@@ -606,7 +618,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         rss_bench = read_status_mb()
         entry = vector_search_entry(manager)[1]
         for session in sessions:
-            await manager.close_session(GROUP, session)
+            await manager.sessions.close_session(GROUP, session)
         await manager.shutdown()
         print(f"resident memory: fresh process on the {have:,}-memory database ...", flush=True)
         probed = run_probe(db_path, min(50, len(queries)), args.minilm_queries, args.set)

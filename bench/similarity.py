@@ -27,7 +27,8 @@ from bench.locomo import DEFAULT_DATA, ingest, load_data, parse_indices  # noqa:
 from mcp_memory.config import Config  # noqa: E402
 from mcp_memory.episodes import embedding_text  # noqa: E402
 from mcp_memory.manager import MemoryManager  # noqa: E402
-from mcp_memory.models import RecallOptions  # noqa: E402
+from mcp_memory.models import ReadOptions  # noqa: E402
+from mcp_memory.recall.request import RecallRequest  # noqa: E402
 
 THRESHOLDS = (-1.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 LIMIT = 5
@@ -85,12 +86,14 @@ async def measure(data: Path, indices: list[int]) -> dict[str, Any]:
             off_topic_top: list[float] = []
             kept: dict[float, dict[str, float]] = {}
             for threshold in THRESHOLDS:
-                options = RecallOptions(min_similarity=threshold)
+                options = ReadOptions(min_similarity=threshold)
                 off_hits = answerable_hits = answerable = 0
                 for conversation in conversations:
                     for query in OFF_TOPIC:
-                        result = await manager.recall(
-                            conversation.group_id, query, limit=LIMIT, options=options
+                        result = await manager.memories.recall(
+                            RecallRequest(
+                                group_id=conversation.group_id, query=query, limit=LIMIT, options=options
+                            )
                         )
                         off_hits += len(result.hits)
                         if threshold == THRESHOLDS[0]:
@@ -98,8 +101,13 @@ async def measure(data: Path, indices: list[int]) -> dict[str, Any]:
                                 h.similarity for h in result.hits[:1] if h.similarity is not None
                             ]
                     for question in conversation.questions:
-                        result = await manager.recall(
-                            conversation.group_id, question.text, limit=LIMIT, options=options
+                        result = await manager.memories.recall(
+                            RecallRequest(
+                                group_id=conversation.group_id,
+                                query=question.text,
+                                limit=LIMIT,
+                                options=options,
+                            )
                         )
                         answerable_hits += len(result.hits)
                         answerable += 1

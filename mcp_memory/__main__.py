@@ -134,14 +134,14 @@ async def _stats(config: Config) -> dict[str, object]:
     from mcp_memory.manager import MemoryManager
 
     async with MemoryManager(config) as manager:
-        return (await manager.stats()).model_dump(mode="json")
+        return (await manager.upkeep.stats()).model_dump(mode="json")
 
 
 async def _maintain(config: Config) -> dict[str, object]:
     from mcp_memory.manager import MemoryManager
 
     async with MemoryManager(config) as manager:
-        return (await manager.maintain(trigger="on_demand")).model_dump(mode="json")
+        return (await manager.upkeep.maintain(trigger="on_demand")).model_dump(mode="json")
 
 
 async def _reindex(config: Config) -> dict[str, object]:
@@ -150,7 +150,7 @@ async def _reindex(config: Config) -> dict[str, object]:
     manager = MemoryManager(config)
     await manager.start(check_embedder=False)
     try:
-        return await manager.reindex()
+        return await manager.upkeep.reindex()
     finally:
         await manager.shutdown()
 
@@ -177,7 +177,9 @@ async def _export(config: Config, args: argparse.Namespace) -> dict[str, object]
 
     target = sys.stdout if args.out == "-" else Path(args.out).absolute()
     async with MemoryManager(config) as manager:
-        result = await manager.export_memories(target, args.group, overwrite=True, progress=_progress)
+        result = await manager.transfer.export_memories(
+            target, args.group, overwrite=True, progress=_progress
+        )
     return result.model_dump(mode="json")
 
 
@@ -186,7 +188,7 @@ async def _import(config: Config, args: argparse.Namespace) -> dict[str, object]
 
     group = args.group[0] if args.group else None
     async with MemoryManager(config) as manager:
-        result = await manager.import_memories(args.file.absolute(), group, progress=_progress)
+        result = await manager.transfer.import_memories(args.file.absolute(), group, progress=_progress)
     return result.model_dump(mode="json")
 
 

@@ -8,7 +8,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -16,72 +16,12 @@ from pydantic import ValidationError
 from mcp_memory.errors import ValidationFailed
 from mcp_memory.models import Episode, MemoryInput, ToolCall, id_problem
 from mcp_memory.store.sqlite.store import NewEpisode, keyed_retry_key
+from mcp_memory.times import iso, normalize_timestamp
 
 ROLES = ("user", "assistant", "system", "tool")
 DEFAULT_IMPORTANCE = 0.5
-EPOCH_MS_THRESHOLD = 1e12
 MAX_BATCH = 1000
 MAX_METADATA_CHARS = 16_000
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(moment: datetime) -> str:
-    """Fixed-width UTC ISO 8601, so stored timestamps sort as text."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def normalize_timestamp(value: Any, *, field: str = "timestamp") -> datetime:
-    """An aware UTC datetime from ISO text, a datetime (naive means UTC) or epoch seconds/milliseconds."""
-    if isinstance(value, bool):
-        raise ValidationFailed(_bad_time(field, value))
-    if isinstance(value, datetime):
-        try:
-            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        except OverflowError:
-            raise ValidationFailed(
-                f"{field} {value.isoformat()!r} falls outside the years 1 to 9999 once converted to UTC; "
-                "give a time within them"
-            ) from None
-    if isinstance(value, int | float):
-        return _from_epoch(value, field)
-    if isinstance(value, str) and value.strip():
-        text = value.strip()
-        if _is_number(text):
-            return _from_epoch(float(text), field)
-        try:
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValidationFailed(_bad_time(field, value)) from None
-        return normalize_timestamp(parsed, field=field)
-    raise ValidationFailed(_bad_time(field, value))
-
-
-def _from_epoch(value: float, field: str) -> datetime:
-    if not math.isfinite(value):
-        raise ValidationFailed(_bad_time(field, value))
-    seconds = value / 1000 if abs(value) > EPOCH_MS_THRESHOLD else value
-    try:
-        return datetime.fromtimestamp(seconds, UTC)
-    except (OverflowError, OSError, ValueError):
-        raise ValidationFailed(_bad_time(field, value)) from None
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _bad_time(field: str, value: Any) -> str:
-    return (
-        f"{field} {value!r} is not a time; give ISO 8601 text such as '2025-03-01T14:30:00Z', "
-        "epoch seconds, or epoch milliseconds"
-    )
 
 
 def parse_memories(items: Sequence[Any]) -> list[MemoryInput]:

@@ -224,11 +224,14 @@ class Episode(BaseModel):
 
 
 Tier = Literal["recent", "long_term", "summaries"]
+MAX_LIST_LIMIT = 100  # the most memories one page of a listing holds
+ListOrder = Literal["oldest", "newest"]
 MAX_NEIGHBOURS = 5
 
 
-class RecallOptions(BaseModel):
-    """How a recall reads beyond its filters: which tiers, how sure a match by meaning must be, how much context."""
+class ReadOptions(BaseModel):
+    """How a read goes beyond its filters: for a search, which tiers, how sure a match by meaning must be and how
+    much context; for a listing, its order and page (one object: the tool list stays short)."""
 
     model_config = STRICT_INPUT
     tiers: list[Tier] | None = Field(
@@ -246,17 +249,8 @@ class RecallOptions(BaseModel):
     neighbours: int = Field(
         0, ge=0, le=MAX_NEIGHBOURS, description="Add each hit's n turns before and after."
     )
-
-
-class ReadOptions(BaseModel):
-    """The recall tool's options: how to search, or how to page a listing (one object: the tool list is short)."""
-
-    model_config = STRICT_INPUT
-    tiers: list[Tier] | None = None
-    min_similarity: float | None = Field(None, ge=-1, le=1)
-    neighbours: int = Field(0, ge=0, le=MAX_NEIGHBOURS)
-    order: ListOrder = "oldest"
-    cursor: str | None = None
+    order: ListOrder = Field("oldest", description="A listing's order.")
+    cursor: str | None = Field(None, description="A listing's next page: the previous page's next_cursor.")
 
 
 class RecallHit(Episode):
@@ -277,10 +271,6 @@ class RecallHit(Episode):
     context: list[Episode] = Field(
         default_factory=list, description="With neighbours: the turns around it in its session, oldest first."
     )
-
-
-MAX_LIST_LIMIT = 100  # the most memories one page of a listing holds
-ListOrder = Literal["oldest", "newest"]
 
 
 class MemoryPage(BaseModel):

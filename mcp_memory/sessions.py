@@ -1,4 +1,4 @@
-"""The manager's live sessions: opened (or created) on demand, reference-counted per owner, evicted when idle.
+"""Live sessions: opened (or created) on demand, reference-counted per owner, evicted when idle.
 
 Each open session is one shared `MemorySession` per (group, session). Owners (an MCP connection,
 or an `opened` block) hold references; a session nobody references is dropped once it has been
@@ -9,36 +9,69 @@ live. One lock serialises every change to the registry, shutdown included.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from anyio.to_thread import run_sync
 
-from mcp_memory.config import effective_session_config
-from mcp_memory.episodes import check_id, iso
-from mcp_memory.errors import SessionExists, SessionInUse, SessionNotFound, ValidationFailed
-from mcp_memory.models import DeleteSessionResult, GroupInfo, SessionDetail, SessionInfo
-from mcp_memory.session import MemorySession
-
-if TYPE_CHECKING:
-    from mcp_memory.manager import MemoryManager
+from mcp_memory.config import Config, SessionConfig, effective_session_config
+from mcp_memory.episodes import check_id
+from mcp_memory.errors import ManagerClosed, SessionExists, SessionInUse, SessionNotFound, ValidationFailed
+from mcp_memory.models import DeleteSessionResult, GroupDetail, GroupInfo, SessionInfo
+from mcp_memory.services.groups import LIST_LIMIT, Groups
+from mcp_memory.store.protocol import SessionStore
+from mcp_memory.store.records import SessionRecord
 
 log = logging.getLogger(__name__)
 
 LOCAL_OWNER = "local"
+RollingStatus = Callable[[Mapping[str, Any]], str]
+"""Whether a session with this configuration keeps a rolling summary: "on", or why it is off."""
 
 
-class LiveSessions:
-    """Registry of live `MemorySession`s keyed by (group, session), for one manager."""
+@dataclass(eq=False)
+class MemorySession:
+    """A live session: its frozen configuration, shared by everyone who opened it, counted by references
+    per owner."""
+
+    group_id: str
+    session_id: str
+    configuration: SessionConfig
+    created_at: datetime
+    references: Counter[Hashable] = field(default_factory=Counter)
+    idle_since: float | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.group_id, self.session_id
+
+    @property
+    def reference_count(self) -> int:
+        return sum(self.references.values())
+
+
+class Sessions:
+    """Registry of live `MemorySession`s keyed by (group, session), over one database."""
 
     def __init__(
-        self, manager: MemoryManager, *, clock: Callable[[], float], now: Callable[[], datetime]
+        self,
+        store: SessionStore,
+        groups: Groups,
+        *,
+        config: Config,
+        rolling_status: RollingStatus,
+        clock: Callable[[], float],
+        now: Callable[[], datetime],
     ) -> None:
-        self._manager = manager
+        self._store = store
+        self._groups = groups
+        self._config = config
+        self._rolling_status = rolling_status
         self._clock = clock
         self._now = now
         self.live: dict[tuple[str, str], MemorySession] = {}
@@ -53,31 +86,40 @@ class LiveSessions:
         mode: str = "open_or_create",
         configuration: Mapping[str, Any] | None = None,
         owner: Hashable = LOCAL_OWNER,
+        user_ids: tuple[str, ...] | list[str] = (),
+        agent_ids: tuple[str, ...] | list[str] = (),
     ) -> tuple[MemorySession, bool]:
-        """Open (or create) a session and take a reference for `owner`; returns it and whether it was created."""
+        """Open (or create) a session and take a reference for `owner`; returns it and whether it was created.
+        Given participants, a missing group is created with them first (MemMachine's get-or-create)."""
         if mode not in ("create", "open", "open_or_create"):
             raise ValidationFailed(f"mode {mode!r} is not valid; use 'create', 'open' or 'open_or_create'")
         check_id(session_id, "session_id", "2025-03-01")
+        if user_ids or agent_ids:
+            await self._groups.ensure_group(group_id, user_ids, agent_ids)
         async with self._lock:
-            self._manager.engine  # noqa: B018 - fails once shut down
-            group = await self._manager.get_group(group_id)
+            self._check_open()
+            group = await self._groups.get_group(group_id)
             created = await self._ensure_session(group, session_id, mode, configuration)
             session = await self._live_session(group_id, session_id)
             session.references[owner] += 1
             session.idle_since = None
             return session, created
 
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ManagerClosed("the memory manager has shut down; restart the server to use memory again")
+
     async def _ensure_session(
         self, group: GroupInfo, session_id: str, mode: str, configuration: Mapping[str, Any] | None
     ) -> bool:
-        row = await run_sync(self._manager.engine.store.get_session, group.group_id, session_id)
-        if row is not None:
+        stored = await run_sync(self._store.get_session, group.group_id, session_id)
+        if stored is not None:
             if mode == "create":
                 raise SessionExists(
                     f"session {session_id!r} already exists in group {group.group_id!r}; "
                     "open it with mode='open' or pick another session_id"
                 )
-            if configuration is not None and json.loads(row["overrides"]) != dict(configuration):
+            if configuration is not None and stored.overrides != dict(configuration):
                 raise ValidationFailed(
                     f"session {session_id!r} was created with another configuration, which is frozen; "
                     "open it without configuration, or create a new session"
@@ -89,19 +131,13 @@ class LiveSessions:
                 "call open_session with mode='open_or_create' (or 'create') first"
             )
         effective = effective_session_config(
-            self._manager.config.base_configuration, group.configuration, configuration
+            self._config.base_configuration, group.configuration, configuration
         )
-        inserted = await run_sync(
-            self._manager.engine.store.insert_session,
-            {
-                "group_id": group.group_id,
-                "session_id": session_id,
-                "configuration": effective.model_dump_json(),
-                "overrides": json.dumps(dict(configuration or {})),
-                "created_at": iso(self._now()),
-            },
-        )
-        if not inserted:  # another process created it between our read and write
+        record = SessionRecord(
+            group_id=group.group_id, session_id=session_id, configuration=effective.model_dump(mode="json"),
+            overrides=dict(configuration or {}), created_at=self._now(),
+        )  # fmt: skip
+        if not await run_sync(self._store.insert_session, record):  # another process created it meanwhile
             return await self._ensure_session(group, session_id, mode, configuration)
         return True
 
@@ -109,17 +145,16 @@ class LiveSessions:
         session = self.live.get((group_id, session_id))
         if session is not None:
             return session
-        row = await run_sync(self._manager.engine.store.get_session, group_id, session_id)
-        if row is None:
+        stored = await run_sync(self._store.get_session, group_id, session_id)
+        if stored is None:
             raise SessionNotFound(
                 f"session {session_id!r} does not exist in group {group_id!r}; call open_session first"
             )
         session = MemorySession(
-            manager=self._manager,
             group_id=group_id,
             session_id=session_id,
-            configuration=effective_session_config(json.loads(row["configuration"])),
-            created_at=datetime.fromisoformat(row["created_at"]),
+            configuration=effective_session_config(stored.configuration),
+            created_at=stored.created_at,
             idle_since=self._clock(),
         )
         self.live[session.key] = session
@@ -131,7 +166,7 @@ class LiveSessions:
         """Release one of `owner`'s references; returns whether one was released and how many are left."""
         owner = LOCAL_OWNER if owner is None else owner
         async with self._lock:
-            self._manager.engine  # noqa: B018
+            self._check_open()
             session = self.live.get((group_id, session_id))
             if session is None or session.references[owner] <= 0:
                 return False, 0 if session is None else session.reference_count
@@ -170,29 +205,25 @@ class LiveSessions:
                 (s for s in self.live.values() if s.reference_count == 0 and s.idle_since is not None),
                 key=lambda s: s.idle_since or 0.0,
             )
-            config = self._manager.config
-            expired = [s for s in idle if now - (s.idle_since or now) > config.max_life_time_s]
-            overflow = max(0, len(self.live) - len(expired) - config.session_cache_size)
+            expired = [s for s in idle if now - (s.idle_since or now) > self._config.max_life_time_s]
+            overflow = max(0, len(self.live) - len(expired) - self._config.session_cache_size)
             survivors = [s for s in idle if s not in expired]
             evicted = expired + survivors[:overflow]
             for session in evicted:
-                await session.flush()
                 del self.live[session.key]
             return [s.key for s in evicted]
 
     @contextlib.asynccontextmanager
     async def closing(self) -> AsyncIterator[None]:
-        """Refuse further work, flush and drop every live session, and hold the lock for the block."""
+        """Refuse further work, drop every live session, and hold the lock for the block."""
         async with self._lock:
             self.closed = True
-            for session in list(self.live.values()):
-                await session.flush()
             self.live.clear()
             yield
 
     async def delete_session(self, group_id: str, session_id: str) -> DeleteSessionResult:
         """Delete a session and all its episodes; a session someone has open is an error."""
-        await self._manager.get_group(group_id)
+        await self._groups.get_group(group_id)
         async with self._lock:
             session = self.live.get((group_id, session_id))
             if session is not None and session.reference_count > 0:
@@ -200,49 +231,39 @@ class LiveSessions:
                     f"session {session_id!r} is open ({session.reference_count} reference(s)); "
                     "call close_session first"
                 )
-            if await run_sync(self._manager.engine.store.get_session, group_id, session_id) is None:
+            if await run_sync(self._store.get_session, group_id, session_id) is None:
                 raise _session_not_found(group_id, session_id)
-            deleted = await run_sync(self._manager.engine.store.delete_session, group_id, session_id)
+            deleted = await run_sync(self._store.delete_session, group_id, session_id)
             self.live.pop((group_id, session_id), None)
         return DeleteSessionResult(group_id=group_id, session_id=session_id, deleted_episodes=deleted)
 
     async def session_info(self, group_id: str, session_id: str, *, created: bool = False) -> SessionInfo:
-        row = await run_sync(self._manager.engine.store.get_session, group_id, session_id)
-        if row is None:
-            await self._manager.get_group(group_id)
+        stored = await run_sync(self._store.get_session, group_id, session_id)
+        if stored is None:
+            await self._groups.get_group(group_id)
             raise _session_not_found(group_id, session_id)
-        return self.info_from_row(row, created=created)
+        return self._info(stored, created=created)
 
-    def info_from_row(self, row: Any, *, created: bool = False) -> SessionInfo:
+    def _info(self, stored: SessionRecord, *, created: bool = False) -> SessionInfo:
         """A stored session as callers see it, with the references held on it in this process."""
-        live = self.live.get((row["group_id"], row["session_id"]))
+        live = self.live.get((stored.group_id, stored.session_id))
         return SessionInfo(
-            group_id=row["group_id"],
-            session_id=row["session_id"],
+            group_id=stored.group_id,
+            session_id=stored.session_id,
             created=created,
             reference_count=0 if live is None else live.reference_count,
-            configuration=json.loads(row["configuration"]),
-            episode_count=row["episode_count"],
-            created_at=datetime.fromisoformat(row["created_at"]),
-            rolling_summary=self._rolling_status(json.loads(row["configuration"])),
-            rolling_summary_covered_through=row["rolling_covered_through"],
+            configuration=stored.configuration,
+            episode_count=stored.episode_count,
+            created_at=stored.created_at,
+            rolling_summary=self._rolling_status(stored.configuration),
+            rolling_summary_covered_through=stored.rolling_covered_through,
         )
 
-    def _rolling_status(self, configuration: Mapping[str, Any]) -> str:
-        if not effective_session_config(configuration).short_term.enabled:
-            return "off (short-term memory disabled)"
-        summaries = self._manager._summaries  # None before start; the property would raise
-        if summaries is None or summaries.llm is None:
-            return "off (no LLM configured)"
-        return "on"
-
-    async def session_detail(self, group_id: str, session_id: str) -> SessionDetail:
-        info = await self.session_info(group_id, session_id)
-        return SessionDetail(
-            session=info,
-            recent=await self._manager.recent(group_id, session_id),
-            rolling_summary=await self._manager.rolling_summary(group_id, session_id),
-        )
+    async def group_detail(self, group_id: str) -> GroupDetail:
+        """The group with its counts and its sessions, newest first."""
+        group = await self._groups.counted(await self._groups.get_group(group_id))
+        stored = await run_sync(self._store.list_sessions, group_id, LIST_LIMIT)
+        return GroupDetail(group=group, sessions=[self._info(s) for s in stored])
 
     @contextlib.asynccontextmanager
     async def opened(
@@ -262,6 +283,12 @@ class LiveSessions:
             yield session
         finally:
             await self.close_session(group_id, session_id, owner=owner)
+
+    def created(
+        self, group_id: str, session_id: str, configuration: Mapping[str, Any] | None = None
+    ) -> contextlib.AbstractAsyncContextManager[MemorySession]:
+        """Like `opened`, but the session must not exist yet."""
+        return self.opened(group_id, session_id, mode="create", configuration=configuration)
 
 
 def _session_not_found(group_id: str, session_id: str) -> SessionNotFound:

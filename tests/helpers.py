@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
 from mcp import Client
 
+from mcp_memory.models import GroupInfo, MemoryFilter, ReadOptions, RecallResult
+from mcp_memory.recall.request import RecallRequest, RecallStrategy
+from mcp_memory.store.records import SessionRecord
 from mcp_memory.store.sqlite.store import Store
+
+if TYPE_CHECKING:
+    from mcp_memory.manager import MemoryManager
 
 # Every tool the server offers; the in-process, stdio and Inspector tests all check this set.
 TOOLS = frozenset(
@@ -76,13 +85,39 @@ class FakeClock:
         self.now += seconds
 
 
+SEEDED_AT = datetime(2024, 1, 1, tzinfo=UTC)
+
+
 def seed_store(store: Store, user: str = "u") -> None:
     """Group 'g' with one user and session 's', written straight through a Store."""
-    store.insert_group(
-        {"group_id": "g", "user_ids": f'["{user}"]', "agent_ids": "[]", "description": None,
-         "configuration": "{}", "created_at": "2024-01-01T00:00:00+00:00"}
-    )  # fmt: skip
+    store.insert_group(GroupInfo(group_id="g", user_ids=[user], agent_ids=[], created_at=SEEDED_AT))
     store.insert_session(
-        {"group_id": "g", "session_id": "s", "configuration": "{}", "overrides": "{}",
-         "created_at": "2024-01-01T00:00:00+00:00"}
-    )  # fmt: skip
+        SessionRecord(group_id="g", session_id="s", configuration={}, overrides={}, created_at=SEEDED_AT)
+    )
+
+
+async def recall(
+    manager: MemoryManager,
+    group_id: str,
+    query: str | None = None,
+    *,
+    session_id: str | None = None,
+    limit: int = 10,
+    strategy: RecallStrategy | None = None,
+    where: MemoryFilter | None = None,
+    options: ReadOptions | None = None,
+    **filters: Any,
+) -> RecallResult:
+    """`manager.memories.recall` with the request built from keywords: filters by name, or `where`."""
+    if filters and where is not None:
+        raise TypeError("pass filters by name or as `where`, not both")
+    request = RecallRequest(
+        group_id=group_id,
+        query=query,
+        session_id=session_id,
+        limit=limit,
+        filters=where if where is not None else MemoryFilter(**filters),
+        options=options or ReadOptions(),
+        strategy=strategy or RecallStrategy(),
+    )
+    return await manager.memories.recall(request)

@@ -16,7 +16,7 @@ async def test_a_disconnecting_client_releases_its_references_and_only_its_own(
     config, manager: MemoryManager
 ) -> None:
     server = build_server(config, manager=manager)
-    await manager.create_group("g", user_ids=["u"])
+    await manager.groups.create_group("g", user_ids=["u"])
     async with Client(server, mode="legacy") as staying:
         async with Client(server, mode="legacy") as leaving:
             await call(leaving, "open_session", group_id="g", session_id="s")
@@ -25,7 +25,7 @@ async def test_a_disconnecting_client_releases_its_references_and_only_its_own(
             mine = await call(staying, "open_session", group_id="g", session_id="s")
             assert mine["reference_count"] == 3
         # the leaving client's two references went with its connection
-        info = await manager.session_info("g", "s")
+        info = await manager.sessions.session_info("g", "s")
         assert info.reference_count == 1
         closed = await call(staying, "close_session", group_id="g", session_id="s")
         assert closed == {**closed, "released": True, "reference_count": 0}
@@ -35,7 +35,7 @@ async def test_a_client_cannot_close_a_reference_another_connection_holds(
     config, manager: MemoryManager
 ) -> None:
     server = build_server(config, manager=manager)
-    await manager.create_group("g", user_ids=["u"])
+    await manager.groups.create_group("g", user_ids=["u"])
     async with Client(server, mode="legacy") as first, Client(server, mode="legacy") as second:
         await call(first, "open_session", group_id="g", session_id="s")
         result = await call(second, "close_session", group_id="g", session_id="s")
@@ -46,15 +46,15 @@ async def test_stateless_protocol_references_last_until_the_client_goes(
     config, manager: MemoryManager
 ) -> None:
     server = build_server(config, manager=manager)
-    await manager.create_group("g", user_ids=["u"])
+    await manager.groups.create_group("g", user_ids=["u"])
     async with Client(server) as modern:
         assert modern.protocol_version == "2026-07-28"
         await call(modern, "open_session", group_id="g", session_id="s")
-        assert (await manager.session_info("g", "s")).reference_count == 1
+        assert (await manager.sessions.session_info("g", "s")).reference_count == 1
         closed = await call(modern, "close_session", group_id="g", session_id="s")
         assert closed["released"] is True
         await call(modern, "open_session", group_id="g", session_id="s")
-    assert (await manager.session_info("g", "s")).reference_count == 0
+    assert (await manager.sessions.session_info("g", "s")).reference_count == 0
 
 
 async def test_a_server_that_owns_its_manager_shuts_it_down_with_its_lifespan(config) -> None:

@@ -11,6 +11,7 @@ from mcp_memory.config import Config
 from mcp_memory.errors import ConfigurationError
 from mcp_memory.manager import MemoryManager
 from tests.fake_openai import FakeOpenAI, serve
+from tests.helpers import recall
 
 pytestmark = pytest.mark.anyio
 
@@ -35,10 +36,14 @@ async def test_memories_are_embedded_by_the_endpoint_and_recalled_by_meaning(
     db_path: Path, endpoint: FakeOpenAI
 ) -> None:
     async with MemoryManager(endpoint_config(db_path, endpoint, 16)) as manager:
-        await manager.create_group("g", user_ids=["u"])
-        async with manager.created("g", "s") as session:
-            await session.add([{"content": "the garden shed needs painting", "producer": "u"}])
-            result = await manager.recall("g", "shed painting")
+        await manager.groups.create_group("g", user_ids=["u"])
+        async with manager.sessions.created("g", "s") as session:
+            await manager.memories.add_memories(
+                session.group_id,
+                session.session_id,
+                [{"content": "the garden shed needs painting", "producer": "u"}],
+            )
+            result = await recall(manager, "g", "shed painting")
     assert result.vector_search and "vector" in result.hits[0].matched_by
     embed_calls = endpoint.requests_to("/embeddings")
     assert embed_calls[0].authorization == "Bearer sk-test"
@@ -49,16 +54,20 @@ async def test_when_the_endpoint_fails_memories_are_kept_and_indexed_later(
     db_path: Path, endpoint: FakeOpenAI
 ) -> None:
     async with MemoryManager(endpoint_config(db_path, endpoint, 16)) as manager:
-        await manager.create_group("g", user_ids=["u"])
+        await manager.groups.create_group("g", user_ids=["u"])
         endpoint.queue_embeddings(500, 500, 500)  # the add's request and the client's two retries
-        async with manager.created("g", "s") as session:
-            added = await session.add([{"content": "the spare key is under the blue pot", "producer": "u"}])
+        async with manager.sessions.created("g", "s") as session:
+            added = await manager.memories.add_memories(
+                session.group_id,
+                session.session_id,
+                [{"content": "the spare key is under the blue pot", "producer": "u"}],
+            )
         assert added.embedding_pending and added.stored == 1
-        stats = await manager.stats()
+        stats = await manager.upkeep.stats()
         assert stats.pending_vectors == stats.episodes_by_tier["pending_vectors"] == 1
-        assert await manager.backfill() == 1
-        assert (await manager.stats()).pending_vectors == 0
-        result = await manager.recall("g", "where is the key")
+        assert await manager.upkeep.backfill() == 1
+        assert (await manager.upkeep.stats()).pending_vectors == 0
+        result = await recall(manager, "g", "where is the key")
         assert result.hits[0].id == added.memories[0].id
 
 
@@ -66,11 +75,15 @@ async def test_recall_falls_back_to_keywords_while_the_endpoint_is_down(
     db_path: Path, endpoint: FakeOpenAI
 ) -> None:
     async with MemoryManager(endpoint_config(db_path, endpoint, 16)) as manager:
-        await manager.create_group("g", user_ids=["u"])
-        async with manager.created("g", "s") as session:
-            await session.add([{"content": "dentist appointment on friday", "producer": "u"}])
+        await manager.groups.create_group("g", user_ids=["u"])
+        async with manager.sessions.created("g", "s") as session:
+            await manager.memories.add_memories(
+                session.group_id,
+                session.session_id,
+                [{"content": "dentist appointment on friday", "producer": "u"}],
+            )
         endpoint.queue_embeddings(503, 503, 503)
-        result = await manager.recall("g", "dentist")
+        result = await recall(manager, "g", "dentist")
     assert not result.vector_search
     assert [h.content for h in result.hits] == ["dentist appointment on friday"]
 

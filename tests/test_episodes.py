@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from mcp_memory.episodes import iso, normalize_timestamp, parse_memories, prepare_episode
+from mcp_memory.episodes import parse_memories, prepare_episode
 from mcp_memory.errors import ValidationFailed
+from mcp_memory.times import iso, normalize_timestamp
 
 MOMENT = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -21,12 +21,13 @@ from mcp_memory.errors import ExtractionFailed, LLMError, ValidationFailed
 from mcp_memory.llm.client import DEFAULT_LLM_MODEL, OpenAIChatLLM
 from mcp_memory.llm.extraction import NOT_CONFIGURED, extract_facts, parse_triplets
 from mcp_memory.manager import MemoryManager, configured_llm
+from mcp_memory.models import GroupInfo
 from mcp_memory.server import build_server
 from mcp_memory.store.sqlite.facts import NewFact
 from mcp_memory.store.sqlite.migrations import MIGRATIONS
 from mcp_memory.store.sqlite.store import NewEpisode, Store
 from tests.fake_openai import FakeOpenAI, serve
-from tests.helpers import call, call_error, seed_store
+from tests.helpers import SEEDED_AT, call, call_error, seed_store
 
 pytestmark = pytest.mark.anyio
 
@@ -478,10 +479,10 @@ async def test_confidence_at_the_bounds_is_accepted(client: Client, confidence: 
 
 
 async def test_the_manager_checks_confidence_itself(manager: MemoryManager) -> None:
-    await manager.create_group(GROUP, user_ids=["ana"])
+    await manager.groups.create_group(GROUP, user_ids=["ana"])
     with pytest.raises(ValidationFailed, match=r"confidence 1.5 is outside \[0, 1\]; pass a probability"):
-        await manager.add_fact(GROUP, "Ana", "lives in", "Lisbon", confidence=1.5)
-    assert (await manager.list_facts(GROUP)).total == 0
+        await manager.facts.add_fact(GROUP, "Ana", "lives in", "Lisbon", confidence=1.5)
+    assert (await manager.facts.list_facts(GROUP)).total == 0
 
 
 async def test_an_unknown_group_is_an_error_that_says_to_create_it(client: Client) -> None:
@@ -678,7 +679,7 @@ async def test_extraction_and_summaries_ask_the_same_endpoint_with_the_same_time
 ) -> None:
     config = Config(db_path=db_path, embedder="hashing", llm_base_url="http://127.0.0.1:9/v1")
     async with MemoryManager(config) as configured:
-        facts, summaries = configured.fact_llm, configured.summaries.llm
+        facts, summaries = configured.models.facts, configured.models.chat
         assert isinstance(facts, OpenAIChatLLM) and isinstance(summaries, OpenAIChatLLM)
         assert (facts.base_url, facts.model, facts.timeout_s, facts.max_retries) == (
             summaries.base_url,
@@ -940,10 +941,7 @@ def test_a_version_three_database_with_data_upgrades_and_stores_facts(tmp_path: 
 
 def test_the_database_forbids_two_current_identical_triples_but_not_history(tmp_path: Path) -> None:
     store = Store(tmp_path / "m.db", embedder_name="test", dimension=4)
-    store.insert_group(
-        {"group_id": "g", "user_ids": '["u"]', "agent_ids": "[]", "description": None,
-         "configuration": "{}", "created_at": "2024-01-01T00:00:00+00:00"}
-    )  # fmt: skip
+    store.insert_group(GroupInfo(group_id="g", user_ids=["u"], agent_ids=[], created_at=SEEDED_AT))
     columns = (
         "group_id, subject, predicate, object, subject_key, predicate_key, object_key, valid_from, "
         "valid_to, created_at"

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from mcp_memory.errors import EmbedderMismatch, StoreError
+from mcp_memory.models import GroupInfo
 from mcp_memory.store.sqlite.store import Store
+from tests.helpers import SEEDED_AT
 
 Maker = Callable[[Path], Path]
 
@@ -28,10 +30,7 @@ def store_on(path: Path, name: str = "hashing-384", dimension: int = 384) -> Sto
 def ours(tmp_path: Path, name: str = "hashing-384", dimension: int = 384) -> Path:
     path = tmp_path / "ours.db"
     store = store_on(path, name, dimension)
-    store.insert_group(
-        {"group_id": "g", "user_ids": '["u"]', "agent_ids": "[]", "description": None,
-         "configuration": "{}", "created_at": "2024-01-01T00:00:00+00:00"}
-    )  # fmt: skip
+    store.insert_group(GroupInfo(group_id="g", user_ids=["u"], agent_ids=[], created_at=SEEDED_AT))
     store.close()
     return path
 

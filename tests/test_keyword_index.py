@@ -16,6 +16,7 @@ from mcp_memory.recall.keywords import KeywordIndex, KeywordSearch
 from mcp_memory.store.sqlite import fts
 from mcp_memory.store.sqlite.fts import match_expression, query_words
 from mcp_memory.store.sqlite.store import Filters
+from tests.helpers import recall
 
 pytestmark = pytest.mark.anyio
 
@@ -47,18 +48,18 @@ async def filled(config: Config, count: int = 240) -> MemoryManager:
     manager = await MemoryManager(config).start()
     texts = sentences(count, seed=1)
     for group in ("g", "other"):
-        await manager.create_group(group, user_ids=["Ana Lima", "ben"])
+        await manager.groups.create_group(group, user_ids=["Ana Lima", "ben"])
         for session in ("s1", "s2"):
-            async with manager.created(group, session) as live:
+            async with manager.sessions.created(group, session) as live:
                 half = texts[: count // 2] if session == "s1" else texts[count // 2 :]
-                await live.add(
+                await manager.memories.add_memories(live.group_id, live.session_id,
                     [
                         {"content": t, "producer": "Ana Lima" if i % 3 else "ben",
                          "timestamp": 1_700_000_000 + i * 60, "metadata": {"n": i % 2}}
                         for i, t in enumerate(half if group == "g" else half[: count // 4])
                     ]
                 )  # fmt: skip
-    await manager.add_fact("g", "Ana", "paints", "the sunrise over the lake")
+    await manager.facts.add_fact("g", "Ana", "paints", "the sunrise over the lake")
     return manager
 
 
@@ -128,16 +129,18 @@ async def test_own_writes_and_deletes_are_caught_up_without_a_reload(config: Con
     assert engine.keywords is not None
     try:
         index = engine.keywords.current()
-        async with manager.opened("g", "s1") as live:
-            added = await live.add([{"content": "zebra violin zebra", "producer": "ben"}])
+        async with manager.sessions.opened("g", "s1") as live:
+            added = await manager.memories.add_memories(
+                live.group_id, live.session_id, [{"content": "zebra violin zebra", "producer": "ben"}]
+            )
         new_id = added.memories[0].id
         assert ours(engine, "zebra", Filters(), 5) == fts5(engine, "zebra", Filters(), 5)
         assert [i for i, _ in ours(engine, "zebra", Filters(), 5) or []][0] == new_id  # then its neighbours
         assert engine.keywords.current() is index and index.added_rows > 1  # the new turn and its neighbours
-        await manager.delete_memories("g", [new_id])
+        await manager.memories.delete_memories("g", [new_id])
         assert ours(engine, "zebra", Filters(), 5) == []
         assert_matches_fts5(engine)
-        await manager.delete_memories("g", session_id="s2")
+        await manager.memories.delete_memories("g", session_id="s2")
         assert_matches_fts5(engine)
         assert engine.keywords.current() is index
     finally:
@@ -149,11 +152,13 @@ async def test_writes_from_another_process_are_seen_by_the_next_search(config: C
     writer = await MemoryManager(config).start()
     try:
         assert_matches_fts5(reader.engine)
-        async with writer.opened("g", "s2") as live:
-            added = await live.add([{"content": "zebra zebra café", "producer": "Ana Lima"}])
+        async with writer.sessions.opened("g", "s2") as live:
+            added = await writer.memories.add_memories(
+                live.group_id, live.session_id, [{"content": "zebra zebra café", "producer": "Ana Lima"}]
+            )
         assert [i for i, _ in ours(reader.engine, "zebra", Filters(), 3) or []][0] == added.memories[0].id
         assert_matches_fts5(reader.engine)
-        await writer.delete_memories("g", [added.memories[0].id])
+        await writer.memories.delete_memories("g", [added.memories[0].id])
         assert ours(reader.engine, "zebra", Filters(), 3) == []
     finally:
         await reader.shutdown()
@@ -169,15 +174,23 @@ async def test_a_copy_behind_a_pruned_log_or_too_many_changes_is_reloaded(
     try:
         index = engine.keywords.current()
         monkeypatch.setattr(fts, "KEEP_CHANGES", 2)  # the log forgets all but the newest entries
-        async with manager.opened("g", "s1") as live:
-            await live.add([{"content": f"zebra {i}", "producer": "ben"} for i in range(3)])
+        async with manager.sessions.opened("g", "s1") as live:
+            await manager.memories.add_memories(
+                live.group_id,
+                live.session_id,
+                [{"content": f"zebra {i}", "producer": "ben"} for i in range(3)],
+            )
         fresh = engine.keywords.current()
         assert fresh is not None and fresh is not index
         assert_matches_fts5(engine)
         monkeypatch.setattr(fts, "KEEP_CHANGES", 50_000)
         monkeypatch.setattr(keyword_index, "MAX_CATCH_UP", 2)
-        async with manager.opened("g", "s1") as live:
-            await live.add([{"content": f"zebra again {i}", "producer": "ben"} for i in range(3)])
+        async with manager.sessions.opened("g", "s1") as live:
+            await manager.memories.add_memories(
+                live.group_id,
+                live.session_id,
+                [{"content": f"zebra again {i}", "producer": "ben"} for i in range(3)],
+            )
         again = engine.keywords.current()
         assert again is not None and again is not fresh
         assert_matches_fts5(engine)
@@ -195,8 +208,10 @@ async def test_a_copy_grown_by_many_replayed_rows_is_replaced_by_a_fresh_load(
         index = engine.keywords.current()
         monkeypatch.setattr(keyword_index, "RELOAD_MIN", 0)
         monkeypatch.setattr(keyword_index, "RELOAD_SHARE", 0.0)
-        async with manager.opened("g", "s1") as live:
-            await live.add([{"content": "zebra", "producer": "ben"}])
+        async with manager.sessions.opened("g", "s1") as live:
+            await manager.memories.add_memories(
+                live.group_id, live.session_id, [{"content": "zebra", "producer": "ben"}]
+            )
         assert engine.keywords.current() is index  # caught up, and answering while a fresh copy loads
         for _ in range(200):
             fresh = engine.keywords.current()
@@ -250,7 +265,7 @@ async def test_over_the_budget_fts5_answers_and_recall_still_works(db_path: Path
         assert manager.engine.keywords.current() is None  # type: ignore[union-attr]
         words = query_words("violin bread")
         assert manager.engine.keywords.search(words, "g", Filters(), 5) is None  # type: ignore[union-attr]
-        result = await manager.recall("g", "violin bread")
+        result = await recall(manager, "g", "violin bread")
         assert result.hits and "keyword" in result.hits[0].matched_by
     finally:
         await manager.shutdown()
@@ -259,7 +274,7 @@ async def test_over_the_budget_fts5_answers_and_recall_still_works(db_path: Path
     )
     try:
         assert off.engine.keywords is None
-        assert (await off.recall("g", "violin bread")).hits
+        assert (await recall(off, "g", "violin bread")).hits
     finally:
         await off.shutdown()
 
@@ -268,8 +283,12 @@ async def test_a_word_fts5_reads_as_a_phrase_is_left_to_fts5(config: Config) -> 
     manager = await filled(config, 40)
     engine = manager.engine
     try:
-        async with manager.opened("g", "s1") as live:
-            await live.add([{"content": "open the garden_gate please", "producer": "ben"}])
+        async with manager.sessions.opened("g", "s1") as live:
+            await manager.memories.add_memories(
+                live.group_id,
+                live.session_id,
+                [{"content": "open the garden_gate please", "producer": "ben"}],
+            )
         assert ours(engine, "garden_gate", Filters(), 5) is None
         found = engine.keyword_search("g", "garden_gate", Filters(), 5)
         assert found == engine.store.keyword_search(

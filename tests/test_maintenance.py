@@ -19,7 +19,7 @@ import sqlite_vec
 from mcp import Client
 
 from mcp_memory.config import Config
-from mcp_memory.episodes import DEFAULT_IMPORTANCE, iso
+from mcp_memory.episodes import DEFAULT_IMPORTANCE
 from mcp_memory.errors import ConfigurationError
 from mcp_memory.manager import MemoryManager
 from mcp_memory.recall.engine import RRF_K, RecallStrategy, importance_factor
@@ -28,7 +28,8 @@ from mcp_memory.services.tasks import ORPHAN_REASON
 from mcp_memory.store.sqlite.decay import RETRIEVAL_BOOST, RETRIEVAL_BOOST_CAP, effective_importance
 from mcp_memory.store.sqlite.migrations import MIGRATIONS
 from mcp_memory.store.sqlite.store import Filters, NewEpisode, Store
-from tests.helpers import FakeClock, call, seed_store
+from mcp_memory.times import iso
+from tests.helpers import FakeClock, call, recall, seed_store
 
 pytestmark = pytest.mark.anyio
 
@@ -65,16 +66,16 @@ def clocked_config(db_path: Path, **overrides: Any) -> Config:
 @pytest.fixture
 async def clocked(db_path: Path, clock: FakeClock, now: FakeNow) -> AsyncIterator[MemoryManager]:
     async with MemoryManager(clocked_config(db_path), clock=clock, now=now) as manager:
-        await manager.create_group("g", user_ids=["ana"], agent_ids=["bot"])
-        await manager.open_session("g", "s")
+        await manager.groups.create_group("g", user_ids=["ana"], agent_ids=["bot"])
+        await manager.sessions.open_session("g", "s")
         yield manager
 
 
 async def remember(
     manager: MemoryManager, content: str, importance: float | None = None, session: str = "s"
 ) -> int:
-    await manager.open_session("g", session)
-    result = await manager.add_memories(
+    await manager.sessions.open_session("g", session)
+    result = await manager.memories.add_memories(
         "g", session, [{"content": content, "producer": "ana", "importance": importance}]
     )
     return result.memories[0].id
@@ -106,11 +107,11 @@ async def test_decay_counts_from_storage_and_a_recalled_memory_decays_less(
     recalled = await remember(clocked, "the green lantern hung by the door", 0.8, session="b")
     forgotten = await remember(clocked, "a grey pebble sat on the path", 0.8, session="c")
     now.advance(days=20)
-    hits = (await clocked.recall("g", "green lantern", strategy=RecallStrategy.keyword_only())).hits
+    hits = (await recall(clocked, "g", "green lantern", strategy=RecallStrategy.keyword_only())).hits
     assert [h.id for h in hits] == [recalled]  # counted once, its last access refreshed
     now.advance(days=10)
 
-    report = await clocked.maintain()
+    report = await clocked.upkeep.maintain()
     values = effective(clocked)
     assert values[old] == round(0.8 * 0.99**60, 3)
     assert values[forgotten] == round(0.8 * 0.99**30, 3)
@@ -126,13 +127,13 @@ async def test_decay_deletes_nothing_and_a_second_pass_changes_nothing(
 ) -> None:
     ids = [await remember(clocked, f"note number {i} about the garden", 0.01 * i) for i in range(1, 8)]
     now.advance(days=3650)  # ten years: every effective importance rounds down to 0
-    first = await clocked.maintain()
+    first = await clocked.upkeep.maintain()
     assert set(effective(clocked).values()) == {0.0}
     assert sorted(effective(clocked)) == ids
-    assert (await clocked.stats()).episodes_total == 7
-    second = await clocked.maintain()
+    assert (await clocked.upkeep.stats()).episodes_total == 7
+    second = await clocked.upkeep.maintain()
     assert (first.importance_updated, second.importance_updated) == (7, 0)
-    hits = (await clocked.recall("g", "garden note", limit=20)).hits
+    hits = (await recall(clocked, "g", "garden note", limit=20)).hits
     assert sorted(h.id for h in hits) == ids  # faded, still found
 
 
@@ -158,11 +159,11 @@ async def test_min_importance_filters_by_the_decayed_importance_inside_the_searc
 ) -> None:
     config = clocked_config(db_path, vector_cache_mb=cache_mb)
     async with MemoryManager(config, clock=clock, now=now) as manager:
-        await manager.create_group("g", user_ids=["ana"])
+        await manager.groups.create_group("g", user_ids=["ana"])
         chosen = RecallStrategy.keyword_only() if strategy == "keyword" else RecallStrategy.vector_only()
 
         async def found() -> list[int]:
-            result = await manager.recall("g", "apple pie recipe", min_importance=0.5, strategy=chosen)
+            result = await recall(manager, "g", "apple pie recipe", min_importance=0.5, strategy=chosen)
             assert all(strategy in h.matched_by for h in result.hits)
             return sorted(h.id for h in result.hits)
 
@@ -170,7 +171,7 @@ async def test_min_importance_filters_by_the_decayed_importance_inside_the_searc
         assert await found() == [faded]  # as given, 0.9; recalled once, on day 0
         now.advance(days=100)
         fresh = await remember(manager, "apple pie recipe with honey", 0.6)
-        await manager.maintain()
+        await manager.upkeep.maintain()
         assert effective(manager)[faded] == round(0.9 * 0.99**100 + RETRIEVAL_BOOST, 3) < 0.5
         assert await found() == [fresh]
 
@@ -192,17 +193,17 @@ async def test_importance_never_lifts_a_memory_without_the_querys_word_over_the_
     guitar = await remember(clocked, "I finally bought a guitar")
     cost = await remember(clocked, "It cost me a lot of money", 1.0)  # found through its neighbour's word
     for _ in range(20):  # recalled again and again: its retrieval count feeds its effective importance
-        await clocked.recall("g", "a lot of money")
-    await clocked.maintain()
+        await recall(clocked, "g", "a lot of money")
+    await clocked.upkeep.maintain()
     assert effective(clocked)[cost] == 1.0
-    hits = (await clocked.recall("g", "guitar")).hits
+    hits = (await recall(clocked, "g", "guitar")).hits
     assert [h.id for h in hits][:2] == [guitar, cost]
 
 
 async def test_a_memory_with_the_default_importance_keeps_its_fused_score(clocked: MemoryManager) -> None:
     await remember(clocked, "the violin lesson moved to Thursday")
-    await clocked.maintain()
-    [hit] = (await clocked.recall("g", "violin lesson", strategy=RecallStrategy.keyword_only())).hits
+    await clocked.upkeep.maintain()
+    [hit] = (await recall(clocked, "g", "violin lesson", strategy=RecallStrategy.keyword_only())).hits
     assert hit.score == round(1.0 / (RRF_K + 1), 6)
 
 
@@ -214,7 +215,7 @@ async def test_of_two_otherwise_equal_memories_the_more_important_ranks_first(
         await remember(clocked, "the spare key is under the blue flowerpot", importance, session=f"s{i}")
         for i, importance in enumerate(importances)
     ]
-    hits = (await clocked.recall("g", "where is the spare key")).hits
+    hits = (await recall(clocked, "g", "where is the spare key")).hits
     important = ids[importances.index(0.9)]
     assert hits[0].id == important
     assert hits[0].score > hits[1].score
@@ -226,62 +227,68 @@ async def test_of_two_otherwise_equal_memories_the_more_important_ranks_first(
 async def test_maintenance_runs_at_the_first_tick_and_then_every_interval(
     clocked: MemoryManager, clock: FakeClock
 ) -> None:
-    first = await clocked.background_step()
+    first = await clocked.upkeep.step()
     assert first is not None and first.trigger == "schedule"
-    assert await clocked.background_step() is None
+    assert await clocked.upkeep.step() is None
     clock.advance(3599)
-    assert await clocked.background_step() is None
+    assert await clocked.upkeep.step() is None
     clock.advance(2)
-    again = await clocked.background_step()
+    again = await clocked.upkeep.step()
     assert again is not None and again.trigger == "schedule"
-    assert (await clocked.last_maintenance()) == again
+    assert (await clocked.upkeep.last_maintenance()) == again
 
 
 async def test_a_new_process_waits_for_the_interval_since_the_last_pass_on_the_database(
     db_path: Path, clock: FakeClock, now: FakeNow
 ) -> None:
     async with MemoryManager(clocked_config(db_path), clock=clock, now=now) as earlier:
-        await earlier.maintain()
+        await earlier.upkeep.maintain()
     now.advance(seconds=1000)
     async with MemoryManager(clocked_config(db_path), clock=clock, now=now) as later:
-        assert await later.background_step() is None  # another process ran one 1,000 s ago
+        assert await later.upkeep.step() is None  # another process ran one 1,000 s ago
         clock.advance(2599)
-        assert await later.background_step() is None
+        assert await later.upkeep.step() is None
         clock.advance(2)
-        assert await later.background_step() is not None
+        assert await later.upkeep.step() is not None
 
 
 async def test_an_interval_of_zero_turns_scheduled_maintenance_off(db_path: Path, clock: FakeClock) -> None:
     config = Config(db_path=db_path, embedder="hashing", maintenance_interval_s=0)
     async with MemoryManager(config, clock=clock) as manager:
-        assert await manager.background_step() is None
+        assert await manager.upkeep.step() is None
         clock.advance(10**9)
-        assert await manager.background_step() is None
-        assert await manager.last_maintenance() is None
-        assert (await manager.maintain()).trigger == "on_demand"  # on demand still works
+        assert await manager.upkeep.step() is None
+        assert await manager.upkeep.last_maintenance() is None
+        assert (await manager.upkeep.maintain()).trigger == "on_demand"  # on demand still works
 
 
-async def test_the_report_counts_tasks_vectors_and_sessions(clocked: MemoryManager, clock: FakeClock) -> None:
-    store = clocked.engine.store
-    long_ago = datetime.now(UTC) - timedelta(days=30)
-    orphan = store.write(
-        lambda c: tasks.create(c, kind="summary", group_id="g", session_id="s", owner="dead", now=long_ago)
+async def test_the_report_counts_tasks_vectors_and_sessions(
+    clocked: MemoryManager, clock: FakeClock, now: FakeNow
+) -> None:
+    store = clocked.store
+    long_ago = now() - timedelta(days=30)
+    lease = long_ago + timedelta(seconds=tasks.LEASE_S)
+    orphan = store.create_task(
+        kind="summary", group_id="g", session_id="s", owner="dead", now=long_ago, lease_until=lease
     )
-    finished = store.write(
-        lambda c: tasks.create(c, kind="summary", group_id="g", session_id="s", owner="me", now=long_ago)
+    finished = store.create_task(
+        kind="summary", group_id="g", session_id="s", owner="me", now=long_ago, lease_until=lease
     )
-    store.write(lambda c: tasks.complete(c, finished.task_id, "me", {"ok": True}, ttl_s=60, now=long_ago))
+    store.finish_task(
+        finished.task_id, "me", status="completed", result={"ok": True}, now=long_ago,
+        expires_at=long_ago + timedelta(seconds=60),
+    )  # fmt: skip
     seed_session_pending(store)
-    await clocked.close_session("g", "s")
+    await clocked.sessions.close_session("g", "s")
     clock.advance(601)
 
-    report = await clocked.maintain()
+    report = await clocked.upkeep.maintain()
     assert (report.orphaned_tasks_failed, report.tasks_expired) == (1, 1)
     assert report.vectors_backfilled == 1
     assert report.sessions_evicted == 1
     assert report.errors == [] and report.duration_ms >= 0
     assert (await clocked.tasks.get(orphan.task_id)).error == ORPHAN_REASON
-    assert (await clocked.stats()).pending_vectors == 0
+    assert (await clocked.upkeep.stats()).pending_vectors == 0
 
 
 async def test_a_failing_step_is_reported_and_the_others_still_run(
@@ -290,7 +297,7 @@ async def test_a_failing_step_is_reported_and_the_others_still_run(
     await remember(clocked, "a memory to decay", 0.9)
     now.advance(days=5)
     clocked.engine.store.write(lambda c: c.execute("DROP TABLE tasks"))
-    report = await clocked.maintain()
+    report = await clocked.upkeep.maintain()
     assert [e.split(":")[0] for e in report.errors] == ["orphaned tasks", "expired tasks"]
     assert report.importance_updated == 1
 
@@ -343,12 +350,12 @@ async def test_stats_sort_older_episodes_into_tiers_by_their_vector_state(
     clocked: MemoryManager, now: FakeNow
 ) -> None:
     await remember(clocked, "indexed long ago")
-    await clocked.open_session("g", "keywords", configuration={"long_term": {"enabled": False}})
+    await clocked.sessions.open_session("g", "keywords", configuration={"long_term": {"enabled": False}})
     await remember(clocked, "never vector-indexed", session="keywords")
     seed_session_pending(clocked.engine.store)
     now.advance(days=2)
     await remember(clocked, "stored just now")
-    stats = await clocked.stats()
+    stats = await clocked.upkeep.stats()
     assert stats.episodes_by_tier == {
         "recent": 1,
         "long_term": 1,
@@ -468,10 +475,12 @@ async def test_the_pass_also_runs_every_n_inserts_when_configured(config: Config
     async with MemoryManager(
         replace(config, maintenance_every_inserts=5, maintenance_interval_s=0)
     ) as manager:
-        await manager.create_group("g", user_ids=["ana"])
-        await manager.open_session("g", "s")
-        await manager.add_memories("g", "s", [{"content": f"note {i}", "producer": "ana"} for i in range(4)])
-        assert await manager.last_maintenance() is None
-        await manager.add_memories("g", "s", [{"content": "the fifth note", "producer": "ana"}])
-        report = await manager.last_maintenance()
+        await manager.groups.create_group("g", user_ids=["ana"])
+        await manager.sessions.open_session("g", "s")
+        await manager.memories.add_memories(
+            "g", "s", [{"content": f"note {i}", "producer": "ana"} for i in range(4)]
+        )
+        assert await manager.upkeep.last_maintenance() is None
+        await manager.memories.add_memories("g", "s", [{"content": "the fifth note", "producer": "ana"}])
+        report = await manager.upkeep.last_maintenance()
         assert report is not None and report.trigger == "inserts"

@@ -18,11 +18,12 @@ import sqlean
 import sqlite_vec
 
 from mcp_memory.config import Config
-from mcp_memory.llm import rolling
 from mcp_memory.llm.client import OpenAIChatLLM
 from mcp_memory.manager import MemoryManager
+from mcp_memory.store.records import RollingSummary
 from mcp_memory.store.sqlite.migrations import MIGRATIONS
 from tests.fake_openai import Delay, FakeOpenAI
+from tests.helpers import recall
 from tests.test_store import episode, insert, open_store, seed
 
 pytestmark = pytest.mark.anyio
@@ -50,15 +51,17 @@ async def started(
     config: Config, configuration: dict[str, Any] | None = SMALL
 ) -> AsyncIterator[MemoryManager]:
     async with MemoryManager(config) as manager:
-        await manager.create_group(GROUP, ["ana"], ["helper"])
-        async with manager.created(GROUP, SESSION, configuration):
+        await manager.groups.create_group(GROUP, ["ana"], ["helper"])
+        async with manager.sessions.created(GROUP, SESSION, configuration):
             pass
         yield manager
 
 
 async def say(manager: MemoryManager, *contents: str) -> None:
     for content in contents:
-        await manager.add_memories(GROUP, SESSION, [{"producer": "ana", "role": "user", "content": content}])
+        await manager.memories.add_memories(
+            GROUP, SESSION, [{"producer": "ana", "role": "user", "content": content}]
+        )
 
 
 def prompts(fake: FakeOpenAI) -> list[str]:
@@ -66,7 +69,7 @@ def prompts(fake: FakeOpenAI) -> list[str]:
 
 
 def no_retries(manager: MemoryManager, fake: FakeOpenAI, **options: Any) -> None:
-    manager.summaries.llm = OpenAIChatLLM(fake.base_url, "sk-test", "test-model", max_retries=0, **options)
+    manager.models.chat = OpenAIChatLLM(fake.base_url, "sk-test", "test-model", max_retries=0, **options)
 
 
 def long_turn(name: str, words: int) -> str:
@@ -78,36 +81,38 @@ async def test_turns_that_leave_the_window_are_folded_into_the_summary(
 ) -> None:
     async with started(with_llm(config, fake)) as manager:
         await say(manager, "turn one", "turn two", "turn three", "turn four", "turn five")
-        assert [e.sequence for e in await manager.recent(GROUP, SESSION)] == [3, 4, 5]
+        assert [e.sequence for e in await manager.memories.recent(GROUP, SESSION)] == [3, 4, 5]
         fake.queue_chat("ana talked about one and two")
 
-        outcome = await manager.roll_summary(GROUP, SESSION)
+        outcome = await manager.rolling.roll_summary(GROUP, SESSION)
 
         assert (outcome.status, outcome.summarised, outcome.covered_through_sequence) == ("updated", 2, 2)
         [prompt] = prompts(fake)
         assert "turn one" in prompt and "turn two" in prompt and "turn three" not in prompt
-        info = await manager.session_info(GROUP, SESSION)
+        info = await manager.sessions.session_info(GROUP, SESSION)
         assert (info.rolling_summary, info.rolling_summary_covered_through) == ("on", 2)
-        recalled = await manager.recall(GROUP, "turn", session_id=SESSION)
+        recalled = await recall(manager, GROUP, "turn", session_id=SESSION)
         assert recalled.rolling_summary == "ana talked about one and two"
         assert [e.sequence for e in recalled.recent] == [3, 4, 5]
-        detail = await manager.session_detail(GROUP, SESSION)
+        detail = await manager.memories.session_detail(GROUP, SESSION)
         assert detail.rolling_summary == "ana talked about one and two"
-        assert (await manager.recall(GROUP, "turn")).rolling_summary is None  # group-wide: no session context
+        assert (
+            await recall(manager, GROUP, "turn")
+        ).rolling_summary is None  # group-wide: no session context
 
         await say(manager, "turn six", "turn seven")
         fake.queue_chat("one to four")
-        outcome = await manager.roll_summary(GROUP, SESSION)
+        outcome = await manager.rolling.roll_summary(GROUP, SESSION)
         assert (outcome.status, outcome.covered_through_sequence) == ("updated", 4)
         second = prompts(fake)[1]
         assert "ana talked about one and two" in second  # built from the previous summary
         assert "turn three" in second and "turn four" in second and "turn two" not in second
 
-        assert (await manager.roll_summary(GROUP, SESSION)).status == "nothing to summarise"
+        assert (await manager.rolling.roll_summary(GROUP, SESSION)).status == "nothing to summarise"
         assert len(prompts(fake)) == 2
 
-        await manager.delete_session(GROUP, SESSION)  # the summary goes with its session
-        assert manager.engine.store.read("SELECT count(*) FROM rolling_summaries")[0][0] == 0
+        await manager.sessions.delete_session(GROUP, SESSION)  # the summary goes with its session
+        assert manager.store.read("SELECT count(*) FROM rolling_summaries")[0][0] == 0
 
 
 async def test_a_failing_model_keeps_the_previous_summary_exactly(config: Config, fake: FakeOpenAI) -> None:
@@ -115,25 +120,25 @@ async def test_a_failing_model_keeps_the_previous_summary_exactly(config: Config
         no_retries(manager, fake, timeout_s=0.5)
         await say(manager, "turn one", "turn two", "turn three", "turn four")
         fake.queue_chat("the first summary")
-        assert (await manager.roll_summary(GROUP, SESSION)).status == "updated"
-        before = rolling.read(manager.engine.store, GROUP, SESSION)
+        assert (await manager.rolling.roll_summary(GROUP, SESSION)).status == "updated"
+        before = manager.store.rolling_summary(GROUP, SESSION)
         await say(manager, "turn five", "turn six")
 
         for failure in (500, "", "   ", Delay(2.0)):
             fake.queue_chat(failure)
-            outcome = await manager.roll_summary(GROUP, SESSION)
+            outcome = await manager.rolling.roll_summary(GROUP, SESSION)
             assert (outcome.status, outcome.covered_through_sequence) == ("failed", 1), failure
             assert outcome.error
-            assert rolling.read(manager.engine.store, GROUP, SESSION) == before
-            assert (await manager.session_info(GROUP, SESSION)).rolling_summary_covered_through == 1
+            assert manager.store.rolling_summary(GROUP, SESSION) == before
+            assert (await manager.sessions.session_info(GROUP, SESSION)).rolling_summary_covered_through == 1
 
         fake.chat_default = (
             "the second summary"  # the delayed request above takes the default too, harmlessly
         )
-        outcome = await manager.roll_summary(GROUP, SESSION)  # the next pass retries
+        outcome = await manager.rolling.roll_summary(GROUP, SESSION)  # the next pass retries
         assert (outcome.status, outcome.covered_through_sequence) == ("updated", 3)
         assert "the first summary" in prompts(fake)[-1]
-        assert (await manager.rolling_summary(GROUP, SESSION)) == "the second summary"
+        assert (await manager.memories.rolling_summary(GROUP, SESSION)) == "the second summary"
 
 
 async def test_an_over_long_batch_is_folded_in_halves_in_order(config: Config, fake: FakeOpenAI) -> None:
@@ -142,14 +147,14 @@ async def test_an_over_long_batch_is_folded_in_halves_in_order(config: Config, f
         await say(manager, *(long_turn(f"turn {i}", 60) for i in range(1, 8)))
         fake.queue_chat("summary of the first half", "summary of both halves")
 
-        outcome = await manager.roll_summary(GROUP, SESSION)
+        outcome = await manager.rolling.roll_summary(GROUP, SESSION)
 
         assert (outcome.status, outcome.llm_calls, outcome.omitted) == ("updated", 2, [])
         assert (outcome.summarised, outcome.covered_through_sequence) == (4, 4)
         first, second = prompts(fake)
         assert "turn 1:" in first and "turn 2:" in first and "turn 3:" not in first
         assert "summary of the first half" in second and "turn 3:" in second and "turn 4:" in second
-        assert await manager.rolling_summary(GROUP, SESSION) == "summary of both halves"
+        assert await manager.memories.rolling_summary(GROUP, SESSION) == "summary of both halves"
 
 
 async def test_a_single_turn_too_long_to_fit_is_left_out_and_noted(config: Config, fake: FakeOpenAI) -> None:
@@ -159,20 +164,20 @@ async def test_a_single_turn_too_long_to_fit_is_left_out_and_noted(config: Confi
         await say(manager, "turn four", "turn five", "turn six")
         fake.queue_chat("summary of one", "summary of one and three")
 
-        outcome = await manager.roll_summary(GROUP, SESSION)
+        outcome = await manager.rolling.roll_summary(GROUP, SESSION)
 
         assert (outcome.status, outcome.omitted, outcome.summarised) == ("updated", [2], 2)
         assert outcome.covered_through_sequence == 3
         assert all("the huge turn" not in p for p in prompts(fake))
-        stored = rolling.read(manager.engine.store, GROUP, SESSION)
+        stored = manager.store.rolling_summary(GROUP, SESSION)
         assert stored is not None and stored.omitted_sequences == [2]
-        shown = await manager.rolling_summary(GROUP, SESSION)
+        shown = await manager.memories.rolling_summary(GROUP, SESSION)
         assert shown == (
             "summary of one and three\n\n"
             "(1 earlier turn was too long to summarise and is kept in long-term memory)"
         )
-        assert manager.engine.store.count_episodes(GROUP, SESSION) == 6  # long-term memory has every episode
-        hits = (await manager.recall(GROUP, "huge turn alpha", session_id=SESSION)).hits
+        assert manager.store.count_episodes(GROUP, SESSION) == 6  # long-term memory has every episode
+        hits = (await recall(manager, GROUP, "huge turn alpha", session_id=SESSION)).hits
         assert any(h.sequence == 2 for h in hits)
 
 
@@ -198,10 +203,12 @@ async def test_one_summariser_per_session_in_order_in_the_background(
             await anyio.sleep(0.06)
         async with anyio.create_task_group() as callers:  # direct passes wait their turn too
             for _ in range(3):
-                callers.start_soon(manager.roll_summary, GROUP, SESSION)
-        expected = (await manager.recent(GROUP, SESSION))[0].sequence - 1
+                callers.start_soon(manager.rolling.roll_summary, GROUP, SESSION)
+        expected = (await manager.memories.recent(GROUP, SESSION))[0].sequence - 1
         with anyio.fail_after(DEADLINE_S):
-            while (await manager.session_info(GROUP, SESSION)).rolling_summary_covered_through != expected:
+            while (
+                await manager.sessions.session_info(GROUP, SESSION)
+            ).rolling_summary_covered_through != expected:
                 await anyio.sleep(0.01)
         jobs.cancel_scope.cancel()
 
@@ -218,29 +225,29 @@ async def test_without_an_llm_the_window_works_and_the_summary_is_off(config: Co
     async with started(config) as manager, anyio.create_task_group() as jobs:
         await jobs.start(manager.run_background)
         await say(manager, "turn one", "turn two", "turn three", "turn four", "turn five")
-        assert [e.content for e in await manager.recent(GROUP, SESSION)] == [
+        assert [e.content for e in await manager.memories.recent(GROUP, SESSION)] == [
             "turn three",
             "turn four",
             "turn five",
         ]
-        info = await manager.session_info(GROUP, SESSION)
+        info = await manager.sessions.session_info(GROUP, SESSION)
         assert (info.rolling_summary, info.rolling_summary_covered_through) == (
             "off (no LLM configured)",
             None,
         )
-        assert (await manager.roll_summary(GROUP, SESSION)).status == "off"
-        assert (await manager.recall(GROUP, "turn", session_id=SESSION)).rolling_summary is None
-        assert manager.engine.store.read("SELECT count(*) FROM rolling_summaries")[0][0] == 0
-        assert manager.engine.store.count_episodes(GROUP, SESSION) == 5
+        assert (await manager.rolling.roll_summary(GROUP, SESSION)).status == "off"
+        assert (await recall(manager, GROUP, "turn", session_id=SESSION)).rolling_summary is None
+        assert manager.store.read("SELECT count(*) FROM rolling_summaries")[0][0] == 0
+        assert manager.store.count_episodes(GROUP, SESSION) == 5
         jobs.cancel_scope.cancel()
 
 
 async def test_with_short_term_memory_disabled_the_summary_is_off(config: Config, fake: FakeOpenAI) -> None:
     async with started(with_llm(config, fake), {"short_term": {"enabled": False}}) as manager:
         await say(manager, "turn one", "turn two", "turn three", "turn four", "turn five")
-        info = await manager.session_info(GROUP, SESSION)
+        info = await manager.sessions.session_info(GROUP, SESSION)
         assert info.rolling_summary == "off (short-term memory disabled)"
-        assert (await manager.roll_summary(GROUP, SESSION)).status == "off"
+        assert (await manager.rolling.roll_summary(GROUP, SESSION)).status == "off"
         assert prompts(fake) == []
 
 
@@ -276,11 +283,11 @@ def test_a_version_seven_database_with_data_upgrades_to_rolling_summaries(tmp_pa
     store = open_store(path)
     assert store.schema_version == len(MIGRATIONS) >= 9
     assert [r["content"] for r in store.recent_episodes("g", "s", 10)] == ["kept across the upgrade"]
-    assert store.get_session("g", "s")["rolling_covered_through"] is None
-    summary = rolling.RollingSummary("so far", 1, "2024-01-01T00:00:00+00:00")
-    rolling.write(store, "g", "s", summary)
-    assert rolling.read(store, "g", "s") == summary
-    assert store.get_session("g", "s")["rolling_covered_through"] == 1
+    assert store.get_session("g", "s").rolling_covered_through is None
+    summary = RollingSummary("so far", 1, "2024-01-01T00:00:00+00:00")
+    store.save_rolling_summary("g", "s", summary)
+    assert store.rolling_summary("g", "s") == summary
+    assert store.get_session("g", "s").rolling_covered_through == 1
     store.delete_session("g", "s")  # the summary goes with its session
     assert store.read("SELECT count(*) FROM rolling_summaries")[0][0] == 0
     store.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,10 @@ import sqlean
 import sqlite_vec
 
 from mcp_memory.errors import EmbedderMismatch, StoreError
+from mcp_memory.store.records import SessionRecord
 from mcp_memory.store.sqlite.migrations import MIGRATIONS
 from mcp_memory.store.sqlite.store import Filters, NewEpisode, Store
-from tests.helpers import seed_store
+from tests.helpers import SEEDED_AT, seed_store
 
 
 def episode(
@@ -191,9 +193,8 @@ def test_a_version_one_database_with_data_upgrades_to_the_latest_schema(tmp_path
     assert store.schema_version == len(MIGRATIONS)
     assert store.vector_revision("g") == 0
     store.insert_session(
-        {"group_id": "g", "session_id": "s", "configuration": "{}", "overrides": "{}",
-         "created_at": "2024-01-01T00:00:00+00:00"}
-    )  # fmt: skip
+        SessionRecord(group_id="g", session_id="s", configuration={}, overrides={}, created_at=SEEDED_AT)
+    )
     batch = store.insert_episodes(
         "g", "s", [episode("kept")], np.eye(4, dtype=np.float32)[:1], index_vectors=True,
         created_at="2024-01-01T00:00:00+00:00", retry_window_start="2023-12-31T23:55:00+00:00",
@@ -235,9 +236,6 @@ def test_the_tasks_and_summary_counts_tables_exist_from_an_empty_database(tmp_pa
 
 
 def test_a_version_four_database_with_data_upgrades_to_tasks_and_summary_counts(tmp_path: Path) -> None:
-    from mcp_memory.llm.summaries import lightweight_used, reserve_lightweight
-    from mcp_memory.services import tasks
-
     path = tmp_path / "v4.db"
     store = open_store(path)
     seed(store)
@@ -263,10 +261,18 @@ def test_a_version_four_database_with_data_upgrades_to_tasks_and_summary_counts(
     assert store.schema_version == len(MIGRATIONS) >= 6
     assert [r["content"] for r in store.recent_episodes("g", "s", 10)] == ["kept across the upgrade"]
     assert [i for i, _ in store.keyword_search("g", '"upgrade"', Filters(), 5)] == [kept[0].id]
-    info = store.write(lambda c: tasks.create(c, kind="summary", group_id="g", session_id="s", owner="me"))
-    assert store.write(lambda c: tasks.get(c, info.task_id)).status == "processing"
-    assert store.write(lambda c: reserve_lightweight(c, "g", "s", 3)) is True
-    assert store.write(lambda c: lightweight_used(c, "g", "s")) == 1
+    now = datetime.now(UTC)
+    info = store.create_task(
+        kind="summary",
+        group_id="g",
+        session_id="s",
+        owner="me",
+        now=now,
+        lease_until=now + timedelta(seconds=30),
+    )
+    assert (found := store.get_task(info.task_id)) is not None and found.status == "processing"
+    assert store.reserve_lightweight("g", "s", 3) is True
+    assert store.lightweight_used("g", "s") == 1
     store.delete_session("g", "s")  # the session's counters go with it
     assert store.read("SELECT count(*) FROM summary_counts")[0][0] == 0
     store.close()

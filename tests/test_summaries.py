@@ -18,30 +18,29 @@ import pytest
 
 from mcp_memory.errors import (
     ConfigurationError,
+    InvalidSummary,
     LLMError,
     LLMNotConfigured,
     MemoryServerError,
+    NoEpisodes,
+    RateLimited,
     TaskNotFound,
     ValidationFailed,
 )
-from mcp_memory.llm.client import OpenAIChatLLM, SamplingLLM
+from mcp_memory.llm.client import LanguageModels, OpenAIChatLLM, SamplingLLM
 from mcp_memory.llm.summaries import (
-    InvalidSummary,
-    NoEpisodes,
-    RateLimited,
-    SummaryService,
     SummarySettings,
     count_tokens,
-    lightweight_used,
-    m006_summary_counts,
     parse_json_text,
     parse_summary,
     render_line,
     select_episodes,
     should_auto_summarize,
 )
-from mcp_memory.models import Episode
+from mcp_memory.models import Episode, GroupInfo, TaskInfo
 from mcp_memory.services import tasks
+from mcp_memory.services.summaries import SummaryService
+from mcp_memory.store.records import SessionRecord
 from mcp_memory.store.sqlite.store import Store
 from tests.fake_openai import Delay, FakeOpenAI, serve
 
@@ -113,31 +112,12 @@ class SessionMemory:
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     opened = Store(tmp_path / "memory.db", embedder_name="hashing-16", dimension=16)
-    apply_migrations(opened)
-    now = START.isoformat()
-    opened.insert_group(
-        {"group_id": GROUP, "user_ids": '["alice"]', "agent_ids": '["bot"]', "description": None,
-         "configuration": "{}", "created_at": now}
-    )  # fmt: skip
+    opened.insert_group(GroupInfo(group_id=GROUP, user_ids=["alice"], agent_ids=["bot"], created_at=START))
     opened.insert_session(
-        {
-            "group_id": GROUP,
-            "session_id": SESSION,
-            "configuration": "{}",
-            "overrides": "{}",
-            "created_at": now,
-        }
+        SessionRecord(group_id=GROUP, session_id=SESSION, configuration={}, overrides={}, created_at=START)
     )
     yield opened
     opened.close()
-
-
-def apply_migrations(store: Store) -> None:
-    """m005 and m006 as the lead will append them (skipped once schema.MIGRATIONS has them)."""
-    names = {row[0] for row in store.read("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    for table, migration in (("tasks", tasks.m005_tasks), ("summary_counts", m006_summary_counts)):
-        if table not in names:
-            store.write(migration)
 
 
 @pytest.fixture
@@ -154,8 +134,9 @@ def service(
     store: Store, memory: SessionMemory, llm: Any = None, settings: SummarySettings | None = None
 ) -> SummaryService:
     return SummaryService(
-        fetch_episodes=memory.fetch, store_summary=memory.store, write=store.write, llm=llm, settings=settings
-    )
+        fetch_episodes=memory.fetch, store_summary=memory.store, store=store,
+        models=LanguageModels(chat=llm), settings=settings,
+    )  # fmt: skip
 
 
 def sent_prompt(fake: FakeOpenAI) -> str:
@@ -163,7 +144,7 @@ def sent_prompt(fake: FakeOpenAI) -> str:
 
 
 def used(store: Store) -> int:
-    return int(store.write(lambda conn: lightweight_used(conn, GROUP, SESSION)))
+    return store.lightweight_used(GROUP, SESSION)
 
 
 # -- which episodes a summary reads -------------------------------------------------------------------
@@ -619,13 +600,28 @@ async def test_no_automatic_summary_without_an_llm_or_when_turned_off(store: Sto
 # -- tasks in the database ---------------------------------------------------------------------------
 
 
-def test_a_task_goes_from_processing_to_completed_with_its_result(store: Store) -> None:
-    info = store.write(
-        lambda conn: tasks.create(conn, kind="summary", group_id=GROUP, session_id=SESSION, owner="me")
+def new_task(
+    store: Store, owner: str = "me", *, session_id: str | None = SESSION, lease_s: float = 30
+) -> TaskInfo:
+    return store.create_task(
+        kind="summary", group_id=GROUP, session_id=session_id, owner=owner, now=START,
+        lease_until=START + timedelta(seconds=lease_s),
+    )  # fmt: skip
+
+
+def finish(store: Store, task_id: str, owner: str = "me", **outcome: Any) -> bool:
+    status = "failed" if "error" in outcome else "completed"
+    return store.finish_task(
+        task_id, owner, status=status, now=START, expires_at=START + timedelta(hours=1), **outcome
     )
+
+
+def test_a_task_goes_from_processing_to_completed_with_its_result(store: Store) -> None:
+    info = new_task(store)
     assert info.status == "processing" and info.task_id.startswith("task_")
-    assert store.write(lambda conn: tasks.complete(conn, info.task_id, "me", {"memory_id": 7}))
-    done = store.write(lambda conn: tasks.get(conn, info.task_id))
+    assert finish(store, info.task_id, result={"memory_id": 7})
+    done = store.get_task(info.task_id)
+    assert done is not None
     assert (done.status, done.result, done.error, done.kind) == (
         "completed",
         {"memory_id": 7},
@@ -636,78 +632,58 @@ def test_a_task_goes_from_processing_to_completed_with_its_result(store: Store) 
 
 
 def test_a_failed_task_keeps_its_error_and_only_its_owner_finishes_it(store: Store) -> None:
-    info = store.write(
-        lambda conn: tasks.create(conn, kind="summary", group_id=GROUP, session_id=None, owner="me")
-    )
-    assert not store.write(lambda conn: tasks.fail(conn, info.task_id, "someone else", "no"))
-    assert store.write(lambda conn: tasks.fail(conn, info.task_id, "me", "the model timed out"))
-    failed = store.write(lambda conn: tasks.get(conn, info.task_id))
+    info = new_task(store, session_id=None)
+    assert not finish(store, info.task_id, "someone else", error="no")
+    assert finish(store, info.task_id, error="the model timed out")
+    failed = store.get_task(info.task_id)
+    assert failed is not None
     assert (failed.status, failed.error, failed.result) == ("failed", "the model timed out", None)
 
 
 def test_a_processing_task_is_orphaned_only_once_its_lease_lapses(store: Store) -> None:
-    info = store.write(
-        lambda conn: tasks.create(
-            conn, kind="summary", group_id=GROUP, session_id=SESSION, owner="gone", lease_s=30, now=START
-        )
-    )
-    assert (
-        store.write(lambda conn: tasks.fail_orphans(conn, "owner died", now=START + timedelta(seconds=29)))
-        == 0
-    )
-    assert store.write(
-        lambda conn: tasks.heartbeat(
-            conn, info.task_id, "gone", lease_s=30, now=START + timedelta(seconds=20)
-        )
-    )
-    assert (
-        store.write(lambda conn: tasks.fail_orphans(conn, "owner died", now=START + timedelta(seconds=49)))
-        == 0
-    )
-    assert (
-        store.write(lambda conn: tasks.fail_orphans(conn, "owner died", now=START + timedelta(seconds=51)))
-        == 1
-    )
-    orphan = store.write(lambda conn: tasks.get(conn, info.task_id))
-    assert (orphan.status, orphan.error) == ("failed", "owner died")
-    assert not store.write(lambda conn: tasks.heartbeat(conn, info.task_id, "gone"))
+    info = new_task(store, "gone")
+    later = START + timedelta(days=1)
+
+    def fail_lapsed(seconds: float) -> int:
+        return store.fail_lapsed_tasks("owner died", now=START + timedelta(seconds=seconds), expires_at=later)
+
+    assert fail_lapsed(29) == 0
+    assert store.renew_task_lease(info.task_id, "gone", START + timedelta(seconds=50))
+    assert fail_lapsed(49) == 0
+    assert fail_lapsed(51) == 1
+    orphan = store.get_task(info.task_id)
+    assert orphan is not None and (orphan.status, orphan.error) == ("failed", "owner died")
+    assert not store.renew_task_lease(info.task_id, "gone", later)
 
 
 def test_expire_deletes_finished_tasks_past_their_time_but_never_running_ones(store: Store) -> None:
-    def make(conn: Any) -> tuple[str, str]:
-        running = tasks.create(conn, kind="k", group_id=GROUP, session_id=None, owner="me", now=START)
-        finished = tasks.create(conn, kind="k", group_id=GROUP, session_id=None, owner="me", now=START)
-        tasks.complete(conn, finished.task_id, "me", {}, ttl_s=3600, now=START)
-        return running.task_id, finished.task_id
-
-    running, finished = store.write(make)
-    assert store.write(lambda conn: tasks.expire(conn, START + timedelta(minutes=59))) == 0
-    assert store.write(lambda conn: tasks.expire(conn, START + timedelta(days=365))) == 1
-    assert store.write(lambda conn: tasks.get(conn, finished)) is None
-    assert store.write(lambda conn: tasks.get(conn, running)).status == "processing"
+    running, finished = new_task(store).task_id, new_task(store).task_id
+    finish(store, finished, result={})
+    assert store.expire_tasks(START + timedelta(minutes=59)) == 0
+    assert store.expire_tasks(START + timedelta(days=365)) == 1
+    assert store.get_task(finished) is None
+    assert (found := store.get_task(running)) is not None and found.status == "processing"
 
 
 def test_tasks_survive_a_restart_and_are_seen_by_another_process(store: Store, tmp_path: Path) -> None:
-    info = store.write(
-        lambda conn: tasks.create(conn, kind="summary", group_id=GROUP, session_id=SESSION, owner="me")
-    )
+    info = new_task(store)
     other = Store(tmp_path / "memory.db", embedder_name="hashing-16", dimension=16)
     try:
-        assert other.write(lambda conn: tasks.get(conn, info.task_id)).status == "processing"
-        store.write(lambda conn: tasks.complete(conn, info.task_id, "me", {"ok": True}))
-        assert other.write(lambda conn: tasks.get(conn, info.task_id)).result == {"ok": True}
+        assert (seen := other.get_task(info.task_id)) is not None and seen.status == "processing"
+        finish(store, info.task_id, result={"ok": True})
+        assert (seen := other.get_task(info.task_id)) is not None and seen.result == {"ok": True}
     finally:
         other.close()
     store.close()
     reopened = Store(tmp_path / "memory.db", embedder_name="hashing-16", dimension=16)
     try:
-        assert reopened.write(lambda conn: tasks.get(conn, info.task_id)).status == "completed"
+        assert (seen := reopened.get_task(info.task_id)) is not None and seen.status == "completed"
     finally:
         reopened.close()
 
 
 async def test_a_submitted_summary_is_processing_then_completed_with_its_result(store: Store) -> None:
-    runner = tasks.TaskRunner(store.write)
+    runner = tasks.TaskRunner(store)
     release = anyio.Event()
     summarizer = service(store, SessionMemory(episodes(3)))
     job = await summarizer.prepare(GROUP, SESSION, summary=FULL_REPLY)
@@ -727,7 +703,7 @@ async def test_a_submitted_summary_is_processing_then_completed_with_its_result(
 
 
 async def test_a_failing_task_records_the_error_message_the_model_reads(store: Store) -> None:
-    runner = tasks.TaskRunner(store.write)
+    runner = tasks.TaskRunner(store)
     summarizer = service(store, SessionMemory(episodes(3)))
 
     async def work() -> Any:
@@ -740,7 +716,7 @@ async def test_a_failing_task_records_the_error_message_the_model_reads(store: S
 
 
 async def test_a_task_cut_short_by_shutdown_is_recorded_as_failed(store: Store) -> None:
-    runner = tasks.TaskRunner(store.write)
+    runner = tasks.TaskRunner(store)
 
     async def work() -> Any:
         await anyio.Event().wait()
@@ -753,39 +729,48 @@ async def test_a_task_cut_short_by_shutdown_is_recorded_as_failed(store: Store) 
     assert (failed.status, failed.error) == ("failed", tasks.SHUTDOWN_REASON)
 
 
+class RenewalsSeen:
+    """The task store, telling when a lease has been renewed."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.renewed = anyio.Event()
+        self.leases: list[datetime] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def renew_task_lease(self, task_id: str, owner: str, until: datetime) -> bool:
+        renewed = self.store.renew_task_lease(task_id, owner, until)
+        self.leases.append(until)
+        anyio.from_thread.run_sync(self.renewed.set)
+        return renewed
+
+
 async def test_a_running_task_renews_its_lease(store: Store) -> None:
-    renewed = anyio.Event()
-    leases: list[str] = []
-
-    def write(fn: Any) -> Any:
-        result = store.write(fn)
-        leases.extend(row[0] for row in store.read("SELECT lease_until FROM tasks") if row[0] not in leases)
-        if len(leases) > 1:
-            anyio.from_thread.run_sync(renewed.set)
-        return result
-
-    runner = tasks.TaskRunner(write, heartbeat_s=0.01)
+    seen = RenewalsSeen(store)
+    runner = tasks.TaskRunner(seen, heartbeat_s=0.01)
 
     async def work() -> Any:
-        await renewed.wait()
+        await seen.renewed.wait()
         return {"renewed": True}
 
     async with anyio.create_task_group() as group:
         info = await runner.submit(group, "summary", GROUP, SESSION, work)
     assert (await runner.get(info.task_id)).result == {"renewed": True}
-    assert leases[1] > leases[0]
+    stored = store.read("SELECT lease_until FROM tasks WHERE task_id = ?", (info.task_id,))
+    assert seen.leases and stored[0][0] is None  # renewed while running; no lease once finished
+    assert seen.leases[0] > info.created_at + timedelta(seconds=tasks.LEASE_S - 1)
 
 
 async def test_reading_a_task_fails_it_when_its_owner_stopped_renewing_the_lease(store: Store) -> None:
-    dead = store.write(
-        lambda conn: tasks.create(
-            conn, kind="summary", group_id=GROUP, session_id=SESSION, owner="dead", lease_s=-1
-        )
+    dead = store.create_task(
+        kind="summary", group_id=GROUP, session_id=SESSION, owner="dead", now=START, lease_until=START
     )
-    info = await tasks.TaskRunner(store.write).get(dead.task_id)
+    info = await tasks.TaskRunner(store).get(dead.task_id)
     assert (info.status, info.error) == ("failed", tasks.ORPHAN_REASON)
 
 
 async def test_an_unknown_task_id_is_a_clear_error(store: Store) -> None:
     with pytest.raises(TaskNotFound, match="task 'task_nope' does not exist"):
-        await tasks.TaskRunner(store.write).get("task_nope")
+        await tasks.TaskRunner(store).get("task_nope")

@@ -8,6 +8,7 @@ import json
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, closing
 from dataclasses import replace
@@ -24,12 +25,13 @@ from mcp_types import CreateMessageRequestParams, CreateMessageResult, TextConte
 
 from mcp_memory.config import Config
 from mcp_memory.manager import MemoryManager
-from mcp_memory.models import RecallOptions
-from mcp_memory.recall.engine import RecallStrategy
+from mcp_memory.models import ReadOptions
+from mcp_memory.recall.request import RecallStrategy
 from mcp_memory.server import build_server
 from mcp_memory.services import tasks
+from mcp_memory.times import iso
 from tests.fake_openai import Delay, FakeOpenAI
-from tests.helpers import call, call_error
+from tests.helpers import call, call_error, recall
 
 pytestmark = pytest.mark.anyio
 
@@ -142,23 +144,24 @@ async def test_a_scoped_recall_finds_summaries_of_other_sessions_by_vector_alone
     for cache_mb in (1024, 0):
         path = config.db_path.with_name(f"vectors-{cache_mb}.db")
         async with MemoryManager(replace(config, db_path=path, vector_cache_mb=cache_mb)) as manager:
-            await manager.create_group(GROUP, USERS, AGENTS)
+            await manager.groups.create_group(GROUP, USERS, AGENTS)
             for session in (SESSION, OTHER):
-                await manager.open_session(GROUP, session)
+                await manager.sessions.open_session(GROUP, session)
             turns = [{"producer": "ana", "content": f"turn {n} about gardening"} for n in range(30)]
-            await manager.add_memories(GROUP, OTHER, turns)
+            await manager.memories.add_memories(GROUP, OTHER, turns)
             summary = {"producer": "helper", "content": "Session Summary: sailing", "memory_type": "summary"}
-            stored = await manager.add_memories(GROUP, SESSION, [summary])
+            stored = await manager.memories.add_memories(GROUP, SESSION, [summary])
             other_note = {"producer": "ana", "content": "Session Summary: sailing", "memory_type": "note"}
-            await manager.add_memories(GROUP, SESSION, [other_note])
-            found = await manager.recall(
+            await manager.memories.add_memories(GROUP, SESSION, [other_note])
+            found = await recall(manager,
                 GROUP, "Session Summary: sailing", session_id=OTHER, limit=5,
-                strategy=RecallStrategy.vector_only(), options=RecallOptions(min_similarity=-1),
+                strategy=RecallStrategy.vector_only(), options=ReadOptions(min_similarity=-1),
             )  # fmt: skip
             ids = [h.id for h in found.hits]
             assert ids[0] == stored.memories[0].id, cache_mb  # the summary, from the other session
             assert {h.session_id for h in found.hits[1:]} == {OTHER}  # never the other session's note
-            only_notes = await manager.recall(
+            only_notes = await recall(
+                manager,
                 GROUP,
                 "sailing",
                 session_id=OTHER,
@@ -276,19 +279,26 @@ async def test_a_task_cut_off_by_a_shutdown_is_recorded_failed_and_its_slot_give
     assert query(llm_config.db_path, "SELECT lightweight FROM summary_counts") == [(0,)]
 
 
+def insert_task(db_path: Path, owner: str, created: datetime) -> str:
+    """A summary task another server process left `processing`, its lease running LEASE_S from `created`."""
+    task_id = f"task_{uuid.uuid4().hex}"
+    times = (iso(created), iso(created))
+    lease = iso(created + timedelta(seconds=tasks.LEASE_S))
+    with closing(sqlean.connect(str(db_path), isolation_level=None)) as conn:
+        conn.execute(
+            "INSERT INTO tasks(task_id, kind, group_id, session_id, status, created_at, updated_at, owner, "
+            "lease_until) VALUES (?, 'summary', ?, ?, 'processing', ?, ?, ?, ?)",
+            (task_id, GROUP, SESSION, *times, owner, lease),
+        )
+    return task_id
+
+
 async def test_a_task_left_processing_by_a_dead_process_is_reported_failed(config: Config) -> None:
     async with connected(config) as client:
         await seed(client)
 
     def orphan() -> str:
-        with closing(sqlean.connect(str(config.db_path), isolation_level=None)) as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            info = tasks.create(
-                conn, kind="summary", group_id=GROUP, session_id=SESSION, owner="gone:4242:deadbeef",
-                now=datetime.now(UTC) - timedelta(minutes=5),
-            )  # fmt: skip
-            conn.execute("COMMIT")
-        return info.task_id
+        return insert_task(config.db_path, "gone:4242:deadbeef", datetime.now(UTC) - timedelta(minutes=5))
 
     before_start = orphan()
     async with connected(config) as client:
@@ -309,14 +319,9 @@ async def test_a_task_of_a_process_that_died_on_this_host_is_failed_at_the_next_
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     owner = f"{socket.gethostname()}:{int(exited.stdout)}:cafef00d"
-    with closing(sqlean.connect(str(config.db_path), isolation_level=None)) as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        info = tasks.create(
-            conn, kind="summary", group_id=GROUP, session_id=SESSION, owner=owner
-        )  # fresh lease
-        conn.execute("COMMIT")
+    task_id = insert_task(config.db_path, owner, datetime.now(UTC))  # a fresh lease
     async with connected(config) as client:
-        status = await call(client, "get_task", task_id=info.task_id)
+        status = await call(client, "get_task", task_id=task_id)
     assert status["status"] == "failed" and status["error"] == tasks.ORPHAN_REASON
 
 

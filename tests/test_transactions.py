@@ -14,8 +14,9 @@ import sqlean
 import sqlite_vec
 
 from mcp_memory.errors import StoreError
+from mcp_memory.models import GroupInfo
 from mcp_memory.store.sqlite.store import Store
-from tests.helpers import seed_store
+from tests.helpers import SEEDED_AT, seed_store
 
 
 def open_store(path: Path) -> Store:
@@ -29,11 +30,8 @@ def count_from_another_connection(path: Path, sql: str) -> int:
         return int(conn.execute(sql).fetchone()[0])
 
 
-def group_row(group_id: str) -> dict[str, object]:
-    return {
-        "group_id": group_id, "user_ids": '["u"]', "agent_ids": "[]", "description": None,
-        "configuration": "{}", "created_at": "2024-01-01T00:00:00+00:00",
-    }  # fmt: skip
+def group_row(group_id: str) -> GroupInfo:
+    return GroupInfo(group_id=group_id, user_ids=["u"], agent_ids=[], created_at=SEEDED_AT)
 
 
 def failing_commit(conn: object) -> None:

@@ -18,6 +18,7 @@ from mcp_memory.errors import ValidationFailed
 from mcp_memory.llm.embeddings import HashingEmbedder
 from mcp_memory.manager import MemoryManager
 from mcp_memory.services.transfer import Progress
+from tests.helpers import recall
 from tests.transfer_data import fill, read_export, tables, write_export
 
 pytestmark = pytest.mark.anyio
@@ -33,30 +34,30 @@ async def origin(tmp_path: Path) -> Path:
     db = tmp_path / "origin.db"
     async with manager_on(db) as manager:
         await fill(manager)
-        await manager.export_memories(tmp_path / "origin.jsonl")
+        await manager.transfer.export_memories(tmp_path / "origin.jsonl")
     return db
 
 
 async def import_into(db: Path, path: Path, group_id: str | None = None, **options: Any) -> Any:
     async with manager_on(db) as manager:
-        return await manager.import_memories(path, group_id, **options)
+        return await manager.transfer.import_memories(path, group_id, **options)
 
 
 async def export_from(db: Path, path: Path, groups: Sequence[str] | None = None) -> list[dict[str, Any]]:
     async with manager_on(db) as manager:
-        await manager.export_memories(path, groups)
+        await manager.transfer.export_memories(path, groups)
     return read_export(path)
 
 
 async def a_database_with_other_memories(db: Path) -> None:
     """Rows of its own first, so imported memories and facts get other ids than they had."""
     async with manager_on(db) as manager:
-        await manager.create_group("other", ["olga"])
-        await manager.open_session("other", "s")
-        await manager.add_memories(
+        await manager.groups.create_group("other", ["olga"])
+        await manager.sessions.open_session("other", "s")
+        await manager.memories.add_memories(
             "other", "s", [{"content": f"note {i}", "producer": "olga"} for i in range(5)]
         )
-        await manager.add_fact("other", "Olga", "plays", "chess")
+        await manager.facts.add_fact("other", "Olga", "plays", "chess")
 
 
 def by_kind(lines: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -122,13 +123,13 @@ async def test_imported_memories_are_found_and_indexed_as_in_their_session(
     result = await import_into(copy_db, tmp_path / "origin.jsonl")
     assert result.vectors_indexed == result.memories.added - 2  # the private session's, and a summary's
     async with manager_on(copy_db) as manager:
-        hits = (await manager.recall("ana", "sunny weather", limit=3)).hits
+        hits = (await recall(manager, "ana", "sunny weather", limit=3)).hits
         assert "sunny, 24C" in [hit.content for hit in hits]
         assert any("vector" in hit.matched_by for hit in hits)
-        facts = (await manager.list_facts("ana", subject="ana", predicate="lives in")).facts
+        facts = (await manager.facts.list_facts("ana", subject="ana", predicate="lives in")).facts
         assert [(f.object, f.current) for f in facts] == [("Porto", True), ("Lisbon", False)]
-        assert await manager.rolling_summary("ana", "chat") is not None
-        private = await manager.session_info("ana", "private")
+        assert await manager.memories.rolling_summary("ana", "chat") is not None
+        private = await manager.sessions.session_info("ana", "private")
         assert private.configuration["long_term"]["enabled"] is False
         chat = [episode_from_row(row) for row in manager.engine.store.session_episodes("ana", "chat")]
         call = next(e for e in chat if e.tool_calls)
@@ -173,16 +174,16 @@ async def test_into_a_session_that_has_memories_they_follow_them_and_every_refer
 ) -> None:
     target = tmp_path / "target.db"
     async with manager_on(target) as manager:
-        await manager.create_group("ana", ["ana"], ["bot"])  # "weather" is missing
-        await manager.open_session("ana", "chat", configuration={"short_term": {"max_episodes": 3}})
-        await manager.add_memories(
+        await manager.groups.create_group("ana", ["ana"], ["bot"])  # "weather" is missing
+        await manager.sessions.open_session("ana", "chat", configuration={"short_term": {"max_episodes": 3}})
+        await manager.memories.add_memories(
             "ana", "chat", [{"content": f"earlier {i}", "producer": "ana"} for i in (1, 2)]
         )
     result = await import_into(target, tmp_path / "origin.jsonl", "ana")
     assert result.participants_added == {"ana": ["weather"]}
     assert (result.groups.existing, result.sessions.existing, result.sessions.added) == (1, 1, 2)
     async with manager_on(target) as manager:
-        info = await manager.session_info("ana", "chat")
+        info = await manager.sessions.session_info("ana", "chat")
         assert info.configuration["short_term"]["max_episodes"] == 3  # an existing session keeps its own
         store = manager.engine.store
         rows = store.session_episodes("ana", "chat")
@@ -213,7 +214,7 @@ async def test_only_the_group_asked_for_is_imported(origin: Path, tmp_path: Path
     assert result.lines_skipped == len(source) - 1 - len(team_lines)
     assert (result.groups.added, result.memories.added) == (1, len(by_kind(team_lines, "memory")))
     async with manager_on(copy_db) as manager:
-        assert [g.group_id for g in await manager.list_groups()] == ["team"]
+        assert [g.group_id for g in await manager.groups.list_groups()] == ["team"]
     with pytest.raises(ValidationFailed, match=r"the file has no group 'nobody'; it holds \['ana', 'team'\]"):
         await import_into(copy_db, tmp_path / "origin.jsonl", "nobody")
 
@@ -223,7 +224,7 @@ async def test_a_participant_in_the_other_role_here_is_refused_before_anything_i
 ) -> None:
     target = tmp_path / "target.db"
     async with manager_on(target) as manager:
-        await manager.create_group("ana", ["ana", "weather"])
+        await manager.groups.create_group("ana", ["ana", "weather"])
     before = tables(target)
     with pytest.raises(
         ValidationFailed, match=r"group 'ana' exists here with \['weather'\] in the other role"
@@ -376,12 +377,12 @@ async def test_a_large_import_writes_in_bounded_transactions_embeds_in_batches_a
         reports.append(report)
 
     async with manager_on(tmp_path / "big.db", embedder) as manager:
-        result = await manager.import_memories(path, progress=progress)
+        result = await manager.transfer.import_memories(path, progress=progress)
         assert (result.memories.added, result.vectors_indexed, result.vectors_pending) == (2_000, 2_000, 0)
         rows = manager.engine.store.session_episodes("big", "s")
         imported = list(reports)
         reports.clear()
-        await manager.export_memories(tmp_path / "again.jsonl", progress=progress)
+        await manager.transfer.export_memories(tmp_path / "again.jsonl", progress=progress)
     assert [r["sequence"] for r in rows] == [2 * i for i in range(1, 2_001)]  # sequences as exported
     assert max(embedder.calls) == 256 and len(embedder.calls) == 8
     steps = [r.step for r in imported]
@@ -400,10 +401,10 @@ async def test_an_embedder_that_fails_leaves_imported_memories_pending_for_the_u
 
     path = big_export(tmp_path, 10)
     async with manager_on(tmp_path / "big.db", Failing()) as manager:
-        result = await manager.import_memories(path)
+        result = await manager.transfer.import_memories(path)
     assert (result.memories.added, result.vectors_indexed, result.vectors_pending) == (10, 0, 10)
     async with manager_on(tmp_path / "big.db") as manager:
-        assert await manager.backfill() == 10
+        assert await manager.upkeep.backfill() == 10
 
 
 async def test_a_memory_corrected_since_the_export_is_not_brought_back_beside_its_correction(
@@ -411,9 +412,11 @@ async def test_a_memory_corrected_since_the_export_is_not_brought_back_beside_it
 ) -> None:
     async with manager_on(origin) as manager:
         rows = manager.engine.store.session_episodes("ana", "private")  # an untimed memory: no dedup key
-        await manager.update_memory("ana", rows[0]["id"], content="my PIN hint is the dog")
+        await manager.memories.update_memory("ana", rows[0]["id"], content="my PIN hint is the dog")
         timed = next(r for r in manager.engine.store.session_episodes("team", "standup"))
-        await manager.update_memory("team", timed["id"], content="I shipped the export and the import")
+        await manager.memories.update_memory(
+            "team", timed["id"], content="I shipped the export and the import"
+        )
     before = tables(origin)
     result = await import_into(origin, tmp_path / "origin.jsonl")
     assert result.memories.added == 0 and tables(origin) == before
@@ -424,13 +427,13 @@ async def test_an_idempotency_key_used_in_both_databases_does_not_hide_the_other
 ) -> None:
     target = tmp_path / "target.db"
     async with manager_on(target) as manager:
-        await manager.create_group("team", ["zoe", "max"], ["helper"])
-        await manager.open_session("team", "standup")
+        await manager.groups.create_group("team", ["zoe", "max"], ["helper"])
+        await manager.sessions.open_session("team", "standup")
         theirs = [
             {"content": "Something else entirely", "producer": "zoe", "timestamp": "2025-03-03T09:00:00Z"},
             {"content": "And another thing", "producer": "max", "timestamp": "2025-03-03T09:01:00Z"},
         ]
-        await manager.add_memories("team", "standup", theirs, idempotency_key="standup-1")
+        await manager.memories.add_memories("team", "standup", theirs, idempotency_key="standup-1")
     result = await import_into(target, tmp_path / "origin.jsonl", "team")
     async with manager_on(target) as manager:
         contents = [r["content"] for r in manager.engine.store.session_episodes("team", "standup")]
@@ -447,9 +450,9 @@ async def test_an_idempotency_key_used_in_both_databases_does_not_hide_the_other
 
 async def test_an_empty_database_exports_a_header_alone_which_imports_as_nothing(tmp_path: Path) -> None:
     async with manager_on(tmp_path / "empty.db") as manager:
-        result = await manager.export_memories(tmp_path / "empty.jsonl")
+        result = await manager.transfer.export_memories(tmp_path / "empty.jsonl")
         with pytest.raises(ValidationFailed, match="exists already"):
-            await manager.export_memories(tmp_path / "empty.jsonl")
+            await manager.transfer.export_memories(tmp_path / "empty.jsonl")
     assert (result.groups, result.memories) == (0, 0)
     lines = read_export(tmp_path / "empty.jsonl")
     assert len(lines) == 1 and lines[0]["groups"] == [] and set(lines[0]["counts"].values()) == {0}

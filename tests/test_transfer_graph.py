@@ -12,6 +12,7 @@ import pytest
 from mcp_memory.config import Config
 from mcp_memory.errors import ValidationFailed
 from mcp_memory.manager import MemoryManager
+from tests.helpers import recall
 from tests.transfer_data import tables
 
 pytestmark = pytest.mark.anyio
@@ -25,11 +26,11 @@ def manager_on(db: Path) -> MemoryManager:
 
 async def test_observations_become_memories_and_entities_and_relations_become_facts(tmp_path: Path) -> None:
     async with manager_on(tmp_path / "m.db") as manager:
-        result = await manager.import_memories(GRAPH)
+        result = await manager.transfer.import_memories(GRAPH)
         assert result.format == "server-memory"
         assert (result.groups.added, result.sessions.added) == (1, 1)
         assert (result.memories.added, result.facts.added, result.vectors_indexed) == (9, 5, 9)
-        group = await manager.get_group("memory")
+        group = await manager.groups.get_group("memory")
         assert (group.user_ids, group.agent_ids) == ([], ["server-memory"])
         rows = manager.engine.store.session_episodes("memory", "server-memory")
         observations = [
@@ -41,7 +42,7 @@ async def test_observations_become_memories_and_entities_and_relations_become_fa
             ("Ana_Silva: Prefers morning meetings", {"entity": "Ana_Silva", "entity_type": "person"}),
             ("Acme Corp: Makes anvils", {"entity": "Acme Corp", "entity_type": "organization"}),
         ]
-        facts = (await manager.list_facts("memory")).facts
+        facts = (await manager.facts.list_facts("memory")).facts
         assert sorted((f.subject, f.predicate, f.object, f.current) for f in facts) == [
             ("Acme Corp", "is a", "organization", True),
             ("Ana_Silva", "is a", "person", True),
@@ -49,17 +50,17 @@ async def test_observations_become_memories_and_entities_and_relations_become_fa
             ("Ana_Silva", "works_at", "Acme Corp", True),
             ("Porto", "is a", "city", True),
         ]
-        hits = (await manager.recall("memory", "where does Ana work?", limit=3)).hits
+        hits = (await recall(manager, "memory", "where does Ana work?", limit=3)).hits
         assert "Ana_Silva works_at Acme Corp" in [hit.content for hit in hits]
 
 
 async def test_importing_the_graph_again_adds_only_what_is_new(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     async with manager_on(db) as manager:
-        await manager.import_memories(GRAPH)
+        await manager.transfer.import_memories(GRAPH)
     before = tables(db)
     async with manager_on(db) as manager:
-        again = await manager.import_memories(GRAPH)
+        again = await manager.transfer.import_memories(GRAPH)
     assert tables(db) == before
     assert (again.memories.added, again.memories.existing, again.facts.added) == (0, 9, 0)
     assert (again.groups.existing, again.sessions.existing) == (1, 1)
@@ -67,7 +68,7 @@ async def test_importing_the_graph_again_adds_only_what_is_new(tmp_path: Path) -
     entity = {"type": "entity", "name": "Ana_Silva", "entityType": "person", "observations": ["Has a cat"]}
     grown.write_text(GRAPH.read_text() + "\n" + json.dumps(entity), encoding="utf-8")
     async with manager_on(db) as manager:
-        result = await manager.import_memories(grown)
+        result = await manager.transfer.import_memories(grown)
         rows = manager.engine.store.session_episodes("memory", "server-memory")
     assert (result.memories.added, result.memories.existing, result.facts.added) == (1, 9, 0)
     assert rows[-1]["content"] == "Ana_Silva: Has a cat" and rows[-1]["sequence"] == 10
@@ -75,12 +76,12 @@ async def test_importing_the_graph_again_adds_only_what_is_new(tmp_path: Path) -
 
 async def test_the_graph_goes_into_the_group_asked_for_which_gains_the_agent(tmp_path: Path) -> None:
     async with manager_on(tmp_path / "m.db") as manager:
-        await manager.create_group("ana", ["ana"], ["bot"])
-        result = await manager.import_memories(GRAPH, "ana")
+        await manager.groups.create_group("ana", ["ana"], ["bot"])
+        result = await manager.transfer.import_memories(GRAPH, "ana")
         assert result.participants_added == {"ana": ["server-memory"]}
         assert (result.groups.existing, result.memories.added) == (1, 9)
-        assert (await manager.get_group("ana")).agent_ids == ["bot", "server-memory"]
-        facts = (await manager.list_facts("ana", subject="ana_silva", predicate="is a")).facts
+        assert (await manager.groups.get_group("ana")).agent_ids == ["bot", "server-memory"]
+        facts = (await manager.facts.list_facts("ana", subject="ana_silva", predicate="is a")).facts
         assert [f.object for f in facts] == ["person"]
 
 
@@ -91,7 +92,7 @@ async def test_lines_of_other_types_are_skipped_and_a_bad_line_writes_nothing(tm
         '{"type": "note", "text": "a fork\'s own line"}\n\n' + GRAPH.read_text(), encoding="utf-8"
     )
     async with manager_on(db) as manager:
-        result = await manager.import_memories(extra)
+        result = await manager.transfer.import_memories(extra)
     assert (result.lines_skipped, result.memories.added) == (1, 9)
     before = tables(db)
     bad = tmp_path / "bad.jsonl"
@@ -102,6 +103,6 @@ async def test_lines_of_other_types_are_skipped_and_a_bad_line_writes_nothing(tm
         with pytest.raises(
             ValidationFailed, match=r"^line 4: relation\.to: is empty or only whitespace; nothing"
         ):
-            await manager.import_memories(bad, "other")
-        assert [g.group_id for g in await manager.list_groups()] == ["memory"]
+            await manager.transfer.import_memories(bad, "other")
+        assert [g.group_id for g in await manager.groups.list_groups()] == ["memory"]
     assert tables(db) == before

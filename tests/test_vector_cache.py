@@ -13,6 +13,7 @@ from mcp_memory.config import Config
 from mcp_memory.manager import MemoryManager
 from mcp_memory.recall.vectors import GroupVectors, VectorRows
 from mcp_memory.store.sqlite.store import Filters
+from tests.helpers import recall
 
 pytestmark = pytest.mark.anyio
 
@@ -26,15 +27,17 @@ def sentences(count: int, seed: int) -> list[str]:
 
 async def filled(config: Config, count: int = 300) -> MemoryManager:
     manager = await MemoryManager(config).start()
-    await manager.create_group("g", user_ids=["ana", "ben"])
+    await manager.groups.create_group("g", user_ids=["ana", "ben"])
     texts = sentences(count, seed=1)
     for session in ("s1", "s2"):
-        async with manager.created("g", session) as live:
-            await live.add(
+        async with manager.sessions.created("g", session) as live:
+            await manager.memories.add_memories(
+                live.group_id,
+                live.session_id,
                 [
                     {"content": t, "producer": "ana" if i % 3 else "ben", "timestamp": 1_700_000_000 + i * 60}
                     for i, t in enumerate(texts[: count // 2] if session == "s1" else texts[count // 2 :])
-                ]
+                ],
             )
     return manager
 
@@ -78,11 +81,13 @@ async def test_writes_from_another_process_are_seen_by_the_next_search(config: C
     try:
         query = reader.engine.embedder.embed(["violin violin violin"])[0]
         reader.engine.vector_search("g", query, Filters(), 5)  # loads the group
-        async with writer.opened("g", "s1") as live:
-            added = await live.add([{"content": "violin violin violin", "producer": "ana"}])
+        async with writer.sessions.opened("g", "s1") as live:
+            added = await writer.memories.add_memories(
+                live.group_id, live.session_id, [{"content": "violin violin violin", "producer": "ana"}]
+            )
         new_id = added.memories[0].id
         assert reader.engine.vector_search("g", query, Filters(), 1)[0][0] == new_id
-        await writer.delete_memories("g", [new_id])
+        await writer.memories.delete_memories("g", [new_id])
         assert new_id not in [i for i, _ in reader.engine.vector_search("g", query, Filters(), 50)]
     finally:
         await reader.shutdown()
@@ -96,8 +101,10 @@ async def test_this_processs_own_writes_are_appended_without_a_reload(config: Co
         query = engine.embedder.embed(["candle mirror"])[0]
         engine.vector_search("g", query, Filters(), 5)
         cached = engine.cache.get("g", engine.store.vector_revision("g"))
-        async with manager.opened("g", "s1") as live:
-            added = await live.add([{"content": "candle mirror candle", "producer": "ben"}])
+        async with manager.sessions.opened("g", "s1") as live:
+            added = await manager.memories.add_memories(
+                live.group_id, live.session_id, [{"content": "candle mirror candle", "producer": "ben"}]
+            )
         again = engine.cache.get("g", engine.store.vector_revision("g"))
         assert again is cached and again.size == 41
         assert engine.vector_search("g", query, Filters(producer="ben"), 1)[0][0] == added.memories[0].id
@@ -110,7 +117,7 @@ async def test_a_group_larger_than_the_budget_is_searched_in_sqlite_vec(db_path:
     manager = await filled(config, 40)
     try:
         assert manager.engine.cache is None
-        result = await manager.recall("g", "violin")
+        result = await recall(manager, "g", "violin")
         assert result.vector_search and result.hits
     finally:
         await manager.shutdown()

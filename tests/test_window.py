@@ -58,14 +58,18 @@ def test_a_tool_call_and_its_results_are_never_split() -> None:
 
 async def test_recall_returns_the_token_bounded_window_and_keeps_the_full_history(config: Config) -> None:
     async with MemoryManager(config) as manager:
-        await manager.create_group("g", user_ids=["ana"], agent_ids=["bot"])
-        async with manager.created(
+        await manager.groups.create_group("g", user_ids=["ana"], agent_ids=["bot"])
+        async with manager.sessions.created(
             "g", "s", configuration={"short_term": {"max_episodes": 10, "max_tokens": 30}}
         ) as s:
-            await s.add([{"content": f"turn {i} " + "word " * 8, "producer": "ana"} for i in range(12)])
-            window = await s.recent()
+            await manager.memories.add_memories(
+                s.group_id,
+                s.session_id,
+                [{"content": f"turn {i} " + "word " * 8, "producer": "ana"} for i in range(12)],
+            )
+            window = await manager.memories.recent(s.group_id, s.session_id)
             assert 1 <= len(window) < 10
             assert window[-1].content.startswith("turn 11")
             assert sum(len(e.content.split()) for e in window) <= 30
-        info = await manager.session_info("g", "s")
+        info = await manager.sessions.session_info("g", "s")
         assert info.episode_count == 12

@@ -10,9 +10,9 @@ from typing import Any
 
 import sqlean  # type: ignore[import-untyped]
 
-from mcp_memory.llm import rolling
-from mcp_memory.llm.summaries import claim_auto
 from mcp_memory.manager import MemoryManager
+from mcp_memory.store.records import RollingSummary
+from tests.helpers import recall
 
 TABLES = ("groups", "sessions", "episodes", "facts", "rolling_summaries", "summary_counts")
 WEATHER_CALL = {"id": "call_1", "name": "get_weather", "arguments": {"city": "Lisbon"}}
@@ -23,18 +23,18 @@ POINTS = ["Ana asked about the weather", "The bot called the weather tool", "It 
 async def fill(manager: MemoryManager) -> dict[str, Any]:
     """Groups with configuration, sessions with overrides, messages with every extra, timed and untimed
     memories, a corrected one, facts with history, summaries, a rolling summary and summary counters."""
-    await manager.create_group(
+    await manager.groups.create_group(
         "ana", ["ana"], ["bot", "weather"], "Ana's memory", {"short_term": {"max_episodes": 6}}
     )
-    await manager.create_group("team", ["zoe", "max"], ["helper"])
-    await manager.open_session("ana", "chat", configuration={"short_term": {"max_tokens": 2000}})
-    await manager.open_session("ana", "private", configuration={"long_term": {"enabled": False}})
-    await manager.open_session("team", "standup")
+    await manager.groups.create_group("team", ["zoe", "max"], ["helper"])
+    await manager.sessions.open_session("ana", "chat", configuration={"short_term": {"max_tokens": 2000}})
+    await manager.sessions.open_session("ana", "private", configuration={"long_term": {"enabled": False}})
+    await manager.sessions.open_session("team", "standup")
     ids = await _messages(manager)
-    await manager.add_memories(
+    await manager.memories.add_memories(
         "ana", "private", [{"content": "my PIN hint is the cat", "producer": "ana", "importance": 0.9}]
     )
-    await manager.add_memories(
+    await manager.memories.add_memories(
         "team",
         "standup",
         [
@@ -43,11 +43,13 @@ async def fill(manager: MemoryManager) -> dict[str, Any]:
         ],
         idempotency_key="standup-1",
     )
-    await manager.update_memory("ana", ids[0], content="What is the weather in Lisbon today?", importance=0.8)
+    await manager.memories.update_memory(
+        "ana", ids[0], content="What is the weather in Lisbon today?", importance=0.8
+    )
     await _facts(manager)
     await _summaries(manager)
-    await manager.recall("ana", "weather Lisbon")  # retrieval counts and last access times
-    await manager.maintain()  # effective importance
+    await recall(manager, "ana", "weather Lisbon")  # retrieval counts and last access times
+    await manager.upkeep.maintain()  # effective importance
     return {"message_ids": ids}
 
 
@@ -63,30 +65,30 @@ async def _messages(manager: MemoryManager) -> list[int]:
         {"content": "Here is the sky", "producer": "bot", "role": "assistant", "images": ["https://x.test/sky.png"]},
         {"content": "Thanks!", "producer": "ana", "memory_type": "note", "importance": 0.2},
     ]  # fmt: skip
-    added = await manager.add_memories("ana", "chat", turns)
+    added = await manager.memories.add_memories("ana", "chat", turns)
     return [memory.id for memory in added.memories]
 
 
 async def _facts(manager: MemoryManager) -> None:
-    await manager.add_fact("ana", "Ana", "lives in", "Lisbon", valid_from="2024-01-01T00:00:00Z")
-    await manager.add_fact("ana", "Ana", "lives in", "Porto", valid_from="2025-01-01T00:00:00Z", replace=True)
-    await manager.add_fact(
+    await manager.facts.add_fact("ana", "Ana", "lives in", "Lisbon", valid_from="2024-01-01T00:00:00Z")
+    await manager.facts.add_fact(
+        "ana", "Ana", "lives in", "Porto", valid_from="2025-01-01T00:00:00Z", replace=True
+    )
+    await manager.facts.add_fact(
         "ana", "Ana", "likes", "sunny days", session_id="chat", source="the chat", confidence=0.7
     )
-    await manager.add_fact("team", "Zoe", "owns", "the export")
+    await manager.facts.add_fact("team", "Zoe", "owns", "the export")
 
 
 async def _summaries(manager: MemoryManager) -> None:
-    await manager.summarize_session("ana", "chat", summary=FULL)
-    await manager.summarize_session(
+    await manager.summaries.summarize_session("ana", "chat", summary=FULL)
+    await manager.summaries.summarize_session(
         "ana", "chat", mode="lightweight", summary=POINTS, generate_embedding=False
     )
-    store = manager.engine.store
-    summary = rolling.RollingSummary(
-        "Ana asked about Lisbon's weather.", 3, "2025-03-01T11:00:00.000000+00:00", [2]
-    )
-    rolling.write(store, "ana", "chat", summary)
-    store.write(lambda conn: claim_auto(conn, "ana", "chat", 2))
+    store = manager.store
+    summary = RollingSummary("Ana asked about Lisbon's weather.", 3, "2025-03-01T11:00:00.000000+00:00", [2])
+    store.save_rolling_summary("ana", "chat", summary)
+    store.claim_auto("ana", "chat", 2)
 
 
 def read_export(path: Path) -> list[dict[str, Any]]:

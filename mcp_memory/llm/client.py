@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol
 
@@ -212,3 +213,13 @@ async def _create(openai: ModuleType, client: Any, request: dict[str, Any]) -> A
 async def _openai_module() -> ModuleType:
     """`openai`, imported on a worker thread the first time: the import takes long enough to stall the loop."""
     return await anyio.to_thread.run_sync(importlib.import_module, "openai")
+
+
+@dataclass
+class LanguageModels:
+    """The language models the services ask, replaceable while the server runs (tests, MCP sampling):
+    `chat` writes summaries and rolling summaries, `facts` extracts facts (at temperature 0: the same text,
+    the same facts). None: not configured."""
+
+    chat: LLMClient | None = None
+    facts: LLMClient | None = None

@@ -16,30 +16,10 @@ manager runs one pass per session at a time, in order, in the background after e
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from mcp_memory.models import Episode
-
-M008_ROLLING_SUMMARIES = """
-CREATE TABLE rolling_summaries (
-    group_id TEXT NOT NULL,
-    session_id TEXT NOT NULL,
-    text TEXT NOT NULL,
-    covered_through_sequence INTEGER NOT NULL,
-    updated_at TEXT NOT NULL,
-    omitted_sequences TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(omitted_sequences)),
-    PRIMARY KEY (group_id, session_id),
-    FOREIGN KEY (group_id, session_id) REFERENCES sessions(group_id, session_id) ON DELETE CASCADE
-) STRICT
-"""
-
-
-def m008_rolling_summaries(conn: Any) -> None:
-    conn.execute(M008_ROLLING_SUMMARIES)
-
 
 SYSTEM_PROMPT = (
     "You maintain the rolling summary of a conversation. You are given the summary so far (possibly "
@@ -47,30 +27,6 @@ SYSTEM_PROMPT = (
     "text, no preamble, at most {max_tokens} tokens. Keep every fact, decision, name, number and open "
     "question from the summary so far that still matters, and add what the new turns say."
 )
-
-
-@dataclass(frozen=True)
-class RollingSummary:
-    """A session's stored rolling summary."""
-
-    text: str
-    covered_through_sequence: int
-    updated_at: str
-    omitted_sequences: list[int] = field(default_factory=list)
-
-    @property
-    def display(self) -> str:
-        """The text callers see: the summary, and a note when turns were left out."""
-        if not self.omitted_sequences:
-            return self.text
-        count = len(self.omitted_sequences)
-        turns = (
-            "turn was too long to summarise and is"
-            if count == 1
-            else "turns were too long to summarise and are"
-        )
-        note = f"({count} earlier {turns} kept in long-term memory)"
-        return f"{self.text}\n\n{note}" if self.text else note
 
 
 @dataclass
@@ -83,45 +39,6 @@ class RollOutcome:
     llm_calls: int = 0
     covered_through_sequence: int | None = None
     error: str | None = None
-
-
-def read(store: Any, group_id: str, session_id: str) -> RollingSummary | None:
-    rows = store.read(
-        "SELECT text, covered_through_sequence, updated_at, omitted_sequences FROM rolling_summaries "
-        "WHERE group_id = ? AND session_id = ?",
-        (group_id, session_id),
-    )
-    if not rows:
-        return None
-    row = rows[0]
-    return RollingSummary(row[0], int(row[1]), row[2], list(json.loads(row[3])))
-
-
-def write(store: Any, group_id: str, session_id: str, summary: RollingSummary) -> None:
-    """Store the new summary in one short transaction (the session may have been deleted meanwhile)."""
-
-    def upsert(conn: Any) -> None:
-        exists = conn.execute(
-            "SELECT 1 FROM sessions WHERE group_id = ? AND session_id = ?", (group_id, session_id)
-        ).fetchone()
-        if exists is None:
-            return
-        conn.execute(
-            "INSERT INTO rolling_summaries (group_id, session_id, text, covered_through_sequence, updated_at, "
-            "omitted_sequences) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (group_id, session_id) DO UPDATE SET "
-            "text = excluded.text, covered_through_sequence = excluded.covered_through_sequence, "
-            "updated_at = excluded.updated_at, omitted_sequences = excluded.omitted_sequences",
-            (
-                group_id,
-                session_id,
-                summary.text,
-                summary.covered_through_sequence,
-                summary.updated_at,
-                json.dumps(summary.omitted_sequences),
-            ),
-        )
-
-    store.write(upsert)
 
 
 def left_window(

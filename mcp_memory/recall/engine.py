@@ -16,16 +16,18 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from mcp_memory.episodes import DEFAULT_IMPORTANCE, embedding_text, episode_from_row, iso
+from mcp_memory.episodes import DEFAULT_IMPORTANCE, embedding_text, episode_from_row
 from mcp_memory.llm.embeddings import Embedder
 from mcp_memory.models import Episode, RecallHit
 from mcp_memory.recall.keywords import KeywordSearch
+from mcp_memory.recall.request import RecallStrategy
 from mcp_memory.recall.vectors import GroupVectors, VectorCache, VectorRows
 from mcp_memory.recall.when import named_period
 from mcp_memory.store.sqlite.facts import NewFact, StoredFacts
 from mcp_memory.store.sqlite.filters import cache_conditions
 from mcp_memory.store.sqlite.fts import match_expression, query_words
 from mcp_memory.store.sqlite.store import EpisodeChange, Filters, Inserted, NewEpisode, Store
+from mcp_memory.times import iso
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +35,6 @@ log = logging.getLogger(__name__)
 # BM25 over turns with their neighbours, so it gets a fifth of the weight; a smaller RRF
 # constant lets the top ranks of each list count for more.
 RRF_K = 30
-KEYWORD_WEIGHT = 1.0
-VECTOR_WEIGHT = 0.2
 MIN_CANDIDATES = 50
 CANDIDATES_PER_RESULT = 5
 RETRY_WINDOW_S = 300
@@ -48,32 +48,14 @@ CLOSED_FACT_WEIGHT = 0.5
 # it) only orders memories that are about equally relevant; at 0.3 (0.85 to 1.15) a memory without the
 # query's word outranked the only one that had it, and each recall then reinforced the wrong answer.
 IMPORTANCE_WEIGHT = 0.02
-# A candidate stored in the period the query names ("in May 2023", recall/when.py) gains what first place in
-# a list of this weight is worth, and the period is widened by TIME_SLACK on each side: what was said
-# on the 3rd is often told on the 5th. Tuned on LoCoMo conversations 0-2 (+1.4 points of R@10 there).
-TIME_WEIGHT = 1.0
+# A candidate stored in the period the query names ("in May 2023", recall/when.py) gains TIME_WEIGHT
+# (recall/request.py), and the period is widened by TIME_SLACK on each side: what was said on the 3rd is
+# often told on the 5th. Tuned on LoCoMo conversations 0-2 (+1.4 points of R@10 there).
 TIME_SLACK = timedelta(days=3)
 # A group with more vectors than this is loaded into the cache on a background thread; until it is
 # ready (and while a copy made stale by another process reloads) sqlite-vec answers, so no recall
 # waits for a load (about 3 s for 100k vectors, 30 s for 1M). Smaller groups load in the call.
 SYNC_LOAD_ROWS = 20_000
-
-
-@dataclass(frozen=True)
-class RecallStrategy:
-    """How recall ranks: the weight of each retriever in the fusion, and of a named time (0 turns one off)."""
-
-    keyword_weight: float = KEYWORD_WEIGHT
-    vector_weight: float = VECTOR_WEIGHT
-    time_weight: float = TIME_WEIGHT
-
-    @classmethod
-    def keyword_only(cls) -> RecallStrategy:
-        return cls(keyword_weight=1.0, vector_weight=0.0, time_weight=0.0)
-
-    @classmethod
-    def vector_only(cls) -> RecallStrategy:
-        return cls(keyword_weight=0.0, vector_weight=1.0, time_weight=0.0)
 
 
 @dataclass

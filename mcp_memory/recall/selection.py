@@ -14,10 +14,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from mcp_memory.episodes import normalize_timestamp
 from mcp_memory.errors import ValidationFailed
 from mcp_memory.models import MemoryFilter
 from mcp_memory.store.sqlite.filters import RANGE_OPERATORS, Filters
+from mcp_memory.times import normalize_timestamp
 
 ROLES = ("user", "assistant", "system", "tool")
 

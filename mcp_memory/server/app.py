@@ -9,6 +9,7 @@ happen while the client's handshake and tools/list are answered; a request that 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -165,7 +166,7 @@ def owner_of(ctx: Context) -> Hashable:
 
         async def release() -> None:
             try:
-                await (await state.manager()).release_owner(token)
+                await (await state.manager()).sessions.release_owner(token)
             except MemoryServerError:  # the manager never started, or has shut down: nothing to release
                 pass
 
@@ -294,7 +295,8 @@ def _lifespan(
                 yield state
             finally:
                 states.remove(state)
-                await shared.release_owner(state.owner)
+                with contextlib.suppress(ManagerClosed):  # shut down first: nothing left to release
+                    await shared.sessions.release_owner(state.owner)
             return
         # a folder, a foreign or damaged file: refused before the handshake, in one line
         await run_sync(check_database_file, config.db_path)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.prompts.base import UserMessage
 
+from mcp_memory.recall.request import RecallRequest
 from mcp_memory.server.app import _shown_as, manager_of
 from mcp_memory.server.render import memory_line, render
 
@@ -19,7 +20,9 @@ def register_prompts(server: MCPServer) -> None:
     @prompt_errors
     async def recall_topic(group_id: str, topic: str, ctx: Context) -> list[UserMessage]:
         """Recall everything the memory holds about a topic and answer from it."""
-        found = await (await manager_of(ctx)).recall(group_id, topic, limit=PROMPT_RECALL_LIMIT)
+        found = await (await manager_of(ctx)).memories.recall(
+            RecallRequest(group_id=group_id, query=topic, limit=PROMPT_RECALL_LIMIT)
+        )
         memories = render("recall", found.model_dump(mode="json"))
         return [
             UserMessage(
@@ -33,7 +36,7 @@ def register_prompts(server: MCPServer) -> None:
     @prompt_errors
     async def summarize_conversation(group_id: str, session_id: str, ctx: Context) -> list[UserMessage]:
         """Summarise a session from its latest turns and store the summary."""
-        detail = await (await manager_of(ctx)).session_detail(group_id, session_id)
+        detail = await (await manager_of(ctx)).memories.session_detail(group_id, session_id)
         turns = "\n".join(memory_line(e.model_dump(mode="json")) for e in detail.recent) or "(no turns yet)"
         earlier = f"Earlier in the session: {detail.rolling_summary}\n" if detail.rolling_summary else ""
         return [
@@ -48,7 +51,7 @@ def register_prompts(server: MCPServer) -> None:
     @prompt_errors
     async def review_facts(group_id: str, subject: str, ctx: Context) -> list[UserMessage]:
         """Review what the memory holds as facts about a subject, with their history."""
-        listed = await (await manager_of(ctx)).list_facts(group_id, subject=subject)
+        listed = await (await manager_of(ctx)).facts.list_facts(group_id, subject=subject)
         lines = [
             f"#{f.id} {f.subject} / {f.predicate} / {f.object}"
             + (" (current)" if f.current else f" (until {f.valid_to:%Y-%m-%d})" if f.valid_to else "")

@@ -28,25 +28,25 @@ def register_resources(server: MCPServer, states: list[MemoryAccess]) -> None:
     @resource_errors
     async def groups() -> list[GroupInfo]:
         """Every group with its participants and counts."""
-        return await (await manager()).list_groups()
+        return await (await manager()).groups.list_groups()
 
     @server.resource("memory://groups/{group_id}", mime_type="application/json")
     @resource_errors
     async def group(group_id: str) -> GroupDetail:
         """One group with its counts and sessions."""
-        return await (await manager()).group_detail(group_id)
+        return await (await manager()).sessions.group_detail(group_id)
 
     @server.resource("memory://groups/{group_id}/sessions/{session_id}", mime_type="application/json")
     @resource_errors
     async def session(group_id: str, session_id: str) -> SessionDetail:
         """One session: its configuration, counts and recent episodes."""
-        return await (await manager()).session_detail(group_id, session_id)
+        return await (await manager()).memories.session_detail(group_id, session_id)
 
     @server.resource("memory://stats", mime_type="application/json")
     @resource_errors
     async def stats() -> Stats:
         """Counts by type, tier, session and producer; importance, retrievals, the last upkeep, the embedder."""
-        return await (await manager()).stats()
+        return await (await manager()).upkeep.stats()
 
     @server.resource(
         "memory://groups/{group_id}/facts{?subject,predicate}",
@@ -56,4 +56,4 @@ def register_resources(server: MCPServer, states: list[MemoryAccess]) -> None:
     @resource_errors
     async def facts(group_id: str, subject: str | None = None, predicate: str | None = None) -> FactList:
         """The group's facts, current ones first, then those replaced; ?subject=&predicate= filter (any case)."""
-        return await (await manager()).list_facts(group_id, subject=subject, predicate=predicate)
+        return await (await manager()).facts.list_facts(group_id, subject=subject, predicate=predicate)

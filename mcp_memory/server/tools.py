@@ -33,7 +33,6 @@ from mcp_memory.models import (
     MemoryType,
     OpenMode,
     ReadOptions,
-    RecallOptions,
     RecallResult,
     Role,
     SessionInfo,
@@ -43,6 +42,7 @@ from mcp_memory.models import (
     TimestampInput,
     UpdatedMemory,
 )
+from mcp_memory.recall.request import RecallRequest
 from mcp_memory.server.app import manager_of, owner_of, tool_errors
 from mcp_memory.server.arguments import check_batch, check_names, read_model
 from mcp_memory.server.transfer import register_transfer_tools
@@ -129,7 +129,7 @@ def _groups(server: MCPServer) -> None:
     ) -> GroupInfo:
         """Create a group of users and agents; repeating it is harmless."""
         manager = await manager_of(ctx)
-        return await manager.create_group(group_id, user_ids, agent_ids, description, configuration)
+        return await manager.groups.create_group(group_id, user_ids, agent_ids, description, configuration)
 
     @server.tool(annotations=IDEMPOTENT)
     @tool_errors
@@ -140,7 +140,7 @@ def _groups(server: MCPServer) -> None:
         agent_ids: Agents = [],  # noqa: B006
     ) -> GroupInfo:
         """Add users or agents to a group."""
-        return await (await manager_of(ctx)).add_participants(group_id, user_ids, agent_ids)
+        return await (await manager_of(ctx)).groups.add_participants(group_id, user_ids, agent_ids)
 
     @server.tool(annotations=READ_ONLY)
     @tool_errors
@@ -151,8 +151,8 @@ def _groups(server: MCPServer) -> None:
         """List groups, or one group's sessions."""
         manager = await manager_of(ctx)
         if group_id is None:
-            return GroupListing(groups=await manager.list_groups())
-        detail = await manager.group_detail(group_id)
+            return GroupListing(groups=await manager.groups.list_groups())
+        detail = await manager.sessions.group_detail(group_id)
         return GroupListing(groups=[detail.group], sessions=detail.sessions)
 
 
@@ -170,18 +170,18 @@ def _sessions(server: MCPServer) -> None:
     ) -> SessionInfo:
         """Open or create a session."""
         manager = await manager_of(ctx)
-        _, created = await manager.open_session(
+        _, created = await manager.sessions.open_session(
             group_id, session_id, mode=mode, configuration=configuration, owner=owner_of(ctx),
             user_ids=user_ids, agent_ids=agent_ids,
         )  # fmt: skip
-        return await manager.session_info(group_id, session_id, created=created)
+        return await manager.sessions.session_info(group_id, session_id, created=created)
 
     @server.tool(annotations=IDEMPOTENT)
     @tool_errors
     async def close_session(group_id: GroupId, session_id: SessionId, ctx: Context) -> CloseResult:
         """Close a session when it ends."""
         manager = await manager_of(ctx)
-        released, left = await manager.close_session(group_id, session_id, owner=owner_of(ctx))
+        released, left = await manager.sessions.close_session(group_id, session_id, owner=owner_of(ctx))
         message = "closed" if released else "this connection had not opened it"
         return CloseResult(
             group_id=group_id, session_id=session_id, released=released, reference_count=left, message=message
@@ -191,7 +191,7 @@ def _sessions(server: MCPServer) -> None:
     @tool_errors
     async def delete_session(group_id: GroupId, session_id: SessionId, ctx: Context) -> DeleteSessionResult:
         """Delete a closed session and its memories."""
-        return await (await manager_of(ctx)).delete_session(group_id, session_id)
+        return await (await manager_of(ctx)).sessions.delete_session(group_id, session_id)
 
 
 def _memories(server: MCPServer) -> None:
@@ -234,7 +234,9 @@ def _memories(server: MCPServer) -> None:
         else:
             items = read_model("", given, MemoryInput, "a memory")
         manager = await manager_of(ctx)
-        return await manager.add_memories(group_id, session_id, items, idempotency_key=idempotency_key)
+        return await manager.memories.add_memories(
+            group_id, session_id, items, idempotency_key=idempotency_key
+        )
 
     @server.tool(annotations=IDEMPOTENT)
     @tool_errors
@@ -249,7 +251,7 @@ def _memories(server: MCPServer) -> None:
     ) -> UpdatedMemory:
         """Correct a memory; it keeps its id and time."""
         manager = await manager_of(ctx)
-        return await manager.update_memory(
+        return await manager.memories.update_memory(
             group_id,
             memory_id,
             content=content,
@@ -269,7 +271,9 @@ def _memories(server: MCPServer) -> None:
     ) -> DeleteResult:
         """Delete memories by id or session."""
         manager = await manager_of(ctx)
-        return await manager.delete_memories(group_id, memory_ids, session_id, keep_system=keep_system)
+        return await manager.memories.delete_memories(
+            group_id, memory_ids, session_id, keep_system=keep_system
+        )
 
 
 def _reading(server: MCPServer) -> None:
@@ -287,36 +291,10 @@ def _reading(server: MCPServer) -> None:
         """Search memories by meaning and keyword before answering about the past; without a query, list them."""
         where = MemoryFilter() if filters is None else read_model("filters", filters, MemoryFilter, "filters")
         how = ReadOptions() if options is None else read_model("options", options, ReadOptions, "options")
-        manager = await manager_of(ctx)
-        if query is None:
-            _only_for_a_search(
-                tiers=how.tiers, min_similarity=how.min_similarity, neighbours=how.neighbours or None
-            )
-            page = await manager.list_memories(
-                group_id, session_id=session_id, where=where, order=how.order, limit=limit, cursor=how.cursor
-            )
-            return RecallResult.listing(page)
-        _only_for_a_listing(order=None if how.order == "oldest" else how.order, cursor=how.cursor)
-        search = RecallOptions(tiers=how.tiers, min_similarity=how.min_similarity, neighbours=how.neighbours)
-        return await manager.recall(
-            group_id, query, session_id=session_id, limit=limit, where=where, options=search
+        request = RecallRequest(
+            group_id=group_id, query=query, session_id=session_id, limit=limit, filters=where, options=how
         )
-
-
-def _only_for_a_search(**given: object) -> None:
-    for name, value in given.items():
-        if value is not None:
-            raise ToolError(
-                f"invalid: options.{name} applies to a search; pass a query, or leave it out to list"
-            )
-
-
-def _only_for_a_listing(**given: object) -> None:
-    for name, value in given.items():
-        if value is not None:
-            raise ToolError(
-                f"invalid: options.{name} applies to a listing; leave the query out, or leave it out"
-            )
+        return await (await manager_of(ctx)).memories.recall(request)
 
 
 def _knowledge(server: MCPServer) -> None:
@@ -335,7 +313,7 @@ def _knowledge(server: MCPServer) -> None:
         """Keep a fact: subject, predicate, object."""
         more = FactDetails() if details is None else read_model("details", details, FactDetails, "details")
         manager = await manager_of(ctx)
-        return await manager.add_fact(
+        return await manager.facts.add_fact(
             group_id, subject, predicate, object, text=text, session_id=more.session_id, source=more.source,
             confidence=more.confidence, valid_from=more.valid_from, replace=replace,
         )  # fmt: skip
@@ -359,7 +337,7 @@ def _knowledge(server: MCPServer) -> None:
             SummaryOptions() if options is None else read_model("options", options, SummaryOptions, "options")
         )
         manager = await manager_of(ctx)
-        return await manager.summarize_session(
+        return await manager.summaries.summarize_session(
             group_id, session_id, mode=mode, sync=sync, generate_embedding=how.generate_embedding,
             focus_topics=how.focus_topics, summary=summary, sampling=_sampling(ctx),
         )  # fmt: skip
@@ -370,13 +348,13 @@ def _knowledge(server: MCPServer) -> None:
         task_id: Annotated[Identifier, Field(description="summarize_session's task.")], ctx: Context
     ) -> TaskInfo:
         """A background summary's state."""
-        return await (await manager_of(ctx)).get_task(task_id)
+        return await (await manager_of(ctx)).summaries.get_task(task_id)
 
     @server.tool(annotations=IDEMPOTENT)
     @tool_errors
     async def run_maintenance(ctx: Context) -> MaintenanceReport:
         """Run the hourly upkeep now."""
-        return await (await manager_of(ctx)).maintain(trigger="on_demand")
+        return await (await manager_of(ctx)).upkeep.maintain(trigger="on_demand")
 
 
 def _sampling(ctx: Context) -> SamplingLLM | None:

@@ -43,11 +43,11 @@ def register_transfer_tools(server: MCPServer) -> None:
         manager = await manager_of(ctx)
         if action == "export":
             groups = None if group_id is None else [group_id]
-            exported = await manager.export_memories(
+            exported = await manager.transfer.export_memories(
                 check_target(Path(path)), groups, progress=_reporter(ctx)
             )
             return TransferResult(action=action, exported=exported)
-        imported = await manager.import_memories(
+        imported = await manager.transfer.import_memories(
             Path(path), group_id, progress=_reporter(ctx), index_budget_s=INDEX_BUDGET_S
         )
         return TransferResult(action=action, imported=imported)

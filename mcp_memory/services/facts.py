@@ -1,4 +1,4 @@
-"""Facts through the manager: storing one given triple, or the triples a language model finds in
+"""Facts: storing one given triple, or the triples a language model finds in
 text, and listing a group's facts.
 
 When storing, everything is checked (and extracted) before anything is written; then the facts,
@@ -12,15 +12,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from anyio.to_thread import run_sync
 
-from mcp_memory.episodes import normalize_timestamp
 from mcp_memory.errors import ConfigurationError
+from mcp_memory.llm.client import LanguageModels
 from mcp_memory.llm.extraction import NOT_CONFIGURED, extract_facts
 from mcp_memory.models import FactList, FactResult
-from mcp_memory.services.groups import LIST_LIMIT
+from mcp_memory.recall.engine import MemoryEngine
+from mcp_memory.services.groups import LIST_LIMIT, Groups
 from mcp_memory.services.triples import (
     FACTS_SESSION,
     check_confidence,
@@ -30,18 +31,32 @@ from mcp_memory.services.triples import (
     fact_result,
     prepare_fact,
 )
+from mcp_memory.sessions import Sessions
 from mcp_memory.store.sqlite.facts import NewFact, StoredFacts
-from mcp_memory.store.sqlite.store import NewEpisode
-
-if TYPE_CHECKING:
-    from mcp_memory.manager import MemoryManager
+from mcp_memory.store.sqlite.store import NewEpisode, Store
+from mcp_memory.times import normalize_timestamp
 
 
 class Facts:
-    """The facts of one manager's groups; `manager.fact_llm` is asked when given text."""
+    """The facts of a database's groups; `models.facts` is asked when given text."""
 
-    def __init__(self, manager: MemoryManager, *, now: Callable[[], datetime]) -> None:
-        self._manager = manager
+    def __init__(
+        self,
+        engine: MemoryEngine,
+        store: Store,
+        sessions: Sessions,
+        groups: Groups,
+        models: LanguageModels,
+        *,
+        max_content_chars: int,
+        now: Callable[[], datetime],
+    ) -> None:
+        self._engine = engine
+        self._store = store
+        self._sessions = sessions
+        self._groups = groups
+        self._models = models
+        self._max_chars = max_content_chars
         self._now = now
 
     async def add_fact(
@@ -60,20 +75,19 @@ class Facts:
     ) -> FactResult:
         """Store a fact, or the facts a language model finds in `text`: everything is checked before anything
         is written, then the facts go in one transaction (an identical current fact is returned instead)."""
-        manager = self._manager
-        max_chars = manager.config.max_content_chars
+        max_chars, llm = self._max_chars, self._models.facts
         triple = check_request(subject, predicate, object, text, max_chars)
-        if triple is None and manager.fact_llm is None:
+        if triple is None and llm is None:
             raise ConfigurationError(NOT_CONFIGURED)
         source, confidence = check_source(source), check_confidence(confidence)
         start = self._now() if valid_from is None else normalize_timestamp(valid_from, field="valid_from")
-        group = await manager.get_group(group_id)
+        group = await self._groups.get_group(group_id)
         if session_id is not None:
-            await manager.session_info(group_id, session_id)
+            await self._sessions.session_info(group_id, session_id)
         triples, extraction = [triple] if triple is not None else [], None
         if triple is None:
-            assert text is not None and manager.fact_llm is not None  # checked just above
-            extraction = await extract_facts(text, manager.fact_llm)
+            assert text is not None and llm is not None  # checked just above
+            extraction = await extract_facts(text, llm)
             triples = extraction.triplets
         prepared = [
             prepare_fact(
@@ -98,11 +112,10 @@ class Facts:
         if not prepared:
             return None, False
         mode = "open" if session_id else "open_or_create"
-        manager = self._manager
-        async with manager.opened(group_id, session_id or FACTS_SESSION, mode=mode) as session:
+        async with self._sessions.opened(group_id, session_id or FACTS_SESSION, mode=mode) as session:
             return await run_sync(
                 partial(
-                    manager.engine.add_facts, group_id, session.session_id,
+                    self._engine.add_facts, group_id, session.session_id,
                     [fact for fact, _ in prepared], [episode for _, episode in prepared],
                     supersede=replace, index_vectors=session.configuration.long_term.enabled,
                 )
@@ -112,8 +125,8 @@ class Facts:
         self, group_id: str, *, subject: str | None = None, predicate: str | None = None
     ) -> FactList:
         """The group's facts, current ones first; subject and predicate match in any case and spacing."""
-        await self._manager.get_group(group_id)
+        await self._groups.get_group(group_id)
         rows, total = await run_sync(
-            self._manager.engine.store.list_facts, group_id, subject or None, predicate or None, LIST_LIMIT
+            self._store.list_facts, group_id, subject or None, predicate or None, LIST_LIMIT
         )
         return FactList(group_id=group_id, facts=[fact_from_row(r) for r in rows], total=total)

@@ -1,25 +1,23 @@
-"""Groups through the manager: registering a group and its permanent participants, reading and listing them.
+"""Groups: registering a group and its permanent participants, reading and listing them.
 
 A group is created once, with at least one user or agent, and its configuration is checked
-against the base configuration before anything is written; an existing id is an error.
+against the base configuration before anything is written; creating it again with the same
+participants returns it, with others is an error.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from anyio.to_thread import run_sync
 
 from mcp_memory.config import effective_session_config
-from mcp_memory.episodes import check_id, check_unicode, iso
+from mcp_memory.episodes import check_id, check_unicode
 from mcp_memory.errors import GroupExists, GroupNotFound, ValidationFailed
 from mcp_memory.models import GroupInfo
-
-if TYPE_CHECKING:
-    from mcp_memory.manager import MemoryManager
+from mcp_memory.store.protocol import GroupStore
 
 LIST_LIMIT = 200  # the most rows a listing (groups, a group's sessions, facts) returns
 MAX_DESCRIPTION_CHARS = 2_000
@@ -27,10 +25,13 @@ MAX_PARTICIPANTS = 1_000
 
 
 class Groups:
-    """The groups of one manager's database."""
+    """The groups of one database."""
 
-    def __init__(self, manager: MemoryManager, *, now: Callable[[], datetime]) -> None:
-        self._manager = manager
+    def __init__(
+        self, store: GroupStore, *, base_configuration: Mapping[str, Any], now: Callable[[], datetime]
+    ) -> None:
+        self._store = store
+        self._base = base_configuration
         self._now = now
 
     async def create_group(
@@ -53,16 +54,12 @@ class Groups:
                 f"description has {len(description)} characters; keep it under {MAX_DESCRIPTION_CHARS} "
                 "(store longer notes with add_memory)"
             )
-        effective_session_config(self._manager.config.base_configuration, configuration)
-        row = {
-            "group_id": group_id,
-            "user_ids": json.dumps(users),
-            "agent_ids": json.dumps(agents),
-            "description": description,
-            "configuration": json.dumps(dict(configuration or {})),
-            "created_at": iso(self._now()),
-        }
-        if await run_sync(self._manager.engine.store.insert_group, row):
+        effective_session_config(self._base, configuration)
+        group = GroupInfo(
+            group_id=group_id, user_ids=users, agent_ids=agents, description=description,
+            configuration=dict(configuration or {}), created_at=self._now(),
+        )  # fmt: skip
+        if await run_sync(self._store.insert_group, group):
             return (await self.get_group(group_id)).model_copy(update={"created": True})
         return await self.counted(
             self._same_group(await self.get_group(group_id), users, agents, configuration)
@@ -70,7 +67,7 @@ class Groups:
 
     async def counted(self, group: GroupInfo) -> GroupInfo:
         """The group with its session and episode counts (a plain read leaves them 0: counting costs a scan)."""
-        sessions, episodes = await run_sync(self._manager.engine.store.group_counts, group.group_id)
+        sessions, episodes = await run_sync(self._store.group_counts, group.group_id)
         return group.model_copy(update={"session_count": sessions, "episode_count": episodes})
 
     @staticmethod
@@ -116,18 +113,18 @@ class Groups:
             raise ValidationFailed("pass user_ids and/or agent_ids: who joins the group")
         group = await self.get_group(group_id)
         _check_roles(group.user_ids + users, group.agent_ids + agents)
-        await run_sync(self._manager.engine.store.add_participants, group_id, users, agents)
+        await run_sync(self._store.add_participants, group_id, users, agents)
         return await self.counted(await self.get_group(group_id))
 
     async def get_group(self, group_id: str) -> GroupInfo:
-        row = await run_sync(self._manager.engine.store.get_group, check_unicode(group_id, "group_id"))
-        if row is None:
+        group = await run_sync(self._store.get_group, check_unicode(group_id, "group_id"))
+        if group is None:
             raise GroupNotFound(f"group {group_id!r} does not exist; call create_group first")
-        return _group_info(row)
+        return group
 
     async def list_groups(self) -> list[GroupInfo]:
-        rows = await run_sync(self._manager.engine.store.list_groups, LIST_LIMIT)
-        return [_group_info(r) for r in rows]
+        """Every group (up to LIST_LIMIT), with its session and memory counts."""
+        return await run_sync(self._store.list_groups, LIST_LIMIT)
 
 
 def _participants(ids: Sequence[str], field: str) -> list[str]:
@@ -144,17 +141,3 @@ def _check_roles(users: Sequence[str], agents: Sequence[str]) -> None:
         raise ValidationFailed(
             f"{both} would be both a user and an agent; each participant is one or the other"
         )
-
-
-def _group_info(row: Any) -> GroupInfo:
-    keys = row.keys()
-    return GroupInfo(
-        group_id=row["group_id"],
-        user_ids=json.loads(row["user_ids"]),
-        agent_ids=json.loads(row["agent_ids"]),
-        description=row["description"],
-        configuration=json.loads(row["configuration"]),
-        created_at=datetime.fromisoformat(row["created_at"]),
-        session_count=row["session_count"] if "session_count" in keys else 0,
-        episode_count=row["episode_count"] if "episode_count" in keys else 0,
-    )

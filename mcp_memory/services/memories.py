@@ -1,17 +1,20 @@
-"""A group's episodes through the manager: adding them, recalling them, the short-term window, deleting.
+"""A group's episodes: adding them, reading them (a search, or a listing in order), the short-term window,
+correcting and deleting them.
 
 Every argument is checked before anything is written or searched, and errors say what to fix.
 The work itself runs on worker threads (the engine's Store and embedder), never on the event loop.
+After a batch is stored, the services that follow new turns (the automatic summary, the rolling summary,
+maintenance every N inserts) are told through `on_added`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from anyio.to_thread import run_sync
 
@@ -37,37 +40,54 @@ from mcp_memory.models import (
     DeleteResult,
     Episode,
     GroupInfo,
-    MemoryFilter,
     MemoryInput,
     MemoryPage,
     RecallHit,
-    RecallOptions,
     RecallResult,
+    SessionDetail,
     UpdatedMemory,
 )
-from mcp_memory.recall.engine import RecallQuery, RecallStrategy
+from mcp_memory.recall.engine import MemoryEngine, RecallQuery
+from mcp_memory.recall.request import RecallRequest
 from mcp_memory.recall.selection import decode_cursor, encode_cursor, store_filters
+from mcp_memory.services.groups import Groups
+from mcp_memory.sessions import Sessions
 from mcp_memory.store.sqlite.facts import FACT_MEMORY_TYPE
-from mcp_memory.store.sqlite.store import NOT_INDEXED, EpisodeChange, Filters
+from mcp_memory.store.sqlite.store import NOT_INDEXED, EpisodeChange, Filters, Store
 from mcp_memory.tokens import token_counter
 from mcp_memory.window import trim
 
-if TYPE_CHECKING:
-    from mcp_memory.manager import MemoryManager
-
 WINDOW_MARGIN = 8
-DEFAULT_LIST_LIMIT = 20
 TIERS = ("recent", "long_term", "summaries")
 # A session's recall also finds the group's summaries and facts: they belong to no one conversation.
 GROUP_WIDE_TYPES = (SUMMARY_MEMORY_TYPE, FACT_MEMORY_TYPE)
+SEARCH_ONLY = ("tiers", "min_similarity", "neighbours")
+AddedListener = Callable[[str, str, int], Awaitable[None]]
+"""`listener(group_id, session_id, stored)`: called after a batch stored `stored` new memories."""
 
 
 class Memories:
-    """Episodes in and out for one manager: add, recall, recent window, delete."""
+    """Episodes in and out: add, read (search or listing), the recent window, correct, delete."""
 
-    def __init__(self, manager: MemoryManager, *, now: Callable[[], datetime]) -> None:
-        self._manager = manager
+    def __init__(
+        self,
+        engine: MemoryEngine,
+        store: Store,
+        sessions: Sessions,
+        groups: Groups,
+        *,
+        max_content_chars: int,
+        base_configuration: Mapping[str, Any],
+        now: Callable[[], datetime],
+    ) -> None:
+        self._engine = engine
+        self._store = store
+        self._sessions = sessions
+        self._groups = groups
+        self._max_chars = max_content_chars
+        self._base = base_configuration
         self._now = now
+        self.on_added: list[AddedListener] = []
 
     async def add_memories(
         self,
@@ -83,91 +103,66 @@ class Memories:
         items = parse_memories([memories] if isinstance(memories, MemoryInput) else memories)
         if idempotency_key is not None and not idempotency_key.strip():
             raise ValidationFailed("idempotency_key is empty; leave it out or send a unique text per call")
-        manager = self._manager
-        async with manager.opened(group_id, session_id) as session:
-            group = await manager.get_group(group_id)
-            participants = group.user_ids + group.agent_ids
-            now = self._now()
+        async with self._sessions.opened(group_id, session_id) as session:
+            group = await self._groups.get_group(group_id)
+            participants, now = group.user_ids + group.agent_ids, self._now()
             episodes = with_retry_keys(
                 [
-                    prepare_memory(
-                        None if single else i, item, participants, manager.config.max_content_chars, now
-                    )
+                    prepare_memory(None if single else i, item, participants, self._max_chars, now)
                     for i, item in enumerate(items)
                 ],
                 idempotency_key,
             )
             index = session.configuration.long_term.enabled
             inserted, pending = await run_sync(
-                partial(manager.engine.add, group_id, session_id, episodes, index_vectors=index)
+                partial(self._engine.add, group_id, session_id, episodes, index_vectors=index)
             )
         added = [AddedMemory(id=r.id, sequence=r.sequence, duplicate=r.duplicate) for r in inserted]
         duplicates = sum(a.duplicate for a in added)
-        return AddMemoryResult(
-            group_id=group_id,
-            session_id=session_id,
-            memories=added,
-            stored=len(added) - duplicates,
-            duplicates=duplicates,
-            embedding_pending=pending,
-        )
+        result = AddMemoryResult(
+            group_id=group_id, session_id=session_id, memories=added, stored=len(added) - duplicates,
+            duplicates=duplicates, embedding_pending=pending,
+        )  # fmt: skip
+        if result.stored:
+            for listener in self.on_added:
+                await listener(group_id, session_id, result.stored)
+        return result
 
-    async def recall(
-        self,
-        group_id: str,
-        query: str,
-        *,
-        session_id: str | None = None,
-        limit: int = 10,
-        since: Any = None,
-        until: Any = None,
-        producer: str | None = None,
-        role: str | None = None,
-        memory_types: Sequence[str] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        min_importance: float | None = None,
-        strategy: RecallStrategy | None = None,
-        where: MemoryFilter | None = None,
-        options: RecallOptions | None = None,
-    ) -> RecallResult:
-        """Hybrid recall over the group, or one session plus its recent window; filters apply inside the search."""
+    async def recall(self, request: RecallRequest) -> RecallResult:
+        """A search when the request has a query (hybrid, best first; with a session, only that session plus
+        the group's summaries and facts, and its recent window), else a listing in order. Filters apply inside
+        the search."""
+        if request.query is None:
+            return RecallResult.listing(await self._list(request))
+        query, options = request.query, request.options
+        _only_for(
+            "a listing", "leave the query out, or leave it out",
+            order=None if options.order == "oldest" else options.order, cursor=options.cursor,
+        )  # fmt: skip
         if not re.search(r"\w", query):
             problem = "is empty" if not query.strip() else "has no words"
             raise ValidationFailed(
-                f"query {problem}; say in plain words what to look for, or read without a query with list_memories"
+                f"query {problem}; say in plain words what to look for, or leave the query out to list memories"
             )
-        if not 1 <= limit <= MAX_RECALL_LIMIT:
-            raise ValidationFailed(f"limit must be between 1 and {MAX_RECALL_LIMIT}, got {limit}")
-        options = options or RecallOptions()
+        _check_limit(request.limit, MAX_RECALL_LIMIT)
+        group = await self._groups.get_group(request.group_id)
         tiers = set(options.tiers or TIERS)
-        manager = self._manager
-        group = await manager.get_group(group_id)
-        if where is None:
-            where = MemoryFilter.model_validate(
-                {"since": since, "until": until, "producer": producer, "role": role, "memory_types": memory_types,
-                 "metadata": metadata, "min_importance": min_importance},
-                strict=False,
-            )  # fmt: skip
-        filters = in_tiers(store_filters(where, session_id, GROUP_WIDE_TYPES), tiers)
-        recent, summary = await self._window(group_id, session_id, "recent" in tiers)
+        filters = in_tiers(store_filters(request.filters, request.session_id, GROUP_WIDE_TYPES), tiers)
+        recent, summary = await self._window(request.group_id, request.session_id, "recent" in tiers)
         hits: list[RecallHit] = []
         vector_ran = False
         if tiers & {"long_term", "summaries"}:
-            request = RecallQuery(
-                group_id, query, filters, limit, frozenset(e.id for e in recent), strategy or RecallStrategy(),
-                frozenset(group.user_ids + group.agent_ids), await self._min_similarity(group, session_id, options),
+            search = RecallQuery(
+                group.group_id, query, filters, request.limit, frozenset(e.id for e in recent), request.strategy,
+                frozenset(group.user_ids + group.agent_ids), await self._min_similarity(group, request),
             )  # fmt: skip
-            hits, vector_ran = await run_sync(manager.engine.recall, request)
+            hits, vector_ran = await run_sync(self._engine.recall, search)
         if options.neighbours:
-            hits = await self._with_context(group_id, hits, options.neighbours, {e.id for e in recent})
+            hits = await self._with_context(group.group_id, hits, options.neighbours, {e.id for e in recent})
         return RecallResult(
-            group_id=group_id,
-            query=query,
-            hits=hits,
-            recent=recent,
-            vector_search=vector_ran,
+            group_id=group.group_id, query=query, hits=hits, recent=recent, vector_search=vector_ran,
             rolling_summary=summary,
-        )
+        )  # fmt: skip
 
     async def _window(
         self, group_id: str, session_id: str | None, wanted: bool
@@ -175,31 +170,39 @@ class Memories:
         """The session's recent window and rolling summary (none without a session, or when not wanted)."""
         if session_id is None:
             return [], None
-        await self._manager.session_info(group_id, session_id)
+        await self._sessions.session_info(group_id, session_id)
         if not wanted:
             return [], None
-        return await self.recent(group_id, session_id), await self._manager.rolling_summary(
-            group_id, session_id
+        return await self.recent(group_id, session_id), await self.rolling_summary(group_id, session_id)
+
+    async def rolling_summary(self, group_id: str, session_id: str) -> str | None:
+        """The session's rolling summary as callers see it (with a note on turns left out), if any."""
+        current = await run_sync(self._store.rolling_summary, group_id, session_id)
+        return None if current is None else current.display
+
+    async def session_detail(self, group_id: str, session_id: str) -> SessionDetail:
+        """The session's info, its recent window and its rolling summary (memory://.../sessions/...)."""
+        return SessionDetail(
+            session=await self._sessions.session_info(group_id, session_id),
+            recent=await self.recent(group_id, session_id),
+            rolling_summary=await self.rolling_summary(group_id, session_id),
         )
 
-    async def _min_similarity(
-        self, group: GroupInfo, session_id: str | None, options: RecallOptions
-    ) -> float:
+    async def _min_similarity(self, group: GroupInfo, request: RecallRequest) -> float:
         """The call's threshold, else the session's (or, for the whole group, its configured) long_term one."""
-        if options.min_similarity is not None:
-            return options.min_similarity
-        if session_id is not None:
-            async with self._manager.opened(group.group_id, session_id) as session:
+        if request.options.min_similarity is not None:
+            return request.options.min_similarity
+        if request.session_id is not None:
+            async with self._sessions.opened(group.group_id, request.session_id) as session:
                 return session.configuration.long_term.min_similarity
-        base = self._manager.config.base_configuration
-        return effective_session_config(base, group.configuration).long_term.min_similarity
+        return effective_session_config(self._base, group.configuration).long_term.min_similarity
 
     async def _with_context(
         self, group_id: str, hits: list[RecallHit], neighbours: int, shown: set[int]
     ) -> list[RecallHit]:
         """Each hit with its session's `neighbours` turns before and after, none shown twice in the result."""
         spans = [(hit.session_id, hit.sequence - neighbours, hit.sequence + neighbours) for hit in hits]
-        rows = await run_sync(self._manager.engine.store.episodes_in_spans, group_id, spans)
+        rows = await run_sync(self._store.episodes_in_spans, group_id, spans)
         seen = shown | {hit.id for hit in hits}
         with_context = []
         for hit, (session, low, high) in zip(hits, spans, strict=True):
@@ -209,32 +212,25 @@ class Memories:
             with_context.append(hit.model_copy(update={"context": context}))
         return with_context
 
-    async def list_memories(
-        self,
-        group_id: str,
-        *,
-        session_id: str | None = None,
-        where: MemoryFilter | None = None,
-        order: str = "oldest",
-        limit: int = DEFAULT_LIST_LIMIT,
-        cursor: str | None = None,
-    ) -> MemoryPage:
+    async def _list(self, request: RecallRequest) -> MemoryPage:
         """A page of memories in order, without a query: a session's by sequence, a group's by time; filters
-        as in recall (and step ranges); `cursor` is the previous page's next_cursor."""
-        if order not in ("oldest", "newest"):
-            raise ValidationFailed(f"order {order!r} is not valid; use 'oldest' or 'newest'")
-        if not 1 <= limit <= MAX_LIST_LIMIT:
-            raise ValidationFailed(f"limit must be between 1 and {MAX_LIST_LIMIT}, got {limit}")
-        manager = self._manager
-        await manager.get_group(group_id)
+        as in a search (and step ranges); `options.cursor` is the previous page's next_cursor."""
+        options, group_id, session_id = request.options, request.group_id, request.session_id
+        _only_for(
+            "a search", "pass a query, or leave it out to list",
+            tiers=options.tiers, min_similarity=options.min_similarity, neighbours=options.neighbours or None,
+        )  # fmt: skip
+        _check_limit(request.limit, MAX_LIST_LIMIT)
+        await self._groups.get_group(group_id)
         if session_id is not None:
-            await manager.session_info(group_id, session_id)
-        filters = store_filters(where or MemoryFilter(), session_id)
+            await self._sessions.session_info(group_id, session_id)
+        filters = store_filters(request.filters, session_id)
         width = 1 if session_id is not None else 2
-        after = None if cursor is None else decode_cursor(cursor, width)
+        after = None if options.cursor is None else decode_cursor(options.cursor, width)
+        order, limit = options.order, request.limit
         rows = await run_sync(
             partial(
-                manager.engine.store.list_episodes, filters, group_id,
+                self._store.list_episodes, filters, group_id,
                 newest_first=order == "newest", after=after, limit=limit + 1,
             )
         )  # fmt: skip
@@ -246,21 +242,20 @@ class Memories:
         return MemoryPage(
             group_id=group_id,
             session_id=session_id,
-            order=order,  # type: ignore[arg-type]
+            order=order,
             memories=[episode_from_row(row) for row in page],
             next_cursor=encode_cursor(key) if more and key is not None else None,
         )
 
     async def recent(self, group_id: str, session_id: str) -> list[Episode]:
         """The session's short-term window (empty when short-term memory is off for it)."""
-        manager = self._manager
-        async with manager.opened(group_id, session_id) as session:
+        async with self._sessions.opened(group_id, session_id) as session:
             window = session.configuration.short_term
             if not window.enabled:
                 return []
             # a few more than the count, so a tool call at the edge is seen with its results
             newest = await run_sync(
-                manager.engine.recent, group_id, session_id, window.max_episodes + WINDOW_MARGIN
+                self._engine.recent, group_id, session_id, window.max_episodes + WINDOW_MARGIN
             )
             counter = await run_sync(token_counter)
             return trim(
@@ -280,8 +275,7 @@ class Memories:
         """Correct a memory in place: its id, session, sequence and time stay; keywords and vector follow."""
         if content is None and metadata is None and importance is None and memory_type is None:
             raise ValidationFailed("pass content, metadata, importance or memory_type: what to correct")
-        manager = self._manager
-        await manager.get_group(group_id)
+        await self._groups.get_group(group_id)
         stored = await self._stored(group_id, memory_id)
         if FACT_MEMORY_TYPE in (stored["memory_type"], memory_type):
             raise ValidationFailed(
@@ -289,7 +283,7 @@ class Memories:
                 "and replace=true, which keeps the old value as history"
             )
         change = EpisodeChange(
-            content=None if content is None else check_content(content, manager.config.max_content_chars),
+            content=None if content is None else check_content(content, self._max_chars),
             metadata_json=None if metadata is None else metadata_json_text(dict(metadata)),
             importance=None if importance is None else check_importance(importance),
             memory_type=None if memory_type is None else check_memory_type(memory_type),
@@ -298,7 +292,7 @@ class Memories:
             change = replace(change, content_hash=content_digest(change.content))
         episode, pending = await run_sync(
             partial(
-                manager.engine.update, group_id, memory_id, change,
+                self._engine.update, group_id, memory_id, change,
                 producer=stored["producer_id"], embed=stored["indexed"] != NOT_INDEXED,
             )
         )  # fmt: skip
@@ -307,7 +301,7 @@ class Memories:
         return UpdatedMemory(memory=episode, embedding_pending=pending)
 
     async def _stored(self, group_id: str, memory_id: int) -> Any:
-        rows = await run_sync(self._manager.engine.store.fetch_episodes, [memory_id])
+        rows = await run_sync(self._store.fetch_episodes, [memory_id])
         row = rows.get(memory_id)
         if row is None or row["group_id"] != group_id:
             raise _memory_not_found(group_id, memory_id)
@@ -325,12 +319,11 @@ class Memories:
         `keep_system` keeps the system messages (a session reset that keeps its system prompt)."""
         if memory_ids is None and session_id is None:
             raise ValidationFailed("pass memory_ids, session_id or both to say what to delete")
-        manager = self._manager
-        await manager.get_group(group_id)
+        await self._groups.get_group(group_id)
         if session_id is not None:
-            await manager.session_info(group_id, session_id)
+            await self._sessions.session_info(group_id, session_id)
         keep = ("system",) if keep_system else ()
-        deleted = await run_sync(manager.engine.store.delete_episodes, group_id, memory_ids, session_id, keep)
+        deleted = await run_sync(self._store.delete_episodes, group_id, memory_ids, session_id, keep)
         return DeleteResult(group_id=group_id, deleted=deleted)
 
 
@@ -343,6 +336,18 @@ def prepare_memory(
     except ValidationFailed as exc:
         where = "" if index is None else f"memories[{index}]: "
         raise ValidationFailed(f"{where}{exc}; nothing was stored") from None
+
+
+def _check_limit(limit: int, most: int) -> None:
+    if not 1 <= limit <= most:
+        raise ValidationFailed(f"limit must be between 1 and {most}, got {limit}")
+
+
+def _only_for(kind: str, instead: str, **given: object) -> None:
+    """Options of a search refused in a listing, and the other way round."""
+    for name, value in given.items():
+        if value is not None:
+            raise ValidationFailed(f"options.{name} applies to {kind}; {instead}")
 
 
 def _memory_not_found(group_id: str, memory_id: int) -> MemoryNotFound:

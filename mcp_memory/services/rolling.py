@@ -1,6 +1,6 @@
 """Driving the rolling summary: when a pass runs, and what it reads and writes (the folding is llm/rolling.py).
 
-After new turns the manager schedules a pass in its background task group. Passes of one
+After new turns a pass is scheduled in the background task group. Passes of one
 session run one at a time, in order, and at most one more waits: a pass that has not started
 yet will see every turn added before it starts, so further adds need not queue another.
 """
@@ -8,55 +8,79 @@ yet will see every turn added before it starts, so further adds need not queue a
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.to_thread import run_sync
 
 from mcp_memory.config import effective_session_config
-from mcp_memory.episodes import episode_from_row, iso
+from mcp_memory.episodes import episode_from_row
 from mcp_memory.llm import rolling
 from mcp_memory.services.summaries import NOT_TURNS
+from mcp_memory.store.records import RollingSummary
+from mcp_memory.times import iso
 from mcp_memory.tokens import token_counter
 
 if TYPE_CHECKING:
-    from mcp_memory.manager import MemoryManager
+    from mcp_memory.llm.client import LanguageModels
+    from mcp_memory.services.background import Background
+    from mcp_memory.services.memories import Memories
+    from mcp_memory.sessions import Sessions
+    from mcp_memory.store.sqlite.store import Store
 
 log = logging.getLogger(__name__)
 
 
-class RollingPasses:
-    """Rolling-summary passes for one manager's sessions, one per session at a time."""
+class Rolling:
+    """Rolling-summary passes for a database's sessions, one per session at a time."""
 
-    def __init__(self, manager: MemoryManager, *, now: Callable[[], datetime]) -> None:
-        self._manager = manager
+    def __init__(
+        self,
+        store: Store,
+        sessions: Sessions,
+        memories: Memories,
+        background: Background,
+        models: LanguageModels,
+        *,
+        max_tokens: int,
+        input_tokens: int,
+        now: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._sessions = sessions
+        self._memories = memories
+        self._background = background
+        self._models = models
+        self._max_tokens = max_tokens
+        self._input_tokens = input_tokens
         self._now = now
         self._locks: dict[tuple[str, str], anyio.Lock] = {}
         self._queued: set[tuple[str, str]] = set()
 
-    async def rolling_summary(self, group_id: str, session_id: str) -> str | None:
-        """The session's rolling summary as callers see it (with a note on turns left out), if any."""
-        current = await run_sync(rolling.read, self._manager.engine.store, group_id, session_id)
-        return None if current is None else current.display
+    def status(self, configuration: Mapping[str, Any]) -> str:
+        """Whether a session with this configuration keeps a rolling summary: "on", or why it is off."""
+        if not effective_session_config(configuration).short_term.enabled:
+            return "off (short-term memory disabled)"
+        return "off (no LLM configured)" if self._models.chat is None else "on"
 
     async def roll_summary(self, group_id: str, session_id: str) -> rolling.RollOutcome:
         """One rolling-summary pass now (after any pass already running for the session); see llm/rolling.py."""
-        await self._manager.session_info(group_id, session_id)
+        await self._sessions.session_info(group_id, session_id)
         async with self._lock(group_id, session_id):
             return await self._roll(group_id, session_id)
 
     def _lock(self, group_id: str, session_id: str) -> anyio.Lock:
         return self._locks.setdefault((group_id, session_id), anyio.Lock())
 
-    def schedule(self, group_id: str, session_id: str) -> None:
+    async def after_add(self, group_id: str, session_id: str, stored: int) -> None:
         """After new turns, fold what left the window into the rolling summary in the background."""
-        summaries, jobs, key = self._manager._summaries, self._manager._jobs, (group_id, session_id)
-        if summaries is None or summaries.llm is None or jobs is None or key in self._queued:
+        key = (group_id, session_id)
+        if self._models.chat is None or not self._background.running or key in self._queued:
             return  # no LLM, no background runner, or a pass that has not started yet will see these turns
         self._queued.add(key)
-        jobs.start_soon(self._background_roll, group_id, session_id)
+        self._background.start_soon(self._background_roll, group_id, session_id)
 
     async def _background_roll(self, group_id: str, session_id: str) -> None:
         async with self._lock(group_id, session_id):
@@ -68,16 +92,15 @@ class RollingPasses:
 
     async def _roll(self, group_id: str, session_id: str) -> rolling.RollOutcome:
         """The pass itself; the caller holds the session's lock."""
-        manager = self._manager
-        info = await manager.session_info(group_id, session_id)
-        llm = manager.summaries.llm
+        info = await self._sessions.session_info(group_id, session_id)
+        llm = self._models.chat
         if not effective_session_config(info.configuration).short_term.enabled or llm is None:
             return rolling.RollOutcome(
                 status="off", covered_through_sequence=info.rolling_summary_covered_through
             )
-        store = manager.engine.store
-        window = await manager.recent(group_id, session_id)
-        current = await run_sync(rolling.read, store, group_id, session_id)
+        store = self._store
+        window = await self._memories.recent(group_id, session_id)
+        current = await run_sync(store.rolling_summary, group_id, session_id)
         covered = 0 if current is None else current.covered_through_sequence
         first = window[0].sequence if window else 0
         rows = await run_sync(store.episodes_between, group_id, session_id, covered, first, NOT_TURNS)
@@ -94,8 +117,8 @@ class RollingPasses:
         folder = rolling.Folder(
             complete=complete,
             count=counter.count,
-            max_tokens=manager.config.rolling_summary_max_tokens,
-            input_tokens=manager.config.rolling_summary_input_tokens,
+            max_tokens=self._max_tokens,
+            input_tokens=self._input_tokens,
         )
         try:
             text = await folder.fold("" if current is None else current.text, turns)
@@ -110,13 +133,13 @@ class RollingPasses:
                 covered_through_sequence=None if current is None else covered,
                 error=str(exc),
             )
-        updated = rolling.RollingSummary(
+        updated = RollingSummary(
             text=text,
             covered_through_sequence=turns[-1].sequence,
             updated_at=iso(self._now()),
             omitted_sequences=([] if current is None else current.omitted_sequences) + folder.omitted,
         )
-        await run_sync(rolling.write, store, group_id, session_id, updated)
+        await run_sync(store.save_rolling_summary, group_id, session_id, updated)
         return rolling.RollOutcome(
             status="updated",
             summarised=len(turns) - len(folder.omitted),

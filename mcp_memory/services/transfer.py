@@ -1,4 +1,4 @@
-"""Save and load through the manager: a database (or some of its groups) to a file, and a file back.
+"""Save and load: a database (or some of its groups) to a file, and a file back.
 
 Export reads everything in one read transaction on a worker thread and writes each line as its row
 is read (transfer/export.py); the file appears whole at the end, or not at all.
@@ -22,7 +22,6 @@ async callback from the worker thread doing the work.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -30,14 +29,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import anyio.from_thread
 from anyio.to_thread import run_sync
 
-from mcp_memory.episodes import iso
 from mcp_memory.errors import GroupNotFound, ValidationFailed
+from mcp_memory.recall.engine import MemoryEngine
+from mcp_memory.services.groups import Groups
+from mcp_memory.sessions import Sessions
 from mcp_memory.store.sqlite.store import Store
+from mcp_memory.times import iso
 from mcp_memory.transfer.check import Inventory, blocks, check
 from mcp_memory.transfer.export import ExportResult, header, output_file, write_export
 from mcp_memory.transfer.format import FORMAT, GroupLine, check_source, first_object, read_header
@@ -51,9 +53,6 @@ from mcp_memory.transfer.graph import (
     read_graph,
 )
 from mcp_memory.transfer.write import ImportResult, Writer, tally
-
-if TYPE_CHECKING:
-    from mcp_memory.manager import MemoryManager
 
 log = logging.getLogger(__name__)
 
@@ -105,19 +104,30 @@ class _Meter:
 
 
 class Transfers:
-    """Export and import for one manager."""
+    """Export and import for one database."""
 
-    def __init__(self, manager: MemoryManager, *, now: Callable[[], datetime]) -> None:
-        self._manager = manager
+    def __init__(
+        self,
+        store: Store,
+        engine: MemoryEngine,
+        groups: Groups,
+        sessions: Sessions,
+        *,
+        embedder_name: str,
+        max_content_chars: int,
+        now: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._engine = engine
+        self._groups = groups
+        self._sessions = sessions
+        self._embedder_name = embedder_name
+        self._max_chars = max_content_chars
         self._now = now
-
-    @property
-    def _store(self) -> Store:
-        return self._manager.engine.store
 
     # -- export -------------------------------------------------------------------------
 
-    async def export(
+    async def export_memories(
         self,
         target: Path | TextIO,
         group_ids: Sequence[str] | None = None,
@@ -127,12 +137,12 @@ class Transfers:
     ) -> ExportResult:
         """Write these groups (default: all) to `target`; a file path appears whole or not at all."""
         for group_id in group_ids or ():
-            await self._manager.get_group(group_id)
+            await self._groups.get_group(group_id)
         ids = sorted(set(group_ids)) if group_ids else await run_sync(self._store.export_group_ids)
         database_id = await run_sync(self._store.database_id)
         head = partial(
             header, exported_at=iso(self._now()), database_id=database_id,
-            embedder=self._manager.embedder.name, group_ids=ids,
+            embedder=self._embedder_name, group_ids=ids,
         )  # fmt: skip
         meter = _Meter(progress)
         counts = await run_sync(self._export, target, ids, head, overwrite, meter)
@@ -154,7 +164,7 @@ class Transfers:
 
     # -- import -------------------------------------------------------------------------
 
-    async def import_file(
+    async def import_memories(
         self,
         path: Path,
         group_id: str | None = None,
@@ -178,7 +188,7 @@ class Transfers:
     ) -> Callable[[], Coroutine[Any, Any, ImportResult]]:
         """Check the whole file (and what it needs of this database); returns what writes it."""
         number, first = await run_sync(first_object, path)
-        limit = self._manager.config.max_content_chars
+        limit = self._max_chars
         if is_graph(first):
             graph = await run_sync(partial(read_graph, path, limit, meter.checked))
             return partial(self._write_graph, path, graph, group_id or DEFAULT_GRAPH_GROUP, meter)
@@ -207,10 +217,10 @@ class Transfers:
     async def _check_participants(self, groups: Iterable[GroupLine]) -> None:
         """A participant of a group that exists here must keep its role: a user stays a user."""
         for line in groups:
-            row = await run_sync(self._store.get_group, line.group_id)
-            if row is None:
+            group = await run_sync(self._store.get_group, line.group_id)
+            if group is None:
                 continue
-            users, agents = set(json.loads(row["user_ids"])), set(json.loads(row["agent_ids"]))
+            users, agents = set(group.user_ids), set(group.agent_ids)
             clash = sorted((set(line.user_ids) & agents) | (set(line.agent_ids) & users))
             if clash:
                 raise ValidationFailed(
@@ -220,40 +230,39 @@ class Transfers:
 
     async def _write_graph(self, path: Path, graph: Graph, group_id: str, meter: _Meter) -> ImportResult:
         """Into the group's server-memory session, made as open_session makes one (held open meanwhile)."""
-        manager = self._manager
         result = ImportResult(path=str(path), format="server-memory", lines_skipped=graph.skipped)
         if not graph.entities and not graph.relations:
             return result
         group = await self._graph_group(group_id, result)
-        _, created = await manager.open_session(group_id, GRAPH_SESSION, mode="open_or_create")
+        owner = object()
+        _, created = await self._sessions.open_session(group_id, GRAPH_SESSION, owner=owner)
         try:
             tally(result.sessions, created)
             block = graph_block(graph, group, iso(self._now()))
             meter.planned(graph.lines, len(block.memories))
             await run_sync(Writer(self._store, meter.wrote, result, GRAPH_AGENT).block, block)
         finally:
-            await manager.close_session(group_id, GRAPH_SESSION)
+            await self._sessions.close_session(group_id, GRAPH_SESSION, owner=owner)
         return result
 
     async def _graph_group(self, group_id: str, result: ImportResult) -> Any:
         """The target group, made with the agent server-memory if missing, or given that agent."""
-        manager = self._manager
         try:
-            group = await manager.get_group(group_id)
+            group = await self._groups.get_group(group_id)
         except GroupNotFound:
             result.groups.added = 1
-            return await manager.create_group(
+            return await self._groups.create_group(
                 group_id, agent_ids=[GRAPH_AGENT], description="Imported from server-memory's knowledge graph"
             )
         result.groups.existing = 1
         if GRAPH_AGENT not in group.user_ids + group.agent_ids:
-            group = await manager.add_participants(group_id, agent_ids=[GRAPH_AGENT])
+            group = await self._groups.add_participants(group_id, agent_ids=[GRAPH_AGENT])
             result.participants_added[group_id] = [GRAPH_AGENT]
         return group
 
     def _index(self, meter: _Meter, budget_s: float | None) -> tuple[int, int]:
         """Embed pending memories in batches until none is left, the embedder fails or the budget runs out."""
-        engine, pending = self._manager.engine, self._store.pending_count()
+        engine, pending = self._engine, self._store.pending_count()
         deadline = None if budget_s is None else time.monotonic() + budget_s
         done = 0
         while pending and (deadline is None or time.monotonic() < deadline):

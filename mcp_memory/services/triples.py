@@ -21,11 +21,12 @@ import math
 from datetime import datetime
 from typing import Any
 
-from mcp_memory.episodes import DEFAULT_IMPORTANCE, iso
+from mcp_memory.episodes import DEFAULT_IMPORTANCE
 from mcp_memory.errors import ValidationFailed
 from mcp_memory.models import Fact, FactResult, GroupInfo, StoredFact
 from mcp_memory.store.sqlite.facts import FACT_MEMORY_TYPE, NewFact, StoredFacts, fact_key
 from mcp_memory.store.sqlite.store import NewEpisode
+from mcp_memory.times import iso
 
 FACTS_SESSION = "facts"
 FACT_ROLE = "system"

@@ -1,4 +1,4 @@
-"""Upkeep of one manager's database: the background tick, the maintenance pass, and vector (re)indexing.
+"""Upkeep of a database: the background tick, the maintenance pass, vector (re)indexing, and statistics.
 
 Each tick of the background loop either runs the maintenance pass, when one is due, or does the
 cheap work: index pending vectors, expire finished tasks, evict idle sessions. The last pass's
@@ -12,50 +12,71 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from anyio.to_thread import run_sync
 from pydantic import ValidationError
 
-from mcp_memory.models import MaintenanceReport, MaintenanceTrigger
-
-if TYPE_CHECKING:
-    from mcp_memory.manager import MemoryManager
+from mcp_memory.config import Config
+from mcp_memory.llm.embeddings import Embedder
+from mcp_memory.models import MaintenanceReport, MaintenanceTrigger, Stats
+from mcp_memory.recall.engine import MemoryEngine
+from mcp_memory.services.background import Background
+from mcp_memory.services.tasks import TaskRunner
+from mcp_memory.sessions import Sessions
+from mcp_memory.store.sqlite.store import Store
+from mcp_memory.times import iso
 
 log = logging.getLogger(__name__)
 
 LAST_MAINTENANCE_KEY = "last_maintenance"  # in the meta table: every process on the file sees the last pass
+RECENT_TIER_S = 24 * 3600.0  # memory://stats counts episodes stored this recently as the "recent" tier
 
 
 class Upkeep:
-    """Maintenance for one manager: when a pass is due, the pass itself, and vector backfill."""
+    """Maintenance of a database: when a pass is due, the pass itself, vector backfill and re-indexing."""
 
     def __init__(
-        self, manager: MemoryManager, *, clock: Callable[[], float], now: Callable[[], datetime]
+        self,
+        store: Store,
+        engine: MemoryEngine,
+        sessions: Sessions,
+        tasks: TaskRunner,
+        background: Background,
+        embedder: Embedder,
+        *,
+        config: Config,
+        embedder_warning: str | None = None,
+        clock: Callable[[], float],
+        now: Callable[[], datetime],
     ) -> None:
-        self._manager = manager
+        self._store = store
+        self._engine = engine
+        self._sessions = sessions
+        self._tasks = tasks
+        self._background = background
+        self._embedder = embedder
+        self._embedder_warning = embedder_warning
+        self._config = config
         self._clock = clock
         self._now = now
         self._lock = anyio.Lock()
         self._maintained_at: float | None = None  # self._clock() at this process's last maintenance pass
         self._inserts = 0  # memories this process stored since its last pass
 
-    async def inserted(self, count: int) -> None:
+    async def after_add(self, group_id: str, session_id: str, stored: int) -> None:
         """Count stored memories; every maintenance_every_inserts of them, a pass runs (in the background when
         a runner is there, else now)."""
-        every = self._manager.config.maintenance_every_inserts
-        self._inserts += count
+        every = self._config.maintenance_every_inserts
+        self._inserts += stored
         if every <= 0 or self._inserts < every:
             return
         self._inserts = 0
-        jobs = self._manager._jobs  # None without a background runner (a manager used from Python)
-        if jobs is None:
+        if not self._background.start_soon(partial(self.maintain, trigger="inserts")):
             await self.maintain(trigger="inserts")
-        else:
-            jobs.start_soon(partial(self.maintain, trigger="inserts"))
 
     async def step(self) -> MaintenanceReport | None:
         """One tick of the background loop: the maintenance pass when it is due (returned), else sweeping
@@ -65,14 +86,14 @@ class Upkeep:
         with contextlib.suppress(Exception):
             await self.backfill()
         with contextlib.suppress(Exception):
-            await self._manager.tasks.expire()
-        await self._manager.sweep()
+            await self._tasks.expire()
+        await self._sessions.sweep()
         return None
 
     async def _due(self) -> bool:
         """Every maintenance_interval_s by the manager's clock; at the first tick, unless any process on
         this database ran a pass less than an interval ago (a short-lived stdio server still gets one)."""
-        interval = self._manager.config.maintenance_interval_s
+        interval = self._config.maintenance_interval_s
         if interval <= 0:
             return False
         if self._maintained_at is None:
@@ -88,8 +109,7 @@ class Upkeep:
         tasks and delete expired ones, index pending vectors, evict idle sessions. Each step runs even if
         another fails; nothing is deleted by decay; running it twice in a row changes nothing the second time.
         The report is kept in the database for memory://stats."""
-        manager = self._manager
-        store = manager.engine.store
+        store = self._store
         async with self._lock:
             started, timer, errors = self._now(), time.perf_counter(), []
 
@@ -102,9 +122,9 @@ class Upkeep:
                     return 0
 
             async def evict() -> int:
-                return len(await manager.sweep())
+                return len(await self._sessions.sweep())
 
-            decay = manager.config.importance_decay_per_day
+            decay = self._config.importance_decay_per_day
             report = MaintenanceReport(
                 started_at=started,
                 trigger=trigger,
@@ -113,8 +133,8 @@ class Upkeep:
                 importance_updated=await step(
                     "importance decay", partial(run_sync, store.decay_importance, started, decay)
                 ),
-                orphaned_tasks_failed=await step("orphaned tasks", manager.tasks.fail_orphans),
-                tasks_expired=await step("expired tasks", manager.tasks.expire),
+                orphaned_tasks_failed=await step("orphaned tasks", self._tasks.fail_orphans),
+                tasks_expired=await step("expired tasks", self._tasks.expire),
                 vectors_backfilled=await step("vector backfill", self.backfill),
                 sessions_evicted=await step("session eviction", evict),
                 errors=errors,
@@ -128,7 +148,7 @@ class Upkeep:
 
     async def last_maintenance(self) -> MaintenanceReport | None:
         """The newest maintenance pass by any process on this database, if any."""
-        raw = await run_sync(self._manager.engine.store.get_meta, LAST_MAINTENANCE_KEY)
+        raw = await run_sync(self._store.get_meta, LAST_MAINTENANCE_KEY)
         if raw is None:
             return None
         try:
@@ -139,14 +159,14 @@ class Upkeep:
     async def backfill(self) -> int:
         """Index episodes whose embedding failed earlier; returns how many were indexed."""
         total = 0
-        while (done := await run_sync(self._manager.engine.backfill)) > 0:
+        while (done := await run_sync(self._engine.backfill)) > 0:
             total += done
         return total
 
     async def reindex(self) -> dict[str, Any]:
         """Re-embed every memory with the current embedder (after changing it); returns the counts."""
-        embedder = self._manager.embedder
-        marked = await run_sync(self._manager.engine.store.reset_vectors, embedder.name, embedder.dimension)
+        embedder = self._embedder
+        marked = await run_sync(self._store.reset_vectors, embedder.name, embedder.dimension)
         indexed = await self.backfill()
         return {
             "embedder": embedder.name,
@@ -154,3 +174,21 @@ class Upkeep:
             "marked": marked,
             "indexed": indexed,
         }
+
+    async def stats(self) -> Stats:
+        """Database-wide statistics (memory://stats) with this process's live sessions and embedder."""
+        store = self._store
+        recent_since = iso(self._now() - timedelta(seconds=RECENT_TIER_S))
+        counts = await run_sync(store.stats, recent_since)
+        live = self._sessions.live.values()
+        return Stats(
+            database_path=str(store.path),
+            schema_version=await run_sync(lambda: store.schema_version),
+            embedder=self._embedder.name,
+            embedding_dimension=self._embedder.dimension,
+            embedder_warning=self._embedder_warning,
+            live_sessions=len(live),
+            open_references=sum(s.reference_count for s in live),
+            last_maintenance=await self.last_maintenance(),
+            **counts,
+        )

@@ -30,10 +30,11 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 
 from mcp_memory.config import effective_session_config
-from mcp_memory.episodes import iso, metadata_json_text, normalize_timestamp
+from mcp_memory.episodes import metadata_json_text
 from mcp_memory.errors import ValidationFailed
 from mcp_memory.models import Identifier, MemoryType, Role, ToolCall
 from mcp_memory.store.sqlite.facts import fact_key
+from mcp_memory.times import iso, normalize_timestamp
 
 FORMAT = "mcp-memory-export"
 VERSION = 1

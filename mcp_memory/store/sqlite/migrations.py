@@ -10,9 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from mcp_memory.llm.rolling import m008_rolling_summaries
-from mcp_memory.llm.summaries import m006_summary_counts
-from mcp_memory.services.tasks import m005_tasks
 from mcp_memory.store.sqlite import fts
 from mcp_memory.store.sqlite.connection import APPLICATION_ID
 
@@ -173,6 +170,46 @@ columns. Each is also stored as an episode (memory_id) so recall finds it; delet
 m004_facts = _script(M004_FACTS)
 
 
+M005_TASKS = """
+CREATE TABLE tasks (
+    task_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    group_id TEXT NOT NULL,
+    session_id TEXT,
+    status TEXT NOT NULL CHECK (status IN ('processing', 'completed', 'failed')),
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    result TEXT CHECK (result IS NULL OR json_valid(result)),
+    error TEXT,
+    owner TEXT NOT NULL,
+    lease_until TEXT,
+    expires_at TEXT
+) STRICT;
+CREATE INDEX tasks_processing ON tasks(lease_until) WHERE status = 'processing';
+CREATE INDEX tasks_expires ON tasks(expires_at) WHERE expires_at IS NOT NULL;
+"""
+"""Background tasks (store/sqlite/tasks.py). Times are fixed-width UTC ISO 8601 text, so they compare as text.
+`lease_until` is set while processing, `expires_at` once finished."""
+
+m005_tasks = _script(M005_TASKS)
+
+
+M006_SUMMARY_COUNTS = """
+CREATE TABLE summary_counts (
+    group_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    lightweight INTEGER NOT NULL DEFAULT 0 CHECK (lightweight >= 0),
+    auto_multiple INTEGER NOT NULL DEFAULT 0 CHECK (auto_multiple >= 0),
+    PRIMARY KEY (group_id, session_id),
+    FOREIGN KEY (group_id, session_id) REFERENCES sessions(group_id, session_id) ON DELETE CASCADE
+) STRICT;
+"""
+"""Per session: lightweight summaries counted against the limit, and the last multiple of the
+automatic threshold already handled (store/sqlite/summaries.py). Deleting the session deletes its row."""
+
+m006_summary_counts = _script(M006_SUMMARY_COUNTS)
+
+
 M007_EFFECTIVE_IMPORTANCE = """
 ALTER TABLE episodes ADD COLUMN effective_importance REAL NOT NULL DEFAULT 0.5
     CHECK (effective_importance BETWEEN 0 AND 1);
@@ -183,6 +220,23 @@ UPDATE episodes SET effective_importance = importance;
 it (decay with age, a small boost per retrieval; see store/sqlite/decay.py). Recall ranks and filters by it."""
 
 m007_effective_importance = _script(M007_EFFECTIVE_IMPORTANCE)
+
+
+M008_ROLLING_SUMMARIES = """
+CREATE TABLE rolling_summaries (
+    group_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    text TEXT NOT NULL,
+    covered_through_sequence INTEGER NOT NULL,
+    updated_at TEXT NOT NULL,
+    omitted_sequences TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(omitted_sequences)),
+    PRIMARY KEY (group_id, session_id),
+    FOREIGN KEY (group_id, session_id) REFERENCES sessions(group_id, session_id) ON DELETE CASCADE
+) STRICT;
+"""
+"""A session's rolling summary of the turns that left its short-term window (llm/rolling.py)."""
+
+m008_rolling_summaries = _script(M008_ROLLING_SUMMARIES)
 
 
 def m010_application_id(conn: Any) -> None:

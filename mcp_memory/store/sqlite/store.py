@@ -27,12 +27,15 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mcp_memory.errors import EmbedderMismatch, StoreError
+from mcp_memory.models import GroupInfo
+from mcp_memory.store.records import SessionRecord
 from mcp_memory.store.sqlite import facts as fact_table
 from mcp_memory.store.sqlite import fts
 from mcp_memory.store.sqlite.connection import (
@@ -55,6 +58,8 @@ from mcp_memory.store.sqlite.filters import Filters
 from mcp_memory.store.sqlite.keywords import KeywordReads
 from mcp_memory.store.sqlite.migrations import MIGRATIONS
 from mcp_memory.store.sqlite.stats import TIERS, Statistics
+from mcp_memory.store.sqlite.summaries import SummaryRows
+from mcp_memory.store.sqlite.tasks import TaskRows
 from mcp_memory.store.sqlite.transfer import TransferStore
 from mcp_memory.store.sqlite.vectors import (
     INDEXED,
@@ -65,6 +70,7 @@ from mcp_memory.store.sqlite.vectors import (
     group_revision,
     vector_blob,
 )
+from mcp_memory.times import iso
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
@@ -89,6 +95,39 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+SESSIONS_SQL = (
+    "SELECT s.*, (SELECT count(*) FROM episodes e WHERE e.group_id = s.group_id AND e.session_id = s.session_id) "
+    "AS episode_count, (SELECT r.covered_through_sequence FROM rolling_summaries r WHERE r.group_id = s.group_id "
+    "AND r.session_id = s.session_id) AS rolling_covered_through FROM sessions s "
+)
+
+
+def _group(row: Any) -> GroupInfo:
+    keys = row.keys()
+    return GroupInfo(
+        group_id=row["group_id"],
+        user_ids=json.loads(row["user_ids"]),
+        agent_ids=json.loads(row["agent_ids"]),
+        description=row["description"],
+        configuration=json.loads(row["configuration"]),
+        created_at=datetime.fromisoformat(row["created_at"]),
+        session_count=row["session_count"] if "session_count" in keys else 0,
+        episode_count=row["episode_count"] if "episode_count" in keys else 0,
+    )
+
+
+def _session(row: Any) -> SessionRecord:
+    return SessionRecord(
+        group_id=row["group_id"],
+        session_id=row["session_id"],
+        configuration=json.loads(row["configuration"]),
+        overrides=json.loads(row["overrides"]),
+        created_at=datetime.fromisoformat(row["created_at"]),
+        episode_count=row["episode_count"],
+        rolling_covered_through=row["rolling_covered_through"],
+    )
+
+
 def _mismatch(
     path: Path, recorded: tuple[str, int], name: str, dimension: int, kind: str
 ) -> EmbedderMismatch:
@@ -100,7 +139,7 @@ def _mismatch(
     )
 
 
-class Store(Episodes, VectorIndex, KeywordReads, Statistics, TransferStore):
+class Store(Episodes, VectorIndex, KeywordReads, Statistics, TransferStore, TaskRows, SummaryRows):
     """A SQLite database of memories; every method is synchronous and thread-safe."""
 
     def __init__(
@@ -175,19 +214,15 @@ class Store(Episodes, VectorIndex, KeywordReads, Statistics, TransferStore):
 
     # -- groups and sessions ------------------------------------------------------------
 
-    def insert_group(self, row: dict[str, Any]) -> bool:
+    def insert_group(self, group: GroupInfo) -> bool:
         """Insert a group; False when one with that id exists already."""
-
-        def insert(conn: Any) -> bool:
-            cur = conn.execute(
-                "INSERT INTO groups(group_id, user_ids, agent_ids, description, configuration, created_at) "
-                "VALUES (:group_id, :user_ids, :agent_ids, :description, :configuration, :created_at) "
-                "ON CONFLICT(group_id) DO NOTHING",
-                row,
-            )
-            return bool(cur.rowcount)
-
-        return bool(self.write(insert))
+        row = (group.group_id, json.dumps(group.user_ids), json.dumps(group.agent_ids), group.description,
+               json.dumps(group.configuration), iso(group.created_at))  # fmt: skip
+        sql = (
+            "INSERT INTO groups(group_id, user_ids, agent_ids, description, configuration, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(group_id) DO NOTHING"
+        )
+        return bool(self.write(lambda conn: conn.execute(sql, row).rowcount))
 
     def add_participants(self, group_id: str, user_ids: Sequence[str], agent_ids: Sequence[str]) -> None:
         """Append users and agents the group does not have yet, in one transaction."""
@@ -206,9 +241,9 @@ class Store(Episodes, VectorIndex, KeywordReads, Statistics, TransferStore):
 
         self.write(add)
 
-    def get_group(self, group_id: str) -> Any | None:
+    def get_group(self, group_id: str) -> GroupInfo | None:
         rows = self.read("SELECT * FROM groups WHERE group_id = ?", (group_id,))
-        return rows[0] if rows else None
+        return _group(rows[0]) if rows else None
 
     def group_counts(self, group_id: str) -> tuple[int, int]:
         """How many sessions and episodes the group has."""
@@ -218,50 +253,37 @@ class Store(Episodes, VectorIndex, KeywordReads, Statistics, TransferStore):
         )[0]
         return int(row[0]), int(row[1])
 
-    def list_groups(self, limit: int, offset: int = 0) -> list[Any]:
-        return self.read(
+    def list_groups(self, limit: int, offset: int = 0) -> list[GroupInfo]:
+        """The groups in id order, with their session and episode counts."""
+        rows = self.read(
             "SELECT g.*, (SELECT count(*) FROM sessions s WHERE s.group_id = g.group_id) AS session_count, "
             "(SELECT count(*) FROM episodes e WHERE e.group_id = g.group_id) AS episode_count "
             "FROM groups g ORDER BY g.group_id LIMIT ? OFFSET ?",
             (limit, offset),
         )
+        return [_group(row) for row in rows]
 
-    def insert_session(self, row: dict[str, Any]) -> bool:
+    def insert_session(self, session: SessionRecord) -> bool:
         """Insert a session; False when it exists already."""
-
-        def insert(conn: Any) -> bool:
-            cur = conn.execute(
-                "INSERT INTO sessions(group_id, session_id, configuration, overrides, created_at) "
-                "VALUES (:group_id, :session_id, :configuration, :overrides, :created_at) "
-                "ON CONFLICT(group_id, session_id) DO NOTHING",
-                row,
-            )
-            return bool(cur.rowcount)
-
-        return bool(self.write(insert))
-
-    def get_session(self, group_id: str, session_id: str) -> Any | None:
-        rows = self.read(
-            "SELECT s.*, (SELECT count(*) FROM episodes e WHERE e.group_id = s.group_id "
-            "AND e.session_id = s.session_id) AS episode_count, "
-            "(SELECT r.covered_through_sequence FROM rolling_summaries r WHERE r.group_id = s.group_id "
-            "AND r.session_id = s.session_id) AS rolling_covered_through "
-            "FROM sessions s "
-            "WHERE s.group_id = ? AND s.session_id = ?",
-            (group_id, session_id),
+        row = (session.group_id, session.session_id, json.dumps(session.configuration),
+               json.dumps(session.overrides), iso(session.created_at))  # fmt: skip
+        sql = (
+            "INSERT INTO sessions(group_id, session_id, configuration, overrides, created_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(group_id, session_id) DO NOTHING"
         )
-        return rows[0] if rows else None
+        return bool(self.write(lambda conn: conn.execute(sql, row).rowcount))
 
-    def list_sessions(self, group_id: str, limit: int) -> list[Any]:
-        return self.read(
-            "SELECT s.*, (SELECT count(*) FROM episodes e WHERE e.group_id = s.group_id "
-            "AND e.session_id = s.session_id) AS episode_count, "
-            "(SELECT r.covered_through_sequence FROM rolling_summaries r WHERE r.group_id = s.group_id "
-            "AND r.session_id = s.session_id) AS rolling_covered_through "
-            "FROM sessions s "
-            "WHERE s.group_id = ? ORDER BY s.created_at DESC, s.session_id LIMIT ?",
+    def get_session(self, group_id: str, session_id: str) -> SessionRecord | None:
+        rows = self.read(SESSIONS_SQL + "WHERE s.group_id = ? AND s.session_id = ?", (group_id, session_id))
+        return _session(rows[0]) if rows else None
+
+    def list_sessions(self, group_id: str, limit: int) -> list[SessionRecord]:
+        """The group's sessions, newest first."""
+        rows = self.read(
+            SESSIONS_SQL + "WHERE s.group_id = ? ORDER BY s.created_at DESC, s.session_id LIMIT ?",
             (group_id, limit),
         )
+        return [_session(row) for row in rows]
 
     def delete_session(self, group_id: str, session_id: str) -> int:
         """Delete a session and its episodes (both indexes follow); returns the episodes removed."""
