@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from mcp_memory.errors import ValidationFailed
 from mcp_memory.models import Episode, MemoryInput, ToolCall, id_problem
-from mcp_memory.store.sqlite.store import NewEpisode, keyed_retry_key
+from mcp_memory.store.records import NewEpisode, keyed_retry_key
 from mcp_memory.times import iso, normalize_timestamp
 
 ROLES = ("user", "assistant", "system", "tool")

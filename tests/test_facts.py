@@ -23,9 +23,9 @@ from mcp_memory.llm.extraction import NOT_CONFIGURED, extract_facts, parse_tripl
 from mcp_memory.manager import MemoryManager, configured_llm
 from mcp_memory.models import GroupInfo
 from mcp_memory.server import build_server
-from mcp_memory.store.sqlite.facts import NewFact
+from mcp_memory.store.records import NewEpisode, NewFact
 from mcp_memory.store.sqlite.migrations import MIGRATIONS
-from mcp_memory.store.sqlite.store import NewEpisode, Store
+from mcp_memory.store.sqlite.store import Store
 from tests.fake_openai import FakeOpenAI, serve
 from tests.helpers import SEEDED_AT, call, call_error, seed_store
 

@@ -25,9 +25,10 @@ from mcp_memory.manager import MemoryManager
 from mcp_memory.recall.engine import RRF_K, RecallStrategy, importance_factor
 from mcp_memory.services import tasks
 from mcp_memory.services.tasks import ORPHAN_REASON
+from mcp_memory.store.records import Filters, NewEpisode
 from mcp_memory.store.sqlite.decay import RETRIEVAL_BOOST, RETRIEVAL_BOOST_CAP, effective_importance
 from mcp_memory.store.sqlite.migrations import MIGRATIONS
-from mcp_memory.store.sqlite.store import Filters, NewEpisode, Store
+from mcp_memory.store.sqlite.store import Store
 from mcp_memory.times import iso
 from tests.helpers import FakeClock, call, recall, seed_store
 

@@ -14,9 +14,9 @@ import sqlean
 import sqlite_vec
 
 from mcp_memory.errors import EmbedderMismatch, StoreError
-from mcp_memory.store.records import SessionRecord
+from mcp_memory.store.records import Filters, NewEpisode, SessionRecord
 from mcp_memory.store.sqlite.migrations import MIGRATIONS
-from mcp_memory.store.sqlite.store import Filters, NewEpisode, Store
+from mcp_memory.store.sqlite.store import Store
 from tests.helpers import SEEDED_AT, seed_store
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from mcp_memory.errors import ExtractionFailed, LLMError, ValidationFailed
 from mcp_memory.llm.client import LLMClient
 from mcp_memory.services.triples import Triple, check_triple
-from mcp_memory.store.sqlite.facts import fact_key
+from mcp_memory.store.records import fact_key
 
 MAX_EXTRACTED_FACTS = 50
 REPLY_MAX_TOKENS = 2048  # fifty short facts as JSON objects, with room for a fence or a sentence around them

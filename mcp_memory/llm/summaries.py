@@ -41,7 +41,6 @@ from mcp_memory.tokens import token_counter
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-SUMMARY_MEMORY_TYPE = "summary"
 DEFAULT_MAX_LIGHTWEIGHT_PER_SESSION = 3
 DEFAULT_AUTO_TRIGGER_THRESHOLD = 20
 FULL_FIELDS = ("topic", "action", "outcome")

@@ -23,10 +23,10 @@ from mcp_memory.recall.keywords import KeywordSearch
 from mcp_memory.recall.request import RecallStrategy
 from mcp_memory.recall.vectors import GroupVectors, VectorCache, VectorRows
 from mcp_memory.recall.when import named_period
-from mcp_memory.store.sqlite.facts import NewFact, StoredFacts
+from mcp_memory.store.records import EpisodeChange, Filters, Inserted, NewEpisode, NewFact, StoredFacts
 from mcp_memory.store.sqlite.filters import cache_conditions
 from mcp_memory.store.sqlite.fts import match_expression, query_words
-from mcp_memory.store.sqlite.store import EpisodeChange, Filters, Inserted, NewEpisode, Store
+from mcp_memory.store.sqlite.store import Store
 from mcp_memory.times import iso
 
 log = logging.getLogger(__name__)

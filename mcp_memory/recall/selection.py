@@ -16,7 +16,7 @@ from typing import Any
 
 from mcp_memory.errors import ValidationFailed
 from mcp_memory.models import MemoryFilter
-from mcp_memory.store.sqlite.filters import RANGE_OPERATORS, Filters
+from mcp_memory.store.records import RANGE_OPERATORS, Filters
 from mcp_memory.times import normalize_timestamp
 
 ROLES = ("user", "assistant", "system", "tool")

@@ -10,12 +10,11 @@ happen while the client's handshake and tools/list are answered; a request that 
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -25,12 +24,12 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedToolError
 from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 from mcp_types import CallToolResult, InputRequiredResult, TextContent
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import AnyUrl, ValidationError
 
 from mcp_memory import __version__
 from mcp_memory.config import Config
-from mcp_memory.errors import ManagerClosed, MemoryServerError, ValidationFailed
+from mcp_memory.errors import ManagerClosed, ValidationFailed
+from mcp_memory.server.access import MemoryAccess
 from mcp_memory.server.arguments import (
     MAX_ARGUMENT_DEPTH,
     accepted_names,
@@ -50,9 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-P = ParamSpec("P")
-R = TypeVar("R")
-OWNER_KEY = "mcp_memory.owner"
 
 INSTRUCTIONS = """\
 mcp-memory is your long memory across conversations. A group is a person, team or project; a session \
@@ -66,112 +62,6 @@ query; pass session_id to search this conversation and get its latest turns.
 - Keep stable facts with add_fact (replace=true when a value changes). At the end call summarize_session, \
 then close_session.
 """
-
-
-class MemoryAccess:
-    """The lifespan's manager, ready once it has started (in the background); requests wait for it."""
-
-    def __init__(self, manager: MemoryManager | None = None) -> None:
-        self.owner: Hashable = object()  # references taken where no connection owns them
-        self._manager = manager
-        self._failure: BaseException | None = None
-        self._ready = anyio.Event()
-        if manager is not None:
-            self._ready.set()
-
-    async def manager(self) -> MemoryManager:
-        await self._ready.wait()
-        if self._manager is None:
-            raise ManagerClosed(
-                f"the memory database could not be opened ({self._failure}); restart the server"
-            )
-        return self._manager
-
-    async def run(
-        self, config: Config, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Start a manager, run its background work until cancelled, then shut it down."""
-        task_status.started()
-        try:
-            # numpy, the store and the embedder load on a worker thread: the event loop answers the handshake
-            manager = await run_sync(_new_manager, config)
-            await manager.start()
-        except BaseException as exc:
-            self._failure = exc
-            self._ready.set()
-            raise
-        self._manager = manager
-        self._ready.set()
-        try:
-            await manager.run_background()
-        finally:
-            # outside the cancelled scope: a shutdown inside it would be cancelled at its first await
-            with anyio.CancelScope(shield=True):
-                await manager.shutdown()
-
-    async def settled(self) -> None:
-        """Wait until the manager has started or failed to (so a start failure is never lost at exit)."""
-        await self._ready.wait()
-
-
-def _new_manager(config: Config) -> MemoryManager:
-    from mcp_memory.manager import MemoryManager
-
-    return MemoryManager(config)
-
-
-def _shown_as(error: type[Exception]) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
-    """Re-raise our errors as the SDK's `error` (it hides the message of any other), category word first."""
-
-    def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-        @functools.wraps(fn)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            try:
-                return await fn(*args, **kwargs)
-            except MemoryServerError as exc:
-                raise error(f"{exc.category}: {exc}") from exc
-
-        return wrapper
-
-    return decorate
-
-
-tool_errors = _shown_as(ToolError)
-resource_errors = _shown_as(ResourceError)
-
-
-def access(ctx: Context) -> MemoryAccess:
-    state = ctx.request_context.lifespan_context
-    assert isinstance(state, MemoryAccess)
-    return state
-
-
-async def manager_of(ctx: Context) -> MemoryManager:
-    return await access(ctx).manager()
-
-
-def owner_of(ctx: Context) -> Hashable:
-    """Who holds the references a request takes: its connection, released when the client disconnects.
-
-    On the stateless 2026-07-28 protocol every request has a connection of its own, so the
-    references belong to the lifespan instead (one stdio process or in-process client).
-    """
-    state = access(ctx)
-    connection = getattr(ctx.request_context.session, "_connection", None)
-    if connection is None or connection.protocol_version in MODERN_PROTOCOL_VERSIONS:
-        return state.owner
-    if OWNER_KEY not in connection.state:
-        token = object()
-        connection.state[OWNER_KEY] = token
-
-        async def release() -> None:
-            try:
-                await (await state.manager()).sessions.release_owner(token)
-            except MemoryServerError:  # the manager never started, or has shut down: nothing to release
-                pass
-
-        connection.exit_stack.push_async_callback(release)
-    return connection.state[OWNER_KEY]
 
 
 class StrictFuncMetadata(FuncMetadata):

@@ -9,7 +9,7 @@ from mcp.server.mcpserver import MCPServer, ResourceSecurity
 from mcp.server.mcpserver.exceptions import ResourceError
 
 from mcp_memory.models import FactList, GroupDetail, GroupInfo, SessionDetail, Stats
-from mcp_memory.server.app import MemoryAccess, resource_errors
+from mcp_memory.server.access import MemoryAccess, resource_errors
 
 if TYPE_CHECKING:
     from mcp_memory.manager import MemoryManager

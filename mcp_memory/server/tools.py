@@ -43,7 +43,7 @@ from mcp_memory.models import (
     UpdatedMemory,
 )
 from mcp_memory.recall.request import RecallRequest
-from mcp_memory.server.app import manager_of, owner_of, tool_errors
+from mcp_memory.server.access import manager_of, owner_of, tool_errors
 from mcp_memory.server.arguments import check_batch, check_names, read_model
 from mcp_memory.server.transfer import register_transfer_tools
 

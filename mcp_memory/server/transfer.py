@@ -16,7 +16,7 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from mcp_memory.models import Identifier
-from mcp_memory.server.app import manager_of, tool_errors
+from mcp_memory.server.access import manager_of, tool_errors
 from mcp_memory.services.transfer import Progress, ProgressCallback
 from mcp_memory.transfer.export import ExportResult, check_target
 from mcp_memory.transfer.write import ImportResult

@@ -32,8 +32,8 @@ from mcp_memory.services.triples import (
     prepare_fact,
 )
 from mcp_memory.sessions import Sessions
-from mcp_memory.store.sqlite.facts import NewFact, StoredFacts
-from mcp_memory.store.sqlite.store import NewEpisode, Store
+from mcp_memory.store.records import NewEpisode, NewFact, StoredFacts
+from mcp_memory.store.sqlite.store import Store
 from mcp_memory.times import normalize_timestamp
 
 

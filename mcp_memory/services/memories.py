@@ -31,7 +31,6 @@ from mcp_memory.episodes import (
     with_retry_keys,
 )
 from mcp_memory.errors import MemoryNotFound, ValidationFailed
-from mcp_memory.llm.summaries import SUMMARY_MEMORY_TYPE
 from mcp_memory.models import (
     MAX_LIST_LIMIT,
     MAX_RECALL_LIMIT,
@@ -52,8 +51,14 @@ from mcp_memory.recall.request import RecallRequest
 from mcp_memory.recall.selection import decode_cursor, encode_cursor, store_filters
 from mcp_memory.services.groups import Groups
 from mcp_memory.sessions import Sessions
-from mcp_memory.store.sqlite.facts import FACT_MEMORY_TYPE
-from mcp_memory.store.sqlite.store import NOT_INDEXED, EpisodeChange, Filters, Store
+from mcp_memory.store.records import (
+    FACT_MEMORY_TYPE,
+    NOT_INDEXED,
+    SUMMARY_MEMORY_TYPE,
+    EpisodeChange,
+    Filters,
+)
+from mcp_memory.store.sqlite.store import Store
 from mcp_memory.tokens import token_counter
 from mcp_memory.window import trim
 

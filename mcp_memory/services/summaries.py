@@ -39,7 +39,6 @@ from mcp_memory.errors import (
 from mcp_memory.llm.client import LanguageModels, LLMClient, not_configured_message
 from mcp_memory.llm.summaries import (
     REPLY_MAX_TOKENS,
-    SUMMARY_MEMORY_TYPE,
     SummarySettings,
     build_prompt,
     check_focus_topics,
@@ -67,7 +66,7 @@ from mcp_memory.services.memories import prepare_memory
 from mcp_memory.services.tasks import TaskRunner
 from mcp_memory.sessions import Sessions
 from mcp_memory.store.protocol import SummaryStore
-from mcp_memory.store.sqlite.facts import FACT_MEMORY_TYPE
+from mcp_memory.store.records import FACT_MEMORY_TYPE, SUMMARY_MEMORY_TYPE
 from mcp_memory.store.sqlite.store import Store
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,7 @@ from typing import Any
 from mcp_memory.episodes import DEFAULT_IMPORTANCE
 from mcp_memory.errors import ValidationFailed
 from mcp_memory.models import Fact, FactResult, GroupInfo, StoredFact
-from mcp_memory.store.sqlite.facts import FACT_MEMORY_TYPE, NewFact, StoredFacts, fact_key
-from mcp_memory.store.sqlite.store import NewEpisode
+from mcp_memory.store.records import FACT_MEMORY_TYPE, NewEpisode, NewFact, StoredFacts, fact_key
 from mcp_memory.times import iso
 
 FACTS_SESSION = "facts"

@@ -46,3 +46,147 @@ class SessionRecord:
     created_at: datetime
     episode_count: int = 0
     rolling_covered_through: int | None = None
+
+
+# -- constants every backend shares -------------------------------------------------------------------
+
+FACT_MEMORY_TYPE = "fact"
+SUMMARY_MEMORY_TYPE = "summary"
+INDEXED, PENDING, NOT_INDEXED = (
+    1,
+    0,
+    -1,
+)  # an episode's vector: indexed, waiting for the embedder, none wanted
+
+
+# -- episodes --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewEpisode:
+    """An episode ready to be written: validated and normalised by the caller."""
+
+    producer_id: str
+    producer_role: str
+    produced_for_id: str | None
+    content: str
+    memory_type: str
+    importance: float
+    metadata_json: str
+    timestamp: str
+    ts_epoch: float
+    content_hash: str
+    dedup_key: str | None
+    step: int | None = None
+    message_json: str | None = None  # a conversation message's extras (name, tool calls, images, data)
+
+
+@dataclass(frozen=True)
+class Inserted:
+    """What happened to one episode of an insert: its id, sequence and whether it already existed."""
+
+    id: int
+    sequence: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class InsertBatch:
+    """The outcome of one insert transaction and the group's vector revision around it."""
+
+    items: list[Inserted]
+    revision_before: int
+    revision_after: int
+
+
+KEYED = "key\x1f"  # dedup keys from an idempotency key are readable text; the others are SHA-256 hex digests
+
+
+def keyed_retry_key(idempotency_key: str, size: int, position: int) -> str:
+    """The dedup key of the memory at `position` of a call of `size` memories sent with `idempotency_key`."""
+    return f"{KEYED}{idempotency_key}\x1f{size}\x1f{position}"
+
+
+@dataclass(frozen=True)
+class EpisodeChange:
+    """What a correction changes; None keeps the stored value."""
+
+    content: str | None = None
+    content_hash: str | None = None
+    memory_type: str | None = None
+    importance: float | None = None
+    metadata_json: str | None = None
+
+
+# -- what recall filters on ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Conditions every recalled episode must meet; applied inside each search."""
+
+    session_id: str | None = None
+    # With session_id: memories of these types from every session of the group match too
+    # (a session's recall also finds the group's summaries).
+    group_wide_types: tuple[str, ...] = ()
+    since: float | None = None
+    until: float | None = None
+    producer: str | None = None
+    role: str | None = None
+    memory_types: tuple[str, ...] | None = None
+    metadata: tuple[tuple[str, Any], ...] = ()
+    min_importance: float | None = None
+    max_importance: float | None = None
+    step_from: int | None = None
+    step_to: int | None = None
+    exclude_types: tuple[str, ...] = ()
+
+    @property
+    def beyond_cache(self) -> bool:
+        """Whether a condition is set that the in-memory copies cannot check themselves (they hold no
+        metadata, importance or step): their searches then take the matching ids from SQL."""
+        return bool(self.metadata or self.exclude_types) or any(
+            value is not None
+            for value in (self.min_importance, self.max_importance, self.step_from, self.step_to)
+        )
+
+
+RANGE_OPERATORS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+# -- facts ------------------------------------------------------------------------------------------
+
+
+def fact_key(text: str) -> str:
+    """The form facts are compared in: trimmed, whitespace collapsed, case folded."""
+    return " ".join(text.split()).casefold()
+
+
+@dataclass(frozen=True)
+class NewFact:
+    """A validated fact ready to be written; `valid_from` is fixed-width UTC ISO text."""
+
+    subject: str
+    predicate: str
+    object: str
+    session_id: str | None
+    source: str | None
+    confidence: float | None
+    valid_from: str
+
+    @property
+    def keys(self) -> tuple[str, str, str]:
+        return fact_key(self.subject), fact_key(self.predicate), fact_key(self.object)
+
+
+@dataclass(frozen=True)
+class StoredFacts:
+    """The outcome of one insert: each fact's row in input order, whether it already existed, the facts
+    closed by replace, the new episodes (input index, episode id) and the group's vector revision."""
+
+    rows: list[Any]
+    duplicate: list[bool]
+    closed: list[int]
+    new_episodes: list[tuple[int, int]]
+    revision_before: int
+    revision_after: int

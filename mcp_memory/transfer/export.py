@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from pydantic import BaseModel, Field
 
 from mcp_memory.errors import ValidationFailed
-from mcp_memory.store.sqlite.store import NOT_INDEXED
+from mcp_memory.store.records import NOT_INDEXED
 from mcp_memory.transfer.format import FORMAT, VERSION, check_path
 
 

@@ -33,7 +33,7 @@ from mcp_memory.config import effective_session_config
 from mcp_memory.episodes import metadata_json_text
 from mcp_memory.errors import ValidationFailed
 from mcp_memory.models import Identifier, MemoryType, Role, ToolCall
-from mcp_memory.store.sqlite.facts import fact_key
+from mcp_memory.store.records import fact_key
 from mcp_memory.times import iso, normalize_timestamp
 
 FORMAT = "mcp-memory-export"

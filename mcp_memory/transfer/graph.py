@@ -26,7 +26,7 @@ from mcp_memory.episodes import DEFAULT_IMPORTANCE
 from mcp_memory.errors import ValidationFailed
 from mcp_memory.models import GroupInfo
 from mcp_memory.services.triples import FACT_ROLE, fact_producer
-from mcp_memory.store.sqlite.facts import FACT_MEMORY_TYPE, fact_key
+from mcp_memory.store.records import FACT_MEMORY_TYPE, fact_key
 from mcp_memory.transfer.check import CHECK_PROGRESS_LINES, Block
 from mcp_memory.transfer.format import FactLine, MemoryLine, parse_object, read_lines, validate_line
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from mcp_memory.config import effective_session_config
 from mcp_memory.episodes import content_digest, metadata_json_text
-from mcp_memory.store.sqlite.fts import SUMMARY_MEMORY_TYPE
+from mcp_memory.store.records import SUMMARY_MEMORY_TYPE
 from mcp_memory.store.sqlite.store import Store
 from mcp_memory.store.sqlite.transfer import (
     ChunkOutcome,

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import sqlean  # type: ignore[import-untyped]
 
-from mcp_memory.store.sqlite.store import NewEpisode, Store
+from mcp_memory.store.records import NewEpisode
+from mcp_memory.store.sqlite.store import Store
 from tests.helpers import seed_store
 
 TMPFS_SIZE = "4m"

@@ -9,23 +9,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from mcp_memory.errors import IdempotencyConflict
-from mcp_memory.store.sqlite import fts
-from mcp_memory.store.sqlite.connection import Database
-from mcp_memory.store.sqlite.filters import Filters, filter_sql
-from mcp_memory.store.sqlite.vectors import (
+from mcp_memory.store.records import (
     INDEXED,
+    KEYED,
     NOT_INDEXED,
     PENDING,
-    VectorColumns,
-    group_revision,
-    insert_vector,
+    EpisodeChange,
+    Filters,
+    InsertBatch,
+    Inserted,
+    NewEpisode,
 )
+from mcp_memory.store.sqlite import fts
+from mcp_memory.store.sqlite.connection import Database
+from mcp_memory.store.sqlite.filters import filter_sql
+from mcp_memory.store.sqlite.vectors import VectorColumns, group_revision, insert_vector
 
 EPISODE_COLUMNS = (
     "id, group_id, session_id, sequence, producer_id, producer_role, produced_for_id, content, "
@@ -33,62 +36,6 @@ EPISODE_COLUMNS = (
     "last_accessed_at, indexed, updated_at, effective_importance, step, message"
 )
 EPISODE_COLUMNS_OF_E = ", ".join(f"e.{column.strip()}" for column in EPISODE_COLUMNS.split(","))
-
-
-@dataclass(frozen=True)
-class NewEpisode:
-    """An episode ready to be written: validated and normalised by the caller."""
-
-    producer_id: str
-    producer_role: str
-    produced_for_id: str | None
-    content: str
-    memory_type: str
-    importance: float
-    metadata_json: str
-    timestamp: str
-    ts_epoch: float
-    content_hash: str
-    dedup_key: str | None
-    step: int | None = None
-    message_json: str | None = None  # a conversation message's extras (name, tool calls, images, data)
-
-
-@dataclass(frozen=True)
-class Inserted:
-    """What happened to one episode of an insert: its id, sequence and whether it already existed."""
-
-    id: int
-    sequence: int
-    duplicate: bool
-
-
-@dataclass(frozen=True)
-class InsertBatch:
-    """The outcome of one insert transaction and the group's vector revision around it."""
-
-    items: list[Inserted]
-    revision_before: int
-    revision_after: int
-
-
-KEYED = "key\x1f"  # dedup keys from an idempotency key are readable text; the others are SHA-256 hex digests
-
-
-def keyed_retry_key(idempotency_key: str, size: int, position: int) -> str:
-    """The dedup key of the memory at `position` of a call of `size` memories sent with `idempotency_key`."""
-    return f"{KEYED}{idempotency_key}\x1f{size}\x1f{position}"
-
-
-@dataclass(frozen=True)
-class EpisodeChange:
-    """What a correction changes; None keeps the stored value."""
-
-    content: str | None = None
-    content_hash: str | None = None
-    memory_type: str | None = None
-    importance: float | None = None
-    metadata_json: str | None = None
 
 
 class Episodes(Database):

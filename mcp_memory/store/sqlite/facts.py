@@ -12,51 +12,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from mcp_memory.errors import ValidationFailed
+from mcp_memory.store.records import NewFact, fact_key
 
-FACT_MEMORY_TYPE = "fact"
 FACT_COLUMNS = (
     "id, group_id, session_id, subject, predicate, object, source, confidence, valid_from, valid_to, "
     "created_at, memory_id"
 )
-
-
-def fact_key(text: str) -> str:
-    """The form facts are compared in: trimmed, whitespace collapsed, case folded."""
-    return " ".join(text.split()).casefold()
-
-
-@dataclass(frozen=True)
-class NewFact:
-    """A validated fact ready to be written; `valid_from` is fixed-width UTC ISO text."""
-
-    subject: str
-    predicate: str
-    object: str
-    session_id: str | None
-    source: str | None
-    confidence: float | None
-    valid_from: str
-
-    @property
-    def keys(self) -> tuple[str, str, str]:
-        return fact_key(self.subject), fact_key(self.predicate), fact_key(self.object)
-
-
-@dataclass(frozen=True)
-class StoredFacts:
-    """The outcome of one insert: each fact's row in input order, whether it already existed, the facts
-    closed by replace, the new episodes (input index, episode id) and the group's vector revision."""
-
-    rows: list[Any]
-    duplicate: list[bool]
-    closed: list[int]
-    new_episodes: list[tuple[int, int]]
-    revision_before: int
-    revision_after: int
 
 
 def episode_metadata(fact_id: int) -> str:

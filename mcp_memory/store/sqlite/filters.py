@@ -8,41 +8,9 @@ the vec0 table, using its metadata columns where they exist. All values are para
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Filters:
-    """Conditions every recalled episode must meet; applied inside each search."""
-
-    session_id: str | None = None
-    # With session_id: memories of these types from every session of the group match too
-    # (a session's recall also finds the group's summaries).
-    group_wide_types: tuple[str, ...] = ()
-    since: float | None = None
-    until: float | None = None
-    producer: str | None = None
-    role: str | None = None
-    memory_types: tuple[str, ...] | None = None
-    metadata: tuple[tuple[str, Any], ...] = ()
-    min_importance: float | None = None
-    max_importance: float | None = None
-    step_from: int | None = None
-    step_to: int | None = None
-    exclude_types: tuple[str, ...] = ()
-
-    @property
-    def beyond_cache(self) -> bool:
-        """Whether a condition is set that the in-memory copies cannot check themselves (they hold no
-        metadata, importance or step): their searches then take the matching ids from SQL."""
-        return bool(self.metadata or self.exclude_types) or any(
-            value is not None
-            for value in (self.min_importance, self.max_importance, self.step_from, self.step_to)
-        )
-
-
-RANGE_OPERATORS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+from mcp_memory.store.records import RANGE_OPERATORS, Filters
 
 
 def filter_sql(filters: Filters, alias: str) -> tuple[str, list[Any]]:

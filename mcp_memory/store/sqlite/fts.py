@@ -23,9 +23,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from mcp_memory.store.sqlite.facts import FACT_MEMORY_TYPE
+from mcp_memory.store.records import FACT_MEMORY_TYPE, SUMMARY_MEMORY_TYPE
 
-SUMMARY_MEMORY_TYPE = "summary"  # summaries.SUMMARY_MEMORY_TYPE (not imported: summaries is heavier)
 STANDALONE_TYPES = (FACT_MEMORY_TYPE, SUMMARY_MEMORY_TYPE)
 
 TURNS_BEFORE = 3

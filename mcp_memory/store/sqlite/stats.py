@@ -11,9 +11,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from mcp_memory.store.records import INDEXED, PENDING
 from mcp_memory.store.sqlite import decay as maintenance
 from mcp_memory.store.sqlite.connection import Database
-from mcp_memory.store.sqlite.vectors import INDEXED, PENDING
 
 TIERS = ("recent", "long_term", "pending_vectors", "not_vector_indexed")
 

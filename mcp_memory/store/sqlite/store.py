@@ -35,7 +35,13 @@ import numpy as np
 
 from mcp_memory.errors import EmbedderMismatch, StoreError
 from mcp_memory.models import GroupInfo
-from mcp_memory.store.records import SessionRecord
+from mcp_memory.store.records import (
+    Filters,
+    NewEpisode,
+    NewFact,
+    SessionRecord,
+    StoredFacts,
+)
 from mcp_memory.store.sqlite import facts as fact_table
 from mcp_memory.store.sqlite import fts
 from mcp_memory.store.sqlite.connection import (
@@ -45,50 +51,25 @@ from mcp_memory.store.sqlite.connection import (
     check_database_file,
     recorded_embedder,
 )
-from mcp_memory.store.sqlite.episodes import (
-    EPISODE_COLUMNS,
-    EpisodeChange,
-    Episodes,
-    InsertBatch,
-    Inserted,
-    NewEpisode,
-    keyed_retry_key,
-)
-from mcp_memory.store.sqlite.filters import Filters
+from mcp_memory.store.sqlite.episodes import EPISODE_COLUMNS, Episodes
 from mcp_memory.store.sqlite.keywords import KeywordReads
 from mcp_memory.store.sqlite.migrations import MIGRATIONS
 from mcp_memory.store.sqlite.stats import TIERS, Statistics
 from mcp_memory.store.sqlite.summaries import SummaryRows
 from mcp_memory.store.sqlite.tasks import TaskRows
 from mcp_memory.store.sqlite.transfer import TransferStore
-from mcp_memory.store.sqlite.vectors import (
-    INDEXED,
-    NOT_INDEXED,
-    PENDING,
-    VectorIndex,
-    create_vector_table,
-    group_revision,
-    vector_blob,
-)
+from mcp_memory.store.sqlite.vectors import VectorIndex, create_vector_table, group_revision, vector_blob
 from mcp_memory.times import iso
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
     "EPISODE_COLUMNS",
-    "INDEXED",
     "LOCK_RETRY_BUDGET_S",
-    "NOT_INDEXED",
-    "PENDING",
     "TIERS",
     "Database",
-    "EpisodeChange",
     "Filters",
-    "InsertBatch",
-    "Inserted",
-    "NewEpisode",
     "Store",
     "recorded_embedder",
-    "keyed_retry_key",
     "vector_blob",
 ]
 
@@ -317,19 +298,19 @@ class Store(Episodes, VectorIndex, KeywordReads, Statistics, TransferStore, Task
         self,
         group_id: str,
         session_id: str,
-        facts: Sequence[fact_table.NewFact],
+        facts: Sequence[NewFact],
         episodes: Sequence[NewEpisode],
         vectors: np.ndarray | None,
         *,
         supersede: bool,
         index_vectors: bool,
         created_at: str,
-    ) -> fact_table.StoredFacts:
+    ) -> StoredFacts:
         """Store facts, each with the episode recall finds it by, in one transaction. A triple that is
         already current returns that fact; with `supersede`, the other current facts of the same subject
         and predicate (not those of this call) are closed at the new fact's valid_from."""
 
-        def write(conn: Any) -> fact_table.StoredFacts:
+        def write(conn: Any) -> StoredFacts:
             before = group_revision(conn, group_id)
             first = sequence = conn.execute(
                 "SELECT coalesce(max(sequence), 0) + 1 FROM episodes WHERE group_id = ? AND session_id = ?",
@@ -359,11 +340,11 @@ class Store(Episodes, VectorIndex, KeywordReads, Statistics, TransferStore, Task
             if sequence > first:
                 fts.refresh_around(conn, group_id, session_id, first, sequence - 1)
             rows = fact_table.fetch(conn, ids)
-            return fact_table.StoredFacts(
+            return StoredFacts(
                 [rows[i] for i in ids], duplicate, closed, new, before, group_revision(conn, group_id)
             )
 
-        stored: fact_table.StoredFacts = self.write(write)
+        stored: StoredFacts = self.write(write)
         return stored
 
     def list_facts(

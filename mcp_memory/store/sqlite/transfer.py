@@ -19,10 +19,9 @@ from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mcp_memory.store.records import NOT_INDEXED, PENDING, fact_key
 from mcp_memory.store.sqlite import fts
 from mcp_memory.store.sqlite.connection import Database
-from mcp_memory.store.sqlite.facts import fact_key
-from mcp_memory.store.sqlite.vectors import NOT_INDEXED, PENDING
 
 DATABASE_ID_KEY = "database_id"  # in the meta table: where an export's memories came from
 GAP_REFRESHED = fts.TURNS_BEFORE + fts.TURNS_AFTER  # new turns this close share one keyword refresh

@@ -16,11 +16,10 @@ from typing import Any
 import numpy as np
 
 from mcp_memory.recall.vectors import VectorRows
+from mcp_memory.store.records import INDEXED, PENDING, Filters
 from mcp_memory.store.sqlite.connection import Database
-from mcp_memory.store.sqlite.filters import Filters, filter_sql, sql_only, vector_filter_sql
+from mcp_memory.store.sqlite.filters import filter_sql, sql_only, vector_filter_sql
 from mcp_memory.store.sqlite.migrations import vector_table_sql
-
-INDEXED, PENDING, NOT_INDEXED = 1, 0, -1
 
 
 def vector_blob(vector: np.ndarray) -> bytes:
