@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mcp_memory.errors import ValidationFailed
-from mcp_memory.models import Episode, MemoryInput, ToolCall, id_problem
+from mcp_memory.models import MemoryInput, ToolCall, id_problem
 from mcp_memory.store.records import NewEpisode, keyed_retry_key
 from mcp_memory.times import iso, normalize_timestamp
 
@@ -228,36 +228,3 @@ def with_retry_keys(episodes: Sequence[NewEpisode], idempotency_key: str | None)
 def embedding_text(producer: str, content: str) -> str:
     """What the embedder sees: the speaker's name keeps who-said-what in the vector."""
     return f"{producer}: {content}"
-
-
-def episode_from_row(row: Any) -> Episode:
-    return Episode(
-        id=row["id"],
-        group_id=row["group_id"],
-        session_id=row["session_id"],
-        sequence=row["sequence"],
-        timestamp=datetime.fromisoformat(row["timestamp"]),
-        producer=row["producer_id"],
-        role=row["producer_role"],
-        produced_for=row["produced_for_id"],
-        content=row["content"],
-        memory_type=row["memory_type"],
-        importance=row["importance"],
-        metadata=json.loads(row["metadata"]),
-        step=row["step"],
-        retrieval_count=row["retrieval_count"],
-        last_accessed_at=None
-        if row["last_accessed_at"] is None
-        else datetime.fromisoformat(row["last_accessed_at"]),
-        effective_importance=row["effective_importance"],
-        **message_fields(row["message"]),
-    )
-
-
-def message_fields(message_json: str | None) -> dict[str, Any]:
-    """The extras an Episode shows of a stored message (its original text stays in the export only)."""
-    if not message_json:
-        return {}
-    extras = json.loads(message_json)
-    extras.pop("text", None)
-    return extras

@@ -929,12 +929,8 @@ def test_a_version_three_database_with_data_upgrades_and_stores_facts(tmp_path: 
     assert store.schema_version == len(MIGRATIONS)
     assert [row[0] for row in store.read("SELECT content FROM episodes")] == ["an old turn"]
     stored = insert_fact(store, "Lisbon")
-    [row] = stored.rows
-    assert (
-        row["object"] == "Lisbon"
-        and row["valid_to"] is None
-        and stored.new_episodes[0][1] == row["memory_id"]
-    )
+    [fact] = stored.facts
+    assert fact.object == "Lisbon" and fact.current and stored.new_episodes[0][1] == fact.memory_id
     assert [r[0] for r in store.read("SELECT sequence FROM episodes ORDER BY sequence")] == [1, 2]
     store.close()
 
@@ -946,12 +942,13 @@ def test_the_database_forbids_two_current_identical_triples_but_not_history(tmp_
         "group_id, subject, predicate, object, subject_key, predicate_key, object_key, valid_from, "
         "valid_to, created_at"
     )
-    values = "'g', 'Ana', 'lives in', 'Lisbon', 'ana', 'lives in', 'lisbon', '2024', ?, '2024'"
+    day = "'2024-01-01T00:00:00.000000+00:00'"
+    values = f"'g', 'Ana', 'lives in', 'Lisbon', 'ana', 'lives in', 'lisbon', {day}, ?, {day}"
 
     def insert(valid_to: str | None) -> None:
         store.write(lambda conn: conn.execute(f"INSERT INTO facts({columns}) VALUES ({values})", (valid_to,)))
 
-    insert("2025")
+    insert("2025-01-01T00:00:00.000000+00:00")
     insert(None)
     with pytest.raises(sqlean.IntegrityError, match="UNIQUE"):
         insert(None)

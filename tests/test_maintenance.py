@@ -443,7 +443,7 @@ def test_a_version_six_database_with_data_upgrades_with_effective_importance_as_
     rows = store.read("SELECT importance, effective_importance FROM episodes ORDER BY id")
     assert [tuple(r) for r in rows] == [(0.9, 0.9), (0.2, 0.2)]
     [kept] = store.candidate_ids("g", Filters(min_importance=0.5))
-    assert store.fetch_episodes([int(kept)])[kept]["importance"] == 0.9
+    assert store.fetch_episodes([int(kept)])[kept].importance == 0.9
     store.close()
 
 

@@ -282,7 +282,7 @@ def test_a_version_seven_database_with_data_upgrades_to_rolling_summaries(tmp_pa
 
     store = open_store(path)
     assert store.schema_version == len(MIGRATIONS) >= 9
-    assert [r["content"] for r in store.recent_episodes("g", "s", 10)] == ["kept across the upgrade"]
+    assert [e.content for e in store.recent_episodes("g", "s", 10)] == ["kept across the upgrade"]
     assert store.get_session("g", "s").rolling_covered_through is None
     summary = RollingSummary("so far", 1, "2024-01-01T00:00:00+00:00")
     store.save_rolling_summary("g", "s", summary)

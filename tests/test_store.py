@@ -259,7 +259,7 @@ def test_a_version_four_database_with_data_upgrades_to_tasks_and_summary_counts(
 
     store = open_store(path)
     assert store.schema_version == len(MIGRATIONS) >= 6
-    assert [r["content"] for r in store.recent_episodes("g", "s", 10)] == ["kept across the upgrade"]
+    assert [e.content for e in store.recent_episodes("g", "s", 10)] == ["kept across the upgrade"]
     assert [i for i, _ in store.keyword_search("g", '"upgrade"', Filters(), 5)] == [kept[0].id]
     now = datetime.now(UTC)
     info = store.create_task(

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from mcp_memory.config import Config
-from mcp_memory.episodes import episode_from_row
 from mcp_memory.errors import ValidationFailed
 from mcp_memory.llm.embeddings import HashingEmbedder
 from mcp_memory.manager import MemoryManager
@@ -131,7 +130,7 @@ async def test_imported_memories_are_found_and_indexed_as_in_their_session(
         assert await manager.memories.rolling_summary("ana", "chat") is not None
         private = await manager.sessions.session_info("ana", "private")
         assert private.configuration["long_term"]["enabled"] is False
-        chat = [episode_from_row(row) for row in manager.engine.store.session_episodes("ana", "chat")]
+        chat = manager.store.session_episodes("ana", "chat")
         call = next(e for e in chat if e.tool_calls)
         assert call.tool_calls[0].model_dump() == {  # type: ignore[index]
             "id": "call_1", "name": "get_weather", "arguments": {"city": "Lisbon"}
@@ -187,23 +186,23 @@ async def test_into_a_session_that_has_memories_they_follow_them_and_every_refer
         assert info.configuration["short_term"]["max_episodes"] == 3  # an existing session keeps its own
         store = manager.engine.store
         rows = store.session_episodes("ana", "chat")
-        assert [r["content"] for r in rows[:3]] == [
+        assert [r.content for r in rows[:3]] == [
             "earlier 1",
             "earlier 2",
             "What is the weather in Lisbon today?",
         ]
-        by_sequence = {r["sequence"]: r for r in rows}
+        by_sequence = {r.sequence: r for r in rows}
         assert sorted(by_sequence) == list(range(1, len(rows) + 1))
-        summary = next(r for r in rows if r["memory_type"] == "summary")
-        sources = json.loads(summary["metadata"])["source_episode_ids"]
-        assert [store.fetch_episodes([i])[i]["content"] for i in sources[:2]] == [
+        summary = next(r for r in rows if r.memory_type == "summary")
+        sources = summary.metadata["source_episode_ids"]
+        assert [store.fetch_episodes([i])[i].content for i in sources[:2]] == [
             "What is the weather in Lisbon today?", 'called get_weather({"city": "Lisbon"})'
         ]  # fmt: skip
         rolled = store.read("SELECT covered_through_sequence, omitted_sequences FROM rolling_summaries")[0]
         assert (rolled[0], json.loads(rolled[1])) == (5, [4])  # were 3 and [2]: two memories came first
-        fact_memory = next(r for r in store.session_episodes("ana", "facts") if "Porto" in r["content"])
-        fact = store.read("SELECT id FROM facts WHERE memory_id = ?", (fact_memory["id"],))[0][0]
-        assert json.loads(fact_memory["metadata"])["fact"]["id"] == fact
+        fact_memory = next(r for r in store.session_episodes("ana", "facts") if "Porto" in r.content)
+        fact = store.read("SELECT id FROM facts WHERE memory_id = ?", (fact_memory.id,))[0][0]
+        assert fact_memory.metadata["fact"]["id"] == fact
 
 
 async def test_only_the_group_asked_for_is_imported(origin: Path, tmp_path: Path) -> None:
@@ -383,7 +382,7 @@ async def test_a_large_import_writes_in_bounded_transactions_embeds_in_batches_a
         imported = list(reports)
         reports.clear()
         await manager.transfer.export_memories(tmp_path / "again.jsonl", progress=progress)
-    assert [r["sequence"] for r in rows] == [2 * i for i in range(1, 2_001)]  # sequences as exported
+    assert [r.sequence for r in rows] == [2 * i for i in range(1, 2_001)]  # sequences as exported
     assert max(embedder.calls) == 256 and len(embedder.calls) == 8
     steps = [r.step for r in imported]
     assert steps == sorted(set(steps))  # MCP progress must increase
@@ -412,11 +411,9 @@ async def test_a_memory_corrected_since_the_export_is_not_brought_back_beside_it
 ) -> None:
     async with manager_on(origin) as manager:
         rows = manager.engine.store.session_episodes("ana", "private")  # an untimed memory: no dedup key
-        await manager.memories.update_memory("ana", rows[0]["id"], content="my PIN hint is the dog")
+        await manager.memories.update_memory("ana", rows[0].id, content="my PIN hint is the dog")
         timed = next(r for r in manager.engine.store.session_episodes("team", "standup"))
-        await manager.memories.update_memory(
-            "team", timed["id"], content="I shipped the export and the import"
-        )
+        await manager.memories.update_memory("team", timed.id, content="I shipped the export and the import")
     before = tables(origin)
     result = await import_into(origin, tmp_path / "origin.jsonl")
     assert result.memories.added == 0 and tables(origin) == before
@@ -436,7 +433,7 @@ async def test_an_idempotency_key_used_in_both_databases_does_not_hide_the_other
         await manager.memories.add_memories("team", "standup", theirs, idempotency_key="standup-1")
     result = await import_into(target, tmp_path / "origin.jsonl", "team")
     async with manager_on(target) as manager:
-        contents = [r["content"] for r in manager.engine.store.session_episodes("team", "standup")]
+        contents = [r.content for r in manager.engine.store.session_episodes("team", "standup")]
         assert contents == [
             "Something else entirely",
             "And another thing",

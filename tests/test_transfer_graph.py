@@ -33,9 +33,7 @@ async def test_observations_become_memories_and_entities_and_relations_become_fa
         group = await manager.groups.get_group("memory")
         assert (group.user_ids, group.agent_ids) == ([], ["server-memory"])
         rows = manager.engine.store.session_episodes("memory", "server-memory")
-        observations = [
-            (r["content"], json.loads(r["metadata"])) for r in rows if r["memory_type"] == "observation"
-        ]
+        observations = [(r.content, r.metadata) for r in rows if r.memory_type == "observation"]
         assert observations == [
             ("Ana_Silva: Lives in Lisbon", {"entity": "Ana_Silva", "entity_type": "person"}),
             ("Ana_Silva: Speaks Portuguese and English", {"entity": "Ana_Silva", "entity_type": "person"}),
@@ -71,7 +69,7 @@ async def test_importing_the_graph_again_adds_only_what_is_new(tmp_path: Path) -
         result = await manager.transfer.import_memories(grown)
         rows = manager.engine.store.session_episodes("memory", "server-memory")
     assert (result.memories.added, result.memories.existing, result.facts.added) == (1, 9, 0)
-    assert rows[-1]["content"] == "Ana_Silva: Has a cat" and rows[-1]["sequence"] == 10
+    assert rows[-1].content == "Ana_Silva: Has a cat" and rows[-1].sequence == 10
 
 
 async def test_the_graph_goes_into_the_group_asked_for_which_gains_the_agent(tmp_path: Path) -> None:

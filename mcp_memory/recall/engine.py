@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from mcp_memory.episodes import DEFAULT_IMPORTANCE, embedding_text, episode_from_row
+from mcp_memory.episodes import DEFAULT_IMPORTANCE, embedding_text
 from mcp_memory.llm.embeddings import Embedder
 from mcp_memory.models import Episode, RecallHit
 from mcp_memory.recall.keywords import KeywordSearch
@@ -184,8 +184,7 @@ class MemoryEngine:
         if embed and change.content is not None:
             vectors = self._try_embed([embedding_text(producer, change.content)])
             vector, pending = (None, True) if vectors is None else (vectors[0], False)
-        row = self.store.update_episode(group_id, episode_id, change, vector, iso(self.clock()))
-        return (None if row is None else episode_from_row(row)), pending
+        return self.store.update_episode(group_id, episode_id, change, vector, iso(self.clock())), pending
 
     def _try_embed(self, texts: list[str]) -> np.ndarray | None:
         try:
@@ -225,9 +224,9 @@ class MemoryEngine:
             scores[episode_id] *= importance_factor(importance)
         ranked = [i for i in sorted(scores, key=lambda i: -scores[i]) if i not in query.exclude_ids]
         chosen = ranked[: query.limit]
-        rows = self.store.fetch_episodes(chosen)
+        found = self.store.fetch_episodes(chosen)
         matched = {"keyword": by_keyword, "vector": {i for i, _ in vector}, "time": in_time}
-        hits = [_hit(rows[i], scores[i], matched, similarity.get(i)) for i in chosen if i in rows]
+        hits = [_hit(found[i], scores[i], matched, similarity.get(i)) for i in chosen if i in found]
         self.store.touch([h.id for h in hits], iso(self.clock()))
         return hits, vector_ran
 
@@ -321,7 +320,7 @@ class MemoryEngine:
 
     def recent(self, group_id: str, session_id: str, limit: int) -> list[Episode]:
         """The session's newest `limit` episodes, oldest first."""
-        return [episode_from_row(r) for r in self.store.recent_episodes(group_id, session_id, limit)]
+        return self.store.recent_episodes(group_id, session_id, limit)
 
 
 def importance_factor(importance: float) -> float:
@@ -343,8 +342,7 @@ def _vector_rows(
     )
 
 
-def _hit(row: object, score: float, matched: dict[str, set[int]], similarity: float | None) -> RecallHit:
-    episode = episode_from_row(row)
+def _hit(episode: Episode, score: float, matched: dict[str, set[int]], similarity: float | None) -> RecallHit:
     by = [name for name, ids in matched.items() if episode.id in ids]
     return RecallHit(
         **episode.model_dump(),

@@ -27,7 +27,6 @@ from mcp_memory.services.triples import (
     check_confidence,
     check_request,
     check_source,
-    fact_from_row,
     fact_result,
     prepare_fact,
 )
@@ -126,7 +125,7 @@ class Facts:
     ) -> FactList:
         """The group's facts, current ones first; subject and predicate match in any case and spacing."""
         await self._groups.get_group(group_id)
-        rows, total = await run_sync(
+        facts, total = await run_sync(
             self._store.list_facts, group_id, subject or None, predicate or None, LIST_LIMIT
         )
-        return FactList(group_id=group_id, facts=[fact_from_row(r) for r in rows], total=total)
+        return FactList(group_id=group_id, facts=facts, total=total)

@@ -24,7 +24,6 @@ from mcp_memory.episodes import (
     check_importance,
     check_memory_type,
     content_digest,
-    episode_from_row,
     metadata_json_text,
     parse_memories,
     prepare_episode,
@@ -53,7 +52,6 @@ from mcp_memory.services.groups import Groups
 from mcp_memory.sessions import Sessions
 from mcp_memory.store.records import (
     FACT_MEMORY_TYPE,
-    NOT_INDEXED,
     SUMMARY_MEMORY_TYPE,
     EpisodeChange,
     Filters,
@@ -207,12 +205,12 @@ class Memories:
     ) -> list[RecallHit]:
         """Each hit with its session's `neighbours` turns before and after, none shown twice in the result."""
         spans = [(hit.session_id, hit.sequence - neighbours, hit.sequence + neighbours) for hit in hits]
-        rows = await run_sync(self._store.episodes_in_spans, group_id, spans)
+        found = await run_sync(self._store.episodes_in_spans, group_id, spans)
         seen = shown | {hit.id for hit in hits}
         with_context = []
         for hit, (session, low, high) in zip(hits, spans, strict=True):
-            around = [r for r in rows if r["session_id"] == session and low <= r["sequence"] <= high]
-            context = [episode_from_row(r) for r in around if r["id"] not in seen]
+            around = [e for e in found if e.session_id == session and low <= e.sequence <= high]
+            context = [e for e in around if e.id not in seen]
             seen |= {e.id for e in context}
             with_context.append(hit.model_copy(update={"context": context}))
         return with_context
@@ -233,23 +231,18 @@ class Memories:
         width = 1 if session_id is not None else 2
         after = None if options.cursor is None else decode_cursor(options.cursor, width)
         order, limit = options.order, request.limit
-        rows = await run_sync(
+        page = await run_sync(
             partial(
                 self._store.list_episodes, filters, group_id,
-                newest_first=order == "newest", after=after, limit=limit + 1,
+                newest_first=order == "newest", after=after, limit=limit,
             )
         )  # fmt: skip
-        page, more = rows[:limit], len(rows) > limit
-        last = page[-1] if page else None
-        key = (
-            None if last is None else ((last["sequence"],) if width == 1 else (last["ts_epoch"], last["id"]))
-        )
         return MemoryPage(
             group_id=group_id,
             session_id=session_id,
             order=order,
-            memories=[episode_from_row(row) for row in page],
-            next_cursor=encode_cursor(key) if more and key is not None else None,
+            memories=page.episodes,
+            next_cursor=None if page.next_after is None else encode_cursor(page.next_after),
         )
 
     async def recent(self, group_id: str, session_id: str) -> list[Episode]:
@@ -282,7 +275,7 @@ class Memories:
             raise ValidationFailed("pass content, metadata, importance or memory_type: what to correct")
         await self._groups.get_group(group_id)
         stored = await self._stored(group_id, memory_id)
-        if FACT_MEMORY_TYPE in (stored["memory_type"], memory_type):
+        if FACT_MEMORY_TYPE in (stored.memory_type, memory_type):
             raise ValidationFailed(
                 f"memory {memory_id} is a fact's memory (or would become one); change facts with add_fact "
                 "and replace=true, which keeps the old value as history"
@@ -298,19 +291,18 @@ class Memories:
         episode, pending = await run_sync(
             partial(
                 self._engine.update, group_id, memory_id, change,
-                producer=stored["producer_id"], embed=stored["indexed"] != NOT_INDEXED,
+                producer=stored.producer, embed=await run_sync(self._store.keeps_vector, memory_id),
             )
         )  # fmt: skip
         if episode is None:  # deleted by another call since it was read
             raise _memory_not_found(group_id, memory_id)
         return UpdatedMemory(memory=episode, embedding_pending=pending)
 
-    async def _stored(self, group_id: str, memory_id: int) -> Any:
-        rows = await run_sync(self._store.fetch_episodes, [memory_id])
-        row = rows.get(memory_id)
-        if row is None or row["group_id"] != group_id:
+    async def _stored(self, group_id: str, memory_id: int) -> Episode:
+        found = (await run_sync(self._store.fetch_episodes, [memory_id])).get(memory_id)
+        if found is None or found.group_id != group_id:
             raise _memory_not_found(group_id, memory_id)
-        return row
+        return found
 
     async def delete_memories(
         self,

@@ -16,7 +16,6 @@ import anyio
 from anyio.to_thread import run_sync
 
 from mcp_memory.config import effective_session_config
-from mcp_memory.episodes import episode_from_row
 from mcp_memory.llm import rolling
 from mcp_memory.services.summaries import NOT_TURNS
 from mcp_memory.store.records import RollingSummary
@@ -103,8 +102,7 @@ class Rolling:
         current = await run_sync(store.rolling_summary, group_id, session_id)
         covered = 0 if current is None else current.covered_through_sequence
         first = window[0].sequence if window else 0
-        rows = await run_sync(store.episodes_between, group_id, session_id, covered, first, NOT_TURNS)
-        turns = [episode_from_row(r) for r in rows]
+        turns = await run_sync(store.episodes_between, group_id, session_id, covered, first, NOT_TURNS)
         if not turns:
             return rolling.RollOutcome(
                 status="nothing to summarise", covered_through_sequence=None if current is None else covered

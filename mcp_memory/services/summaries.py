@@ -26,7 +26,6 @@ from typing import Any
 import anyio
 from anyio.to_thread import run_sync
 
-from mcp_memory.episodes import episode_from_row
 from mcp_memory.errors import (
     ConfigurationError,
     InvalidSummary,
@@ -385,8 +384,7 @@ class Summaries:
 
     async def episodes(self, group_id: str, session_id: str) -> list[Episode]:
         """The session's episodes for `SummaryService`, earlier summaries left out."""
-        rows = await run_sync(self._store.session_episodes, group_id, session_id, (SUMMARY_MEMORY_TYPE,))
-        return [episode_from_row(r) for r in rows]
+        return await run_sync(self._store.session_episodes, group_id, session_id, (SUMMARY_MEMORY_TYPE,))
 
     async def store_summary(
         self, group_id: str, session_id: str, text: str, metadata: dict[str, Any], generate_embedding: bool

@@ -116,26 +116,8 @@ def prepare_fact(
     return NewFact(*triple, session_id, source, confidence, moment), episode
 
 
-def fact_from_row(row: Any) -> Fact:
-    return Fact(
-        id=row["id"],
-        group_id=row["group_id"],
-        subject=row["subject"],
-        predicate=row["predicate"],
-        object=row["object"],
-        current=row["valid_to"] is None,
-        valid_from=datetime.fromisoformat(row["valid_from"]),
-        valid_to=None if row["valid_to"] is None else datetime.fromisoformat(row["valid_to"]),
-        session_id=row["session_id"],
-        source=row["source"],
-        confidence=row["confidence"],
-        memory_id=row["memory_id"],
-        created_at=datetime.fromisoformat(row["created_at"]),
-    )
-
-
-def stored_fact(row: Any, duplicate: bool) -> StoredFact:
-    return StoredFact(**fact_from_row(row).model_dump(), duplicate=duplicate)
+def stored_fact(fact: Fact, duplicate: bool) -> StoredFact:
+    return StoredFact(**fact.model_dump(), duplicate=duplicate)
 
 
 def check_request(
@@ -166,8 +148,8 @@ def fact_result(
     extracted: int | None = None,
     malformed: int | None = None,
 ) -> FactResult:
-    pairs = [] if stored is None else zip(stored.rows, stored.duplicate, strict=True)
-    facts = [stored_fact(row, duplicate) for row, duplicate in pairs]
+    pairs = [] if stored is None else zip(stored.facts, stored.duplicate, strict=True)
+    facts = [stored_fact(fact, duplicate) for fact, duplicate in pairs]
     duplicates = sum(f.duplicate for f in facts)
     return FactResult(
         group_id=group_id,

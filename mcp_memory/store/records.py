@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from mcp_memory.models import Episode, Fact
+
 
 @dataclass(frozen=True)
 class RollingSummary:
@@ -118,6 +120,15 @@ class EpisodeChange:
     metadata_json: str | None = None
 
 
+@dataclass(frozen=True)
+class EpisodePage:
+    """A page of a listing, and the position to go on from (None on the last page): a session's pages are
+    keyed by (sequence,), a group's by (time, id)."""
+
+    episodes: list[Episode]
+    next_after: tuple[float, ...] | None
+
+
 # -- what recall filters on ---------------------------------------------------------------------------
 
 
@@ -184,7 +195,7 @@ class StoredFacts:
     """The outcome of one insert: each fact's row in input order, whether it already existed, the facts
     closed by replace, the new episodes (input index, episode id) and the group's vector revision."""
 
-    rows: list[Any]
+    facts: list[Fact]
     duplicate: list[bool]
     closed: list[int]
     new_episodes: list[tuple[int, int]]

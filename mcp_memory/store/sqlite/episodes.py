@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from mcp_memory.errors import IdempotencyConflict
+from mcp_memory.models import Episode
 from mcp_memory.store.records import (
     INDEXED,
     KEYED,
     NOT_INDEXED,
     PENDING,
     EpisodeChange,
+    EpisodePage,
     Filters,
     InsertBatch,
     Inserted,
@@ -172,12 +175,12 @@ class Episodes(Database):
         change: EpisodeChange,
         vector: np.ndarray | None,
         updated_at: str,
-    ) -> Any | None:
+    ) -> Episode | None:
         """Correct a stored episode in place (its id, session, sequence and time stay) and re-index its
         keywords and vector in the same transaction; None when the group has no such episode. A changed
         text without a `vector` leaves the episode pending, indexed later, never with its old vector."""
 
-        def update(conn: Any) -> Any | None:
+        def update(conn: Any) -> Episode | None:
             row = conn.execute(
                 f"SELECT {EPISODE_COLUMNS} FROM episodes WHERE id = ? AND group_id = ?",
                 (episode_id, group_id),
@@ -198,11 +201,12 @@ class Episodes(Database):
                 if row["indexed"] != NOT_INDEXED:
                     _reindex_vector(conn, row, change, vector)
                 fts.refresh_around(conn, group_id, row["session_id"], row["sequence"], row["sequence"])
-            return conn.execute(
-                f"SELECT {EPISODE_COLUMNS} FROM episodes WHERE id = ?", (episode_id,)
-            ).fetchone()
+            return episode(
+                conn.execute(f"SELECT {EPISODE_COLUMNS} FROM episodes WHERE id = ?", (episode_id,)).fetchone()
+            )
 
-        return self.write(update)
+        updated: Episode | None = self.write(update)
+        return updated
 
     def touch(self, ids: Sequence[int], now: str) -> None:
         """Count a retrieval of each episode and refresh its last access time."""
@@ -247,35 +251,37 @@ class Episodes(Database):
 
     # -- reading ------------------------------------------------------------------------
 
-    def recent_episodes(self, group_id: str, session_id: str, limit: int) -> list[Any]:
+    def recent_episodes(self, group_id: str, session_id: str, limit: int) -> list[Episode]:
         """The session's newest episodes, oldest first."""
         rows = self.read(
             f"SELECT {EPISODE_COLUMNS} FROM episodes WHERE group_id = ? AND session_id = ? "
             "ORDER BY sequence DESC LIMIT ?",
             (group_id, session_id, limit),
         )
-        return rows[::-1]
+        return [episode(row) for row in reversed(rows)]
 
     def session_episodes(
         self, group_id: str, session_id: str, exclude_types: Sequence[str] = ()
-    ) -> list[Any]:
+    ) -> list[Episode]:
         """Every episode of the session, oldest first, leaving out those of `exclude_types`."""
-        return self.read(
+        rows = self.read(
             f"SELECT {EPISODE_COLUMNS} FROM episodes WHERE group_id = ? AND session_id = ? "
             "AND memory_type NOT IN (SELECT value FROM json_each(?)) ORDER BY sequence",
             (group_id, session_id, json.dumps(list(exclude_types))),
         )
+        return [episode(row) for row in rows]
 
     def episodes_between(
         self, group_id: str, session_id: str, after: int, before: int, exclude_types: Sequence[str] = ()
-    ) -> list[Any]:
+    ) -> list[Episode]:
         """The session's episodes with after < sequence < before, oldest first, leaving out `exclude_types`."""
-        return self.read(
+        rows = self.read(
             f"SELECT {EPISODE_COLUMNS} FROM episodes WHERE group_id = ? AND session_id = ? "
             "AND sequence > ? AND sequence < ? "
             "AND memory_type NOT IN (SELECT value FROM json_each(?)) ORDER BY sequence",
             (group_id, session_id, after, before, json.dumps(list(exclude_types))),
         )
+        return [episode(row) for row in rows]
 
     def count_episodes(self, group_id: str, session_id: str, exclude_types: Sequence[str] = ()) -> int:
         """How many episodes the session has, leaving out those of `exclude_types`."""
@@ -294,7 +300,7 @@ class Episodes(Database):
         newest_first: bool,
         after: tuple[float, ...] | None,
         limit: int,
-    ) -> list[Any]:
+    ) -> EpisodePage:
         """The group's episodes meeting `filters` in order, `limit` of them after the position `after`: a
         session's by sequence, a group's by time then id (both keyed, so each page is an index range)."""
         where, params = filter_sql(filters, "e")
@@ -305,28 +311,42 @@ class Episodes(Database):
             params += list(after)
         direction = "DESC" if newest_first else "ASC"
         order = ", ".join(f"{column} {direction}" for column in key.split(", "))
-        return self.read(
+        rows = self.read(
             f"SELECT {EPISODE_COLUMNS}, ts_epoch FROM episodes e WHERE e.group_id = ? {where} ORDER BY {order} LIMIT ?",
-            (group_id, *params, limit),
+            (group_id, *params, limit + 1),
         )
+        page, last = rows[:limit], (rows[limit - 1] if len(rows) > limit else None)
+        position = None
+        if last is not None:
+            position = (
+                (last["sequence"],) if filters.session_id is not None else (last["ts_epoch"], last["id"])
+            )
+        return EpisodePage([episode(row) for row in page], position)
 
-    def episodes_in_spans(self, group_id: str, spans: Sequence[tuple[str, int, int]]) -> list[Any]:
+    def episodes_in_spans(self, group_id: str, spans: Sequence[tuple[str, int, int]]) -> list[Episode]:
         """The group's episodes in any of these (session, first sequence, last sequence) spans, in order."""
         if not spans:
             return []
-        return self.read(
+        rows = self.read(
             f"SELECT {EPISODE_COLUMNS_OF_E} FROM json_each(?) s JOIN episodes e ON e.group_id = ? "
             "AND e.session_id = s.value ->> 0 AND e.sequence BETWEEN s.value ->> 1 AND s.value ->> 2 "
             "ORDER BY e.session_id, e.sequence",
             (json.dumps([list(span) for span in spans]), group_id),
         )
+        return [episode(row) for row in rows]
 
-    def fetch_episodes(self, ids: Sequence[int]) -> dict[int, Any]:
+    def fetch_episodes(self, ids: Sequence[int]) -> dict[int, Episode]:
+        """The episodes with these ids (any group: callers check it), by id."""
         rows = self.read(
             f"SELECT {EPISODE_COLUMNS} FROM episodes WHERE id IN (SELECT value FROM json_each(?))",
             (json.dumps(list(ids)),),
         )
-        return {row["id"]: row for row in rows}
+        return {row["id"]: episode(row) for row in rows}
+
+    def keeps_vector(self, episode_id: int) -> bool:
+        """Whether the episode has (or waits for) a vector; False for one stored without, or not found."""
+        rows = self.read("SELECT indexed FROM episodes WHERE id = ?", (episode_id,))
+        return bool(rows) and rows[0][0] != NOT_INDEXED
 
     def keyword_search(self, group_id: str, match: str, filters: Filters, k: int) -> list[tuple[int, float]]:
         """Episodes of the group matching an FTS5 expression, best BM25 first, filters inside the query."""
@@ -386,3 +406,30 @@ def _reindex_vector(conn: Any, row: Any, change: EpisodeChange, vector: np.ndarr
             row["producer_id"], row["producer_role"], change.memory_type or row["memory_type"], ts
         )
         insert_vector(conn, row["id"], row["group_id"], row["session_id"], columns, vector)
+
+
+def episode(row: Any) -> Episode:
+    """An episodes row as the model callers see (a stored message's extras included, its original text not)."""
+    extras = json.loads(row["message"]) if row["message"] else {}
+    extras.pop("text", None)
+    return Episode(
+        id=row["id"],
+        group_id=row["group_id"],
+        session_id=row["session_id"],
+        sequence=row["sequence"],
+        timestamp=datetime.fromisoformat(row["timestamp"]),
+        producer=row["producer_id"],
+        role=row["producer_role"],
+        produced_for=row["produced_for_id"],
+        content=row["content"],
+        memory_type=row["memory_type"],
+        importance=row["importance"],
+        metadata=json.loads(row["metadata"]),
+        step=row["step"],
+        retrieval_count=row["retrieval_count"],
+        last_accessed_at=None
+        if row["last_accessed_at"] is None
+        else datetime.fromisoformat(row["last_accessed_at"]),
+        effective_importance=row["effective_importance"],
+        **extras,
+    )

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Sequence
+from datetime import datetime
 from typing import Any
 
 from mcp_memory.errors import ValidationFailed
+from mcp_memory.models import Fact
 from mcp_memory.store.records import NewFact, fact_key
 
 FACT_COLUMNS = (
@@ -86,17 +88,17 @@ def close_current(conn: Any, group_id: str, fact: NewFact, keep: Collection[int]
     return ids
 
 
-def fetch(conn: Any, ids: Sequence[int]) -> dict[int, Any]:
+def fetch(conn: Any, ids: Sequence[int]) -> dict[int, Fact]:
     rows = conn.execute(
         f"SELECT {FACT_COLUMNS} FROM facts WHERE id IN (SELECT value FROM json_each(?))",
         (json.dumps(list(ids)),),
     ).fetchall()
-    return {row["id"]: row for row in rows}
+    return {row["id"]: fact(row) for row in rows}
 
 
 def select(
     conn: Any, group_id: str, subject: str | None, predicate: str | None, limit: int
-) -> tuple[list[Any], int]:
+) -> tuple[list[Fact], int]:
     """The group's facts (filtered by normalised subject and predicate): current first, then the newest;
     and how many match in all."""
     where, params = "group_id = ?", [group_id]
@@ -110,7 +112,7 @@ def select(
         (*params, limit),
     ).fetchall()
     total = conn.execute(f"SELECT count(*) FROM facts WHERE {where}", params).fetchone()[0]
-    return rows, int(total)
+    return [fact(row) for row in rows], int(total)
 
 
 def closed_memory_ids(conn: Any, memory_ids: Sequence[int]) -> set[int]:
@@ -121,3 +123,22 @@ def closed_memory_ids(conn: Any, memory_ids: Sequence[int]) -> set[int]:
         (json.dumps(list(memory_ids)),),
     ).fetchall()
     return {row[0] for row in rows}
+
+
+def fact(row: Any) -> Fact:
+    """A facts row as the model callers see."""
+    return Fact(
+        id=row["id"],
+        group_id=row["group_id"],
+        subject=row["subject"],
+        predicate=row["predicate"],
+        object=row["object"],
+        current=row["valid_to"] is None,
+        valid_from=datetime.fromisoformat(row["valid_from"]),
+        valid_to=None if row["valid_to"] is None else datetime.fromisoformat(row["valid_to"]),
+        session_id=row["session_id"],
+        source=row["source"],
+        confidence=row["confidence"],
+        memory_id=row["memory_id"],
+        created_at=datetime.fromisoformat(row["created_at"]),
+    )

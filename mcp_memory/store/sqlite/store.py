@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from mcp_memory.errors import EmbedderMismatch, StoreError
-from mcp_memory.models import GroupInfo
+from mcp_memory.models import Fact, GroupInfo
 from mcp_memory.store.records import (
     Filters,
     NewEpisode,
@@ -349,9 +349,9 @@ class Store(Episodes, VectorIndex, KeywordReads, Statistics, TransferStore, Task
 
     def list_facts(
         self, group_id: str, subject: str | None, predicate: str | None, limit: int
-    ) -> tuple[list[Any], int]:
+    ) -> tuple[list[Fact], int]:
         """The group's facts, current first, and how many match in all."""
-        result: tuple[list[Any], int] = self._retry(
+        result: tuple[list[Fact], int] = self._retry(
             lambda: fact_table.select(self._conn(), group_id, subject, predicate, limit)
         )
         return result
