@@ -32,7 +32,7 @@ from mcp_memory.services.triples import (
 )
 from mcp_memory.sessions import Sessions
 from mcp_memory.store.records import NewEpisode, NewFact, StoredFacts
-from mcp_memory.store.sqlite.store import Store
+from mcp_memory.store.protocol import Store
 from mcp_memory.times import normalize_timestamp
 
 

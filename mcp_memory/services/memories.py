@@ -56,7 +56,7 @@ from mcp_memory.store.records import (
     EpisodeChange,
     Filters,
 )
-from mcp_memory.store.sqlite.store import Store
+from mcp_memory.store.protocol import Store
 from mcp_memory.tokens import token_counter
 from mcp_memory.window import trim
 

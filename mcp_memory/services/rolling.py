@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from mcp_memory.services.background import Background
     from mcp_memory.services.memories import Memories
     from mcp_memory.sessions import Sessions
-    from mcp_memory.store.sqlite.store import Store
+    from mcp_memory.store.protocol import Store
 
 log = logging.getLogger(__name__)
 

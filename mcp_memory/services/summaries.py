@@ -66,7 +66,7 @@ from mcp_memory.services.tasks import TaskRunner
 from mcp_memory.sessions import Sessions
 from mcp_memory.store.protocol import SummaryStore
 from mcp_memory.store.records import FACT_MEMORY_TYPE, SUMMARY_MEMORY_TYPE
-from mcp_memory.store.sqlite.store import Store
+from mcp_memory.store.protocol import Store
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,20 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from mcp_memory.models import GroupInfo, TaskInfo, TaskStatus
-from mcp_memory.store.records import RollingSummary, SessionRecord
+import numpy as np
+
+from mcp_memory.models import Episode, Fact, GroupInfo, TaskInfo, TaskStatus
+from mcp_memory.store.records import (
+    EpisodeChange,
+    EpisodePage,
+    Filters,
+    InsertBatch,
+    NewEpisode,
+    NewFact,
+    RollingSummary,
+    SessionRecord,
+    StoredFacts,
+)
 
 
 class GroupStore(Protocol):
@@ -53,6 +65,158 @@ class SessionStore(Protocol):
 
     def delete_session(self, group_id: str, session_id: str) -> int:
         """Delete a session and every episode of it (both indexes follow); returns the episodes removed."""
+        ...
+
+
+class EpisodeStore(Protocol):
+    """Episodes: written in batches (a retried batch is found, not stored twice), corrected, read, deleted.
+    Times are fixed-width UTC ISO 8601 text (times.iso); `ts_epoch` of a NewEpisode is its time in seconds."""
+
+    def insert_episodes(
+        self,
+        group_id: str,
+        session_id: str,
+        episodes: Sequence[NewEpisode],
+        vectors: np.ndarray | None,
+        *,
+        index_vectors: bool,
+        created_at: str,
+        retry_window_start: str,
+    ) -> InsertBatch:
+        """Write a batch in one transaction, numbered on from the session's last sequence. A memory whose
+        retry key is stored already, or a batch equal to the session's newest written since
+        `retry_window_start`, returns the stored ids (duplicate=True). Without vectors and with
+        `index_vectors`, the episodes wait for one (pending); without `index_vectors` they never get one."""
+        ...
+
+    def update_episode(
+        self,
+        group_id: str,
+        episode_id: int,
+        change: EpisodeChange,
+        vector: np.ndarray | None,
+        updated_at: str,
+    ) -> Episode | None:
+        """Correct an episode in place (id, session, sequence and time stay), its keywords and vector with it;
+        None when the group has no such episode."""
+        ...
+
+    def touch(self, ids: Sequence[int], now: str) -> None:
+        """Count one retrieval of each episode and set its last access time."""
+        ...
+
+    def delete_episodes(
+        self, group_id: str, ids: Sequence[int] | None, session_id: str | None, keep_roles: Sequence[str] = ()
+    ) -> int:
+        """Delete the group's episodes by id and/or session, except those of `keep_roles`; returns how many."""
+        ...
+
+    def recent_episodes(self, group_id: str, session_id: str, limit: int) -> list[Episode]:
+        """The session's newest `limit` episodes, oldest first."""
+        ...
+
+    def session_episodes(
+        self, group_id: str, session_id: str, exclude_types: Sequence[str] = ()
+    ) -> list[Episode]:
+        """Every episode of the session, oldest first, leaving out those of `exclude_types`."""
+        ...
+
+    def episodes_between(
+        self, group_id: str, session_id: str, after: int, before: int, exclude_types: Sequence[str] = ()
+    ) -> list[Episode]:
+        """The session's episodes with after < sequence < before, oldest first, leaving out `exclude_types`."""
+        ...
+
+    def count_episodes(self, group_id: str, session_id: str, exclude_types: Sequence[str] = ()) -> int: ...
+
+    def list_episodes(
+        self,
+        filters: Filters,
+        group_id: str,
+        *,
+        newest_first: bool,
+        after: tuple[float, ...] | None,
+        limit: int,
+    ) -> EpisodePage:
+        """A page of the group's episodes meeting `filters`, in order after the position `after`: a session's
+        by sequence, a group's by time then id."""
+        ...
+
+    def episodes_in_spans(self, group_id: str, spans: Sequence[tuple[str, int, int]]) -> list[Episode]:
+        """The group's episodes in any of these (session, first sequence, last sequence) spans, in order."""
+        ...
+
+    def fetch_episodes(self, ids: Sequence[int]) -> dict[int, Episode]:
+        """The episodes with these ids, of any group (callers check it), by id."""
+        ...
+
+    def keeps_vector(self, episode_id: int) -> bool:
+        """Whether the episode has or waits for a vector (False: stored without one, or not found)."""
+        ...
+
+    def in_period(self, ids: Sequence[int], since: float, until: float) -> set[int]:
+        """Which of these episodes have a time (epoch seconds) in [since, until]."""
+        ...
+
+    def effective_importance(self, ids: Sequence[int], neutral: float) -> dict[int, float]:
+        """The effective importance of those of these episodes whose value is not `neutral`."""
+        ...
+
+    def decay_importance(self, now: datetime, decay_per_day: float) -> int:
+        """Recompute every episode's effective importance at `now`; returns how many changed."""
+        ...
+
+
+class FactStore(Protocol):
+    """Facts: triples with a validity period, each stored with the episode recall finds it by."""
+
+    def insert_facts(
+        self,
+        group_id: str,
+        session_id: str,
+        facts: Sequence[NewFact],
+        episodes: Sequence[NewEpisode],
+        vectors: np.ndarray | None,
+        *,
+        supersede: bool,
+        index_vectors: bool,
+        created_at: str,
+    ) -> StoredFacts:
+        """Store facts and their episodes in one transaction; a triple current already comes back as a
+        duplicate; with `supersede`, the other current facts of the same subject and predicate are closed."""
+        ...
+
+    def list_facts(
+        self, group_id: str, subject: str | None, predicate: str | None, limit: int
+    ) -> tuple[list[Fact], int]:
+        """The group's facts (subject and predicate compared by fact_key), current first, and how many match."""
+        ...
+
+    def closed_fact_episodes(self, ids: Sequence[int]) -> set[int]:
+        """Which of these episodes hold facts that are no longer current."""
+        ...
+
+
+class MetaStore(Protocol):
+    """The database itself: settings kept in it, its counts, its identity."""
+
+    def get_meta(self, key: str) -> str | None: ...
+
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    @property
+    def schema_version(self) -> int: ...
+
+    def stats(self, recent_since: str) -> dict[str, Any]:
+        """Counts by group, session, memory type and tier, importance and retrieval totals, pending vectors."""
+        ...
+
+    def database_id(self) -> str:
+        """This database's random identity (made the first time it is asked for)."""
+        ...
+
+    def close(self) -> None:
+        """Release the database; later calls fail with StoreError."""
         ...
 
 
@@ -121,3 +285,7 @@ class TaskStore(Protocol):
     ) -> int: ...
 
     def expire_tasks(self, before: datetime) -> int: ...
+
+
+class Store(GroupStore, SessionStore, EpisodeStore, FactStore, SummaryStore, TaskStore, MetaStore, Protocol):
+    """Everything the services ask of a database (search and transfer are the SQLite backend's for now)."""
