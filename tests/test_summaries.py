@@ -7,6 +7,7 @@ side; here they are a small in-memory session. Counters and tasks live in a real
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -774,3 +775,18 @@ async def test_reading_a_task_fails_it_when_its_owner_stopped_renewing_the_lease
 async def test_an_unknown_task_id_is_a_clear_error(store: Store) -> None:
     with pytest.raises(TaskNotFound, match="task 'task_nope' does not exist"):
         await tasks.TaskRunner(store).get("task_nope")
+
+
+@pytest.mark.parametrize("limit", [1_000, 20_000])
+def test_json_nested_too_deeply_is_refused_whatever_the_recursion_limit(limit: int) -> None:
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit)
+    try:
+        for text in ("[" * 5000, '{"a": ' * 40 + "1" + "}" * 40):
+            with pytest.raises(ValueError, match="nests JSON too deeply"):
+                parse_json_text(text)
+    finally:
+        sys.setrecursionlimit(previous)
+    assert parse_json_text('{"topic": "[[[[ not nesting ]]]] \\" {{{{"}') == {
+        "topic": '[[[[ not nesting ]]]] " {{{{'
+    }

@@ -92,10 +92,14 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
             if len(component) > 1:
                 found.append(sorted(component))
 
-    sys.setrecursionlimit(10_000)
-    for node in sorted(edges):
-        if node not in index:
-            connect(node)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 10_000))  # a deep chain of imports; given back after
+    try:
+        for node in sorted(edges):
+            if node not in index:
+                connect(node)
+    finally:
+        sys.setrecursionlimit(limit)
     return found
 
 

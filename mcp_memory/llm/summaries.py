@@ -53,6 +53,7 @@ MAX_FOCUS_TOPICS = 10
 MAX_FOCUS_TOPIC_CHARS = 100
 REPLY_MAX_TOKENS = {"full": 800, "lightweight": 300}
 CUT_MARK = " [...]"
+MAX_JSON_DEPTH = 32  # a summary is a few flat fields: deeper JSON text is refused
 
 
 @dataclass(frozen=True)
@@ -224,13 +225,32 @@ def parse_json_text(text: str) -> Any:
     if 0 <= start < end:
         candidates.append(text[start : end + 1])
     for candidate in candidates:
+        if _nesting(candidate) > MAX_JSON_DEPTH:  # checked first: how deep json.loads gets before a
+            raise ValueError(
+                "it nests JSON too deeply; a summary is a few flat fields"
+            )  # RecursionError varies
         try:
             return json.loads(candidate)
         except json.JSONDecodeError:
             continue
-        except RecursionError:
-            raise ValueError("it nests JSON too deeply; a summary is a few flat fields") from None
     raise ValueError("it is not JSON")
+
+
+def _nesting(text: str) -> int:
+    """How deep brackets and braces nest in JSON text (those inside strings not counted)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def parse_summary(mode: str, value: Any) -> dict[str, Any]:

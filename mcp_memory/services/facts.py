@@ -31,8 +31,8 @@ from mcp_memory.services.triples import (
     prepare_fact,
 )
 from mcp_memory.sessions import Sessions
-from mcp_memory.store.records import NewEpisode, NewFact, StoredFacts
 from mcp_memory.store.protocol import Store
+from mcp_memory.store.records import NewEpisode, NewFact, StoredFacts
 from mcp_memory.times import normalize_timestamp
 
 

@@ -50,13 +50,13 @@ from mcp_memory.recall.request import RecallRequest
 from mcp_memory.recall.selection import decode_cursor, encode_cursor, store_filters
 from mcp_memory.services.groups import Groups
 from mcp_memory.sessions import Sessions
+from mcp_memory.store.protocol import Store
 from mcp_memory.store.records import (
     FACT_MEMORY_TYPE,
     SUMMARY_MEMORY_TYPE,
     EpisodeChange,
     Filters,
 )
-from mcp_memory.store.protocol import Store
 from mcp_memory.tokens import token_counter
 from mcp_memory.window import trim
 

@@ -64,9 +64,8 @@ from mcp_memory.services.groups import Groups
 from mcp_memory.services.memories import prepare_memory
 from mcp_memory.services.tasks import TaskRunner
 from mcp_memory.sessions import Sessions
-from mcp_memory.store.protocol import SummaryStore
+from mcp_memory.store.protocol import Store, SummaryStore
 from mcp_memory.store.records import FACT_MEMORY_TYPE, SUMMARY_MEMORY_TYPE
-from mcp_memory.store.protocol import Store
 
 log = logging.getLogger(__name__)
 
