@@ -1,4 +1,5 @@
-"""The in-memory keyword index: FTS5's BM25 ranking exactly, kept current across writes and processes."""
+"""The in-memory keyword index: FTS5's BM25 ranking over each group's own statistics, kept current across
+writes and processes."""
 
 from __future__ import annotations
 
@@ -43,11 +44,12 @@ def sentences(count: int, seed: int) -> list[str]:
     return [" ".join(rng.choice(WORDS, size=int(rng.integers(3, 14)))) for _ in range(count)]
 
 
-async def filled(config: Config, count: int = 240) -> MemoryManager:
-    """Two groups (so table-wide statistics differ from one group's), two sessions, a fact."""
+async def filled(config: Config, count: int = 240, groups: tuple[str, ...] = ("g",)) -> MemoryManager:
+    """Groups with two sessions each and a fact in "g"; "g" is written first, so its ids are the same in a
+    database of "g" alone (the reference FTS5 ranks against: its statistics are then the group's)."""
     manager = await MemoryManager(config).start()
     texts = sentences(count, seed=1)
-    for group in ("g", "other"):
+    for group in groups:
         await manager.groups.create_group(group, user_ids=["Ana Lima", "ben"])
         for session in ("s1", "s2"):
             async with manager.sessions.created(group, session) as live:
@@ -59,7 +61,8 @@ async def filled(config: Config, count: int = 240) -> MemoryManager:
                         for i, t in enumerate(half if group == "g" else half[: count // 4])
                     ]
                 )  # fmt: skip
-    await manager.facts.add_fact("g", "Ana", "paints", "the sunrise over the lake")
+        if group == "g":
+            await manager.facts.add_fact("g", "Ana", "paints", "the sunrise over the lake")
     return manager
 
 
@@ -87,9 +90,13 @@ def assert_same_ranking(mine: list[tuple[int, float]] | None, reference: list[tu
 NO_FILTERS = Filters()
 
 
-def assert_matches_fts5(engine: MemoryEngine, filters: Filters = NO_FILTERS, k: int = 20) -> None:
+def assert_matches_fts5(
+    engine: MemoryEngine, filters: Filters = NO_FILTERS, k: int = 20, reference: MemoryEngine | None = None
+) -> None:
+    """Our ranking of group g equals FTS5's over a database whose statistics are g's (`reference`, or the
+    same database when g is all it holds)."""
     for query in QUERIES:
-        assert_same_ranking(ours(engine, query, filters, k), fts5(engine, query, filters, k))
+        assert_same_ranking(ours(engine, query, filters, k), fts5(reference or engine, query, filters, k))
 
 
 @pytest.mark.parametrize(
@@ -105,11 +112,31 @@ def assert_matches_fts5(engine: MemoryEngine, filters: Filters = NO_FILTERS, k: 
         Filters(min_importance=0.5, session_id="s1"),
     ],
 )
-async def test_the_index_ranks_exactly_as_fts5_does(config: Config, filters: Filters) -> None:
-    manager = await filled(config)
+async def test_the_index_ranks_exactly_as_fts5_does_over_the_groups_own_statistics(
+    config: Config, filters: Filters
+) -> None:
+    manager = await filled(config, groups=("g", "other"))
+    alone = await filled(Config(db_path=config.db_path.with_name("alone.db"), embedder="hashing"))
     try:
-        assert_matches_fts5(manager.engine, filters)
+        assert_matches_fts5(manager.engine, filters, reference=alone.engine)
         assert ours(manager.engine, "nothing matches zebra", filters, 5) == []
+    finally:
+        await manager.shutdown()
+        await alone.shutdown()
+
+
+async def test_what_another_group_stores_never_changes_a_groups_ranking(config: Config) -> None:
+    manager = await filled(config, 60, groups=("g", "other"))
+    engine = manager.engine
+    try:
+        before = {query: ours(engine, query, NO_FILTERS, 10) for query in QUERIES}
+        table_wide = fts5(engine, "café sunrise", NO_FILTERS, 10)
+        async with manager.sessions.opened("other", "s1") as live:
+            await manager.memories.add_memories(
+                live.group_id, live.session_id, [{"content": "café sunrise café", "producer": "ben"}] * 30
+            )
+        assert {query: ours(engine, query, NO_FILTERS, 10) for query in QUERIES} == before
+        assert fts5(engine, "café sunrise", NO_FILTERS, 10) != table_wide  # FTS5's statistics are the table's
     finally:
         await manager.shutdown()
 
@@ -128,21 +155,23 @@ async def test_own_writes_and_deletes_are_caught_up_without_a_reload(config: Con
     engine = manager.engine
     assert engine.keywords is not None
     try:
-        index = engine.keywords.current()
+        index = engine.keywords.current("g")
         async with manager.sessions.opened("g", "s1") as live:
             added = await manager.memories.add_memories(
                 live.group_id, live.session_id, [{"content": "zebra violin zebra", "producer": "ben"}]
             )
         new_id = added.memories[0].id
-        assert ours(engine, "zebra", Filters(), 5) == fts5(engine, "zebra", Filters(), 5)
+        assert_same_ranking(ours(engine, "zebra", Filters(), 5), fts5(engine, "zebra", Filters(), 5))
         assert [i for i, _ in ours(engine, "zebra", Filters(), 5) or []][0] == new_id  # then its neighbours
-        assert engine.keywords.current() is index and index.added_rows > 1  # the new turn and its neighbours
+        assert (
+            engine.keywords.current("g") is index and index.added_rows > 1
+        )  # the new turn and its neighbours
         await manager.memories.delete_memories("g", [new_id])
         assert ours(engine, "zebra", Filters(), 5) == []
         assert_matches_fts5(engine)
         await manager.memories.delete_memories("g", session_id="s2")
         assert_matches_fts5(engine)
-        assert engine.keywords.current() is index
+        assert engine.keywords.current("g") is index
     finally:
         await manager.shutdown()
 
@@ -172,7 +201,7 @@ async def test_a_copy_behind_a_pruned_log_or_too_many_changes_is_reloaded(
     engine = manager.engine
     assert engine.keywords is not None
     try:
-        index = engine.keywords.current()
+        index = engine.keywords.current("g")
         monkeypatch.setattr(fts, "KEEP_CHANGES", 2)  # the log forgets all but the newest entries
         async with manager.sessions.opened("g", "s1") as live:
             await manager.memories.add_memories(
@@ -180,7 +209,7 @@ async def test_a_copy_behind_a_pruned_log_or_too_many_changes_is_reloaded(
                 live.session_id,
                 [{"content": f"zebra {i}", "producer": "ben"} for i in range(3)],
             )
-        fresh = engine.keywords.current()
+        fresh = engine.keywords.current("g")
         assert fresh is not None and fresh is not index
         assert_matches_fts5(engine)
         monkeypatch.setattr(fts, "KEEP_CHANGES", 50_000)
@@ -191,7 +220,7 @@ async def test_a_copy_behind_a_pruned_log_or_too_many_changes_is_reloaded(
                 live.session_id,
                 [{"content": f"zebra again {i}", "producer": "ben"} for i in range(3)],
             )
-        again = engine.keywords.current()
+        again = engine.keywords.current("g")
         assert again is not None and again is not fresh
         assert_matches_fts5(engine)
     finally:
@@ -205,22 +234,33 @@ async def test_a_copy_grown_by_many_replayed_rows_is_replaced_by_a_fresh_load(
     engine = manager.engine
     assert engine.keywords is not None
     try:
-        index = engine.keywords.current()
+        index = engine.keywords.current("g")
         monkeypatch.setattr(keyword_index, "RELOAD_MIN", 0)
         monkeypatch.setattr(keyword_index, "RELOAD_SHARE", 0.0)
+        gate = threading.Event()
+        scan = engine.store.scan_group_keywords
+
+        def held_scan(group_id, consume, *, whole_table):  # type: ignore[no-untyped-def]
+            assert gate.wait(10)
+            return scan(group_id, consume, whole_table=whole_table)
+
+        monkeypatch.setattr(engine.store, "scan_group_keywords", held_scan)
         async with manager.sessions.opened("g", "s1") as live:
             await manager.memories.add_memories(
                 live.group_id, live.session_id, [{"content": "zebra", "producer": "ben"}]
             )
-        assert engine.keywords.current() is index  # caught up, and answering while a fresh copy loads
+        assert engine.keywords.current("g") is index  # caught up, and answering while a fresh copy loads
+        assert_same_ranking(ours(engine, "zebra", Filters(), 5), fts5(engine, "zebra", Filters(), 5))
+        gate.set()
         for _ in range(200):
-            fresh = engine.keywords.current()
+            fresh = engine.keywords.current("g")
             if fresh is not index:
                 break
             threading.Event().wait(0.05)
         assert fresh is not None and fresh is not index and fresh.added_rows == 0
         assert_matches_fts5(engine)
     finally:
+        gate.set()
         await manager.shutdown()
 
 
@@ -231,14 +271,14 @@ async def test_a_large_table_loads_in_the_background_while_fts5_answers(
     engine = manager.engine
     assert engine.keywords is not None
     gate, entered = threading.Event(), threading.Event()
-    scan = engine.store.scan_keyword_index
+    scan = engine.store.scan_group_keywords
 
-    def held_scan(consume):  # type: ignore[no-untyped-def]
+    def held_scan(group_id, consume, *, whole_table):  # type: ignore[no-untyped-def]
         entered.set()
         assert gate.wait(10)
-        return scan(consume)
+        return scan(group_id, consume, whole_table=whole_table)
 
-    monkeypatch.setattr(engine.store, "scan_keyword_index", held_scan)
+    monkeypatch.setattr(engine.store, "scan_group_keywords", held_scan)
     try:
         engine.keywords.close()
         engine.keywords = KeywordSearch(engine.store, 2**30)
@@ -249,7 +289,7 @@ async def test_a_large_table_loads_in_the_background_while_fts5_answers(
         assert engine.keyword_search("g", "café sunrise", Filters(), 10, ["Ana Lima", "ben"]) == expected
         gate.set()
         for _ in range(200):
-            if engine.keywords.current() is not None:
+            if engine.keywords.current("g") is not None:
                 break
             threading.Event().wait(0.05)
         assert_matches_fts5(engine)
@@ -261,10 +301,10 @@ async def test_a_large_table_loads_in_the_background_while_fts5_answers(
 async def test_over_the_budget_fts5_answers_and_recall_still_works(db_path: Path) -> None:
     manager = await filled(Config(db_path=db_path, embedder="hashing", keyword_cache_mb=1), 40)
     try:
-        manager.engine.keywords.max_bytes = 1000  # type: ignore[union-attr]
-        assert manager.engine.keywords.current() is None  # type: ignore[union-attr]
-        words = query_words("violin bread")
-        assert manager.engine.keywords.search(words, "g", Filters(), 5) is None  # type: ignore[union-attr]
+        manager.engine.keywords.close()  # type: ignore[union-attr]
+        small = manager.engine.keywords = KeywordSearch(manager.engine.store, 1000)
+        assert small.current("g") is None
+        assert small.search(query_words("violin bread"), "g", Filters(), 5) is None
         result = await recall(manager, "g", "violin bread")
         assert result.hits and "keyword" in result.hits[0].matched_by
     finally:
@@ -345,3 +385,60 @@ def test_postings_count_each_column_and_the_row_lengths() -> None:
     assert index._matches("sun", fts.SPEAKER_COLUMNS)[0].tolist() == [1]
     assert [i for i, _ in index.search([("sun", fts.TEXT_COLUMNS)], "g", {}, None, 5)] == [5, 9]
     assert index.search([("sun", fts.TEXT_COLUMNS)], "elsewhere", {}, None, 5) == []
+
+
+async def test_a_batch_written_here_is_searched_next_without_reading_or_tokenising_again(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = await filled(config, 40)
+    engine = manager.engine
+    assert engine.keywords is not None
+    try:
+        await manager.groups.create_group("new", user_ids=["ben"])
+        await manager.sessions.open_session("new", "s")
+        added = await manager.memories.add_memories(
+            "new", "s", [{"content": f"zebra item{i}", "producer": "ben"} for i in range(250)]
+        )
+
+        def refused(*args: object, **kwargs: object) -> None:
+            raise AssertionError("the copy should hold the batch already")
+
+        for reader in ("keyword_rows", "scan_group_keywords", "keyword_search"):
+            monkeypatch.setattr(engine.store, reader, refused)
+        found = engine.keywords.search(query_words("item7"), "new", Filters(), 3)
+        assert found is not None and found[0][0] == added.memories[7].id
+    finally:
+        monkeypatch.undo()
+        await manager.shutdown()
+
+
+async def test_copies_share_the_budget_and_the_least_recently_used_group_goes_first(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(keyword_index, "BYTES_PER_TOKEN", 0)  # the estimate before a load is not under test
+    manager = await filled(config, 60, groups=("g", "other", "third"))
+    engine = manager.engine
+    try:
+        assert engine.keywords is not None
+        engine.keywords.close()
+        probe = KeywordSearch(engine.store, 2**30)
+        sizes = {}
+        for group in ("g", "other", "third"):
+            held = probe.current(group)
+            assert held is not None
+            sizes[group] = held.nbytes
+        budget = sum(sizes.values()) - 1  # room for any two of them, not for all three
+        engine.keywords = keywords = KeywordSearch(engine.store, budget)
+        for group in ("g", "other", "third"):
+            assert keywords.current(group) is not None
+        assert keywords.nbytes <= budget
+        assert keywords._groups.keys() == {"other", "third"}  # noqa: SLF001 - which copies are held
+        keywords.current("other")
+        keywords.current("g")  # loaded again; "third" is now the least recently used
+        assert keywords._groups.keys() == {"other", "g"}  # noqa: SLF001
+        for query in QUERIES:  # g answers from its reloaded copy as from the first
+            words = query_words(query, ["Ana Lima", "ben"])
+            assert keywords.search(words, "g", NO_FILTERS, 10) == probe.search(words, "g", NO_FILTERS, 10)
+        probe.close()
+    finally:
+        await manager.shutdown()

@@ -156,6 +156,8 @@ async def test_a_large_group_loads_in_the_background_while_sqlite_vec_answers(co
     manager = await filled(config, 40)
     engine = manager.engine
     engine.sync_load_rows = 10  # 40 vectors count as "large" here
+    assert engine.cache is not None
+    engine.cache.drop("g")  # held since its first batch was written here: as a server that restarted
     gate, scans = threading.Event(), []
     real_scan = engine.store.scan_group_vectors
 
@@ -184,4 +186,33 @@ async def test_a_large_group_loads_in_the_background_while_sqlite_vec_answers(co
         )
     finally:
         gate.set()
+        await manager.shutdown()
+
+
+async def test_a_new_groups_first_batch_is_its_copy_at_once_and_searches_as_sqlite_vec(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = await filled(config, 20)
+    engine = manager.engine
+    try:
+        await manager.groups.create_group("new", user_ids=["ana"])
+        await manager.sessions.open_session("new", "s")
+        await manager.memories.add_memories(
+            "new", "s", [{"content": t, "producer": "ana"} for t in sentences(250, seed=3)]
+        )
+        assert engine.cache is not None
+        assert engine.cache.get("new", engine.store.vector_revision("new")) is not None  # held, current
+
+        def refused(group_id: str) -> None:
+            raise AssertionError("the group's vectors should not be read back")
+
+        monkeypatch.setattr(engine.store, "scan_group_vectors", refused)
+        for text in sentences(5, seed=4):
+            query = engine.embedder.embed([text])[0]
+            assert_same_neighbours(
+                engine.vector_search("new", query, Filters(), 10),
+                engine.store.vector_search("new", query, Filters(), 10),
+            )
+    finally:
+        monkeypatch.undo()
         await manager.shutdown()

@@ -147,6 +147,7 @@ class MemoryEngine:
                 session_id, [episodes[i] for i in new], [batch.items[i].id for i in new], vectors[new]
             )
             self.cache.appended(group_id, rows, batch.revision_before, batch.revision_after)
+        self._written(group_id)
         return batch.items, pending
 
     def add_facts(
@@ -173,6 +174,7 @@ class MemoryEngine:
             ids = [memory_id for _, memory_id in stored.new_episodes]
             rows = _vector_rows(session_id, [episodes[i] for i in new], ids, vectors[new])
             self.cache.appended(group_id, rows, stored.revision_before, stored.revision_after)
+        self._written(group_id)
         return stored, pending
 
     def update(
@@ -184,7 +186,18 @@ class MemoryEngine:
         if embed and change.content is not None:
             vectors = self._try_embed([embedding_text(producer, change.content)])
             vector, pending = (None, True) if vectors is None else (vectors[0], False)
-        return self.store.update_episode(group_id, episode_id, change, vector, iso(self.clock())), pending
+        updated = self.store.update_episode(group_id, episode_id, change, vector, iso(self.clock()))
+        self._written(group_id)
+        return updated, pending
+
+    def _written(self, group_id: str) -> None:
+        """After a write of this process: the group's keyword copy takes it in now, not at the next recall."""
+        if self.keywords is None:
+            return
+        try:
+            self.keywords.refresh(group_id)
+        except Exception as exc:  # noqa: BLE001 - stored already; the next recall catches up or asks FTS5
+            log.warning("keyword index of group %r not refreshed after a write: %s", group_id, exc)
 
     def _try_embed(self, texts: list[str]) -> np.ndarray | None:
         try:

@@ -1,20 +1,23 @@
-"""BM25 over an in-memory copy of the FTS5 keyword index: FTS5's ranking, without its per-match cost.
+"""BM25 over an in-memory copy of each group's keyword index: FTS5's ranking within the group, without
+FTS5's per-match cost.
 
 FTS5's bm25() computes a score for every row holding any query word before it can sort them;
 in a large group that is most of a recall's time (55 ms of 69 at 100k memories, where common
-words are in a third of the rows). This module holds the index's postings in numpy arrays
-(token -> the rows holding it, with its count in each column) and computes the very same BM25:
-FTS5's formula and constants, the column weights store/sqlite/fts.py gives it, and its table-wide statistics
-(rows, mean row length, rows holding each word). A query costs a few vector operations per word.
-Rankings equal FTS5's up to the last bits of rounding, with ties broken by id on both paths
-(tests/test_keyword_index.py compares them query by query).
+words are in a third of the rows). This module holds a group's postings in numpy arrays
+(token -> the group's rows holding it, with its count in each column) and computes BM25 as FTS5 does
+(its formula and constants, the column weights store/sqlite/fts.py gives it) over the group's own statistics
+(its rows, their mean length, how many of them hold each word): what one group stores never changes another
+group's ranking. In a database of one group the scores equal FTS5's to the last bits of rounding, ties
+broken by id on both paths (tests/test_keyword_index.py compares them query by query).
 
-The copy covers the whole FTS table, as its statistics do. It is loaded in one scan of the
-table's `fts5vocab` instance view, then kept current from `fts_changes` (store/sqlite/fts.py): every recall
-reads the log's head and re-reads the rows changed since, by this process or any other,
-tokenised by FTS5's own tokenizer (store/sqlite/keywords.py). While a copy loads, when more changed
-than is worth replaying, or when the table would not fit the memory budget, recall asks FTS5
-directly: no recall waits for a load, and no answer comes from a stale copy.
+A group's copy is loaded the first time it is searched or written in this process, with the tokens FTS5
+holds (store/sqlite/keywords.py), and kept current from the change log (`fts_changes`, store/sqlite/fts.py),
+which names each change's group: a write in this process catches the group's copy up at once (the rows it
+re-indexed are tokenised then, not by the next recall), a write by another process on the next search of
+that group. The copies share one memory budget; the least recently used groups are dropped first. While a
+large group's copy loads in the background, or when it would not fit the budget, recall asks FTS5 directly
+(whose statistics are the whole table's): no recall waits for a large load, and no answer comes from a
+stale copy.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import logging
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -43,7 +47,10 @@ CATEGORIES = ("group_id", "session_id", "producer_id", "role", "memory_type")
 # four counts, 8 bytes) per token, and the per-row arrays.
 BYTES_PER_TOKEN = 8
 BYTES_PER_ROW = 64
-SYNC_LOAD_ROWS = 20_000  # a table this small loads in the recall that needs it (about 0.4 s at 20k)
+SYNC_LOAD_ROWS = 20_000  # a load this cheap runs in the call that needs it (about 0.4 s of vocabulary scan)
+# Tokenising a group's rows again costs about this many rows of the whole-table vocabulary scan per row: a
+# group under 1/TOKENIZE_COST of the table is tokenised, a larger one read from the scan.
+TOKENIZE_COST = 6
 MAX_CATCH_UP = 5_000  # more log entries than this since the copy's point: reload instead of replaying
 # Rows re-read since the load beyond this share of it (and at least RELOAD_MIN): reload in the background.
 RELOAD_SHARE = 0.1
@@ -69,7 +76,9 @@ class KeywordIndex:
         self.rows = self.base_rows
         self._postings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for token, occurrences in codes:
-            self._postings[token] = self._posting(occurrences)
+            posting = self._posting(occurrences)
+            if len(posting[0]):  # a token only other groups' rows hold (the whole-table scan) is left out
+                self._postings[token] = posting
         self.tokens = float(self._length[: self.size].sum())
         self._moved: dict[int, int] = {}  # id -> row, for rows re-read since the load
         self._added: dict[str, tuple[list[int], list[list[int]]]] = {}
@@ -221,33 +230,41 @@ class KeywordIndex:
 
 
 class KeywordSearch:
-    """Keeps a KeywordIndex current with the database and answers from it; None means: ask FTS5."""
+    """Keeps a KeywordIndex per group current with the database and answers from it; None: ask FTS5."""
 
     def __init__(self, store: Store, max_bytes: int) -> None:
         self.store = store
         self.max_bytes = max_bytes
         self.sync_load_rows = SYNC_LOAD_ROWS
-        self._index: KeywordIndex | None = None
+        self._groups: OrderedDict[str, KeywordIndex] = OrderedDict()  # least recently used first
+        self._sizes: dict[str, int] = {}
         self._lock = threading.Lock()
         self._words: dict[str, tuple[str, ...]] = {}
         self._loader: ThreadPoolExecutor | None = None
-        self._load: Future[None] | None = None
-        self._wait_until = 0.0
+        self._loads: dict[str, Future[None]] = {}
+        self._wait_until: dict[str, float] = {}
         self._closed = False
 
     def close(self) -> None:
-        """Stop a load under way (waiting for it) and let the copy go."""
+        """Stop the loads under way (waiting for them) and let the copies go."""
         with self._lock:
             self._closed = True
-            loader, self._loader, self._index = self._loader, None, None
+            loader, self._loader = self._loader, None
+            self._groups.clear()
+            self._sizes.clear()
         if loader is not None:
             loader.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def nbytes(self) -> int:
+        """What the copies held now take, as measured when each was loaded."""
+        return sum(self._sizes.values())
 
     def search(
         self, words: Sequence[tuple[str, tuple[int, ...]]], group_id: str, filters: Filters, k: int
     ) -> list[tuple[int, float]] | None:
-        """The group's k best matches for fts.query_words output, as FTS5 would rank them; None: ask FTS5."""
-        index = self.current()
+        """The group's k best matches for fts.query_words output, ranked by the group's BM25; None: ask FTS5."""
+        index = self.current(group_id)
         if index is None:
             return None
         tokens = self._tokens([word for word, _ in words])
@@ -260,61 +277,95 @@ class KeywordSearch:
         with self._lock:
             return index.search(phrases, group_id, cache_conditions(filters), allowed, k)
 
-    def current(self) -> KeywordIndex | None:
-        """The copy, caught up with the change log; None while there is none to answer from."""
-        head = self.store.keyword_change_head()
+    def refresh(self, group_id: str) -> None:
+        """After this process wrote to the group: bring its copy up to date now (loading it if it is small),
+        so the next recall reads and tokenises nothing."""
+        self.current(group_id)
+
+    def current(self, group_id: str) -> KeywordIndex | None:
+        """The group's copy, caught up with the change log; None while there is none to answer from."""
+        head, start = self.store.keyword_log(group_id)
         with self._lock:
             if self._closed:
                 return None
-            index = self._index
-            if index is not None and index.seq < head and not self._catch_up(index):
-                index = self._index = None
-            if index is None or index.seq > head:
-                return self._begin_load()
+            index = self._groups.get(group_id)
+            if index is not None and index.seq < head and not self._catch_up(group_id, index, start):
+                self._drop(group_id)
+                index = None
+            if index is None:
+                return self._begin_load(group_id)
+            self._groups.move_to_end(group_id)
             if index.added_rows > max(RELOAD_MIN, RELOAD_SHARE * index.base_rows):
-                self._begin_load(background=True)
+                self._begin_load(group_id, background=True)
             return index
 
-    def _catch_up(self, index: KeywordIndex) -> bool:
-        changes = self.store.keyword_changes(index.seq, MAX_CATCH_UP + 1)
-        if not changes or changes[0][0] != index.seq + 1 or len(changes) > MAX_CATCH_UP:
-            return False  # pruned past the copy's point, or more than is worth replaying
-        changed = sorted({episode_id for _, episode_id in changes})
-        rows, tokens = self.store.keyword_rows(changed)
-        index.apply(changes[-1][0], changed, rows, tokens)
+    def _catch_up(self, group_id: str, index: KeywordIndex, start: int) -> bool:
+        if start > index.seq + 1:
+            return False  # the log has forgotten changes after the copy's point
+        changes = self.store.keyword_changes(group_id, index.seq, MAX_CATCH_UP + 1)
+        if len(changes) > MAX_CATCH_UP:
+            return False  # more than is worth replaying
+        if changes:
+            changed = sorted({episode_id for _, episode_id in changes})
+            rows, tokens = self.store.keyword_rows(changed)
+            index.apply(changes[-1][0], changed, rows, tokens)
         return True
 
-    def _begin_load(self, *, background: bool = False) -> KeywordIndex | None:
-        """Load now (a small table with no copy yet) or on the loader thread; returns what answers now."""
-        if time.monotonic() < self._wait_until or (self._load is not None and not self._load.done()):
-            return self._index
-        rows, tokens = self.store.keyword_index_size()
+    def _drop(self, group_id: str) -> None:
+        self._groups.pop(group_id, None)
+        self._sizes.pop(group_id, None)
+
+    def _begin_load(self, group_id: str, *, background: bool = False) -> KeywordIndex | None:
+        """Load the group now (a cheap load, no copy yet) or on the loader thread; returns what answers now."""
+        loading = self._loads.get(group_id)
+        if time.monotonic() < self._wait_until.get(group_id, 0.0) or (
+            loading is not None and not loading.done()
+        ):
+            return self._groups.get(group_id)
+        table_rows, table_tokens = self.store.keyword_index_size()
+        rows = self.store.keyword_group_rows(group_id)
+        tokens = rows * table_tokens / table_rows if table_rows else 0.0
         if tokens * BYTES_PER_TOKEN + rows * BYTES_PER_ROW > self.max_bytes:
-            log.info("keyword index of %d rows is over its memory budget: FTS5 answers", rows)
-            self._wait_until = time.monotonic() + RETRY_AFTER_S
-            return self._index
-        if not background and self._index is None and rows <= self.sync_load_rows:
-            self._index = self._load_now()
-            return self._index
+            log.info(
+                "keyword index of group %r (%d rows) is over its memory budget: FTS5 answers", group_id, rows
+            )
+            self._wait_until[group_id] = time.monotonic() + RETRY_AFTER_S
+            return self._groups.get(group_id)
+        whole_table = rows * TOKENIZE_COST > table_rows
+        effort = table_rows if whole_table else rows * TOKENIZE_COST
+        if not background and group_id not in self._groups and effort <= self.sync_load_rows:
+            index = self._load_now(group_id, whole_table)
+            if index is not None:
+                self._adopt(group_id, index)
+            return index
         if self._loader is None:
             self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcp-memory-keywords")
-        self._load = self._loader.submit(self._load_in_background)
-        return self._index
+        self._loads[group_id] = self._loader.submit(self._load_in_background, group_id, whole_table)
+        return self._groups.get(group_id)
 
-    def _load_now(self) -> KeywordIndex | None:
+    def _load_now(self, group_id: str, whole_table: bool) -> KeywordIndex | None:
         try:
-            return self.store.scan_keyword_index(KeywordIndex)
+            return self.store.scan_group_keywords(group_id, KeywordIndex, whole_table=whole_table)
         except Exception as exc:  # noqa: BLE001 - FTS5 keeps answering; look again later
-            log.warning("could not load the keyword index into memory: %s", exc)
-            self._wait_until = time.monotonic() + RETRY_AFTER_S
+            log.warning("could not load the keyword index of group %r into memory: %s", group_id, exc)
+            self._wait_until[group_id] = time.monotonic() + RETRY_AFTER_S
             return None
 
-    def _load_in_background(self) -> None:
-        index = self._load_now()
+    def _load_in_background(self, group_id: str, whole_table: bool) -> None:
+        index = self._load_now(group_id, whole_table)
         if index is not None:
             with self._lock:
                 if not self._closed:
-                    self._index = index
+                    self._adopt(group_id, index)
+
+    def _adopt(self, group_id: str, index: KeywordIndex) -> None:
+        """Hold the group's copy; drop the least recently used others while the copies exceed the budget."""
+        self._groups[group_id] = index
+        self._groups.move_to_end(group_id)
+        self._sizes[group_id] = index.nbytes
+        while self.nbytes > self.max_bytes and len(self._groups) > 1:
+            oldest = next(iter(self._groups))
+            self._drop(oldest)
 
     def _tokens(self, words: Sequence[str]) -> list[tuple[str, ...]]:
         known = {word: self._words.get(word) for word in words}

@@ -216,19 +216,24 @@ class VectorCache:
     def put(self, group_id: str, group: GroupVectors) -> bool:
         """Keep a loaded group, evicting the least recently used; False when it alone exceeds the budget."""
         with self._lock:
-            self._groups.pop(group_id, None)
-            if group.nbytes > self.max_bytes:
-                return False
-            self._groups[group_id] = group
-            while sum(g.nbytes for g in self._groups.values()) > self.max_bytes:
-                self._groups.popitem(last=False)
-            return True
+            return self._keep(group_id, group)
+
+    def _keep(self, group_id: str, group: GroupVectors) -> bool:
+        self._groups.pop(group_id, None)
+        if group.nbytes > self.max_bytes:
+            return False
+        self._groups[group_id] = group
+        while sum(g.nbytes for g in self._groups.values()) > self.max_bytes:
+            self._groups.popitem(last=False)
+        return True
 
     def appended(self, group_id: str, rows: VectorRows, before: int, after: int) -> None:
         """This process added rows, moving the group from revision `before` to `after`."""
         with self._lock:
             group = self._groups.get(group_id)
             if group is None:
+                if before == 0 and len(rows.ids):  # the group's first vectors: they are its whole copy
+                    self._keep(group_id, GroupVectors(after, rows))
                 return
             if group.revision != before:
                 del self._groups[group_id]  # someone else wrote too: reload on next search

@@ -10,9 +10,9 @@ A fact (store/sqlite/facts.py) or a session summary (llm/summaries.py) is a stat
 it is indexed alone, and it is no turn's neighbour, so its words never make the turns stored
 beside it match.
 
-Every row written (and every episode deleted) is also logged in `fts_changes`, so a process holding
-the index in memory (recall/keywords.py) can catch up on what it and other processes changed by
-re-reading just those rows; the log keeps its newest KEEP_CHANGES entries.
+Every row written (and every episode deleted) is also logged in `fts_changes` with its group, so a process
+holding a group's index in memory (recall/keywords.py) can catch up on what it and other processes changed
+in that group by re-reading just those rows; the log keeps its newest KEEP_CHANGES entries.
 
 Functions here take an open connection inside the caller's transaction; store/sqlite/store.py owns it.
 """
@@ -43,19 +43,8 @@ CREATE_DELETE_TRIGGER = (
     "DELETE FROM episodes_fts WHERE rowid = old.id; END"
 )
 KEEP_CHANGES = 50_000
-M009_CHANGE_LOG = (
-    "CREATE TABLE fts_changes (seq INTEGER PRIMARY KEY, episode_id INTEGER NOT NULL) STRICT",
-    "CREATE TRIGGER episodes_fts_changes_delete AFTER DELETE ON episodes BEGIN "
-    "INSERT INTO fts_changes(episode_id) VALUES (old.id); END",
-)
 _SELECT = "SELECT id, sequence, producer_id, content, memory_type FROM episodes WHERE group_id = ? AND session_id = ? "
 _TURNS = "AND memory_type NOT IN (" + ", ".join(f"'{t}'" for t in STANDALONE_TYPES) + ") "
-
-
-def m009_change_log(conn: Any) -> None:
-    """The log of re-indexed and deleted rows that in-memory copies of the index catch up from."""
-    for statement in M009_CHANGE_LOG:
-        conn.execute(statement)
 
 
 def refresh_around(
@@ -86,11 +75,13 @@ def refresh_around(
         _write_row(conn, rows, index)
         written.append(rows[index][0])
     if log_changes and written:
-        _log(conn, written)
+        _log(conn, group_id, written)
 
 
-def _log(conn: Any, episode_ids: Sequence[int]) -> None:
-    conn.executemany("INSERT INTO fts_changes(episode_id) VALUES (?)", [(i,) for i in episode_ids])
+def _log(conn: Any, group_id: str, episode_ids: Sequence[int]) -> None:
+    conn.executemany(
+        "INSERT INTO fts_changes(episode_id, group_id) VALUES (?, ?)", [(i, group_id) for i in episode_ids]
+    )
     conn.execute(
         "DELETE FROM fts_changes WHERE seq <= (SELECT max(seq) FROM fts_changes) - ?", (KEEP_CHANGES,)
     )

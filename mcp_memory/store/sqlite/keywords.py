@@ -1,10 +1,10 @@
-"""What the in-memory keyword index (recall/keywords.py) reads from the database.
+"""What the in-memory keyword index (recall/keywords.py) reads from the database, one group at a time.
 
-A full scan of the FTS5 index (its `fts5vocab` instance table: every token of every row, in
-term order) in one read snapshot, the change log since a point (store/sqlite/fts.py's `fts_changes`), the
-rows behind a set of changes, and tokenisation by the index's own tokenizer: rows and query
-words are written to a temporary FTS5 table of this connection and read back as tokens, so the
-copy holds exactly the tokens FTS5 holds (stemming, case and diacritic folding included).
+A group's rows and tokens in one read snapshot, a group's changes since a point (store/sqlite/fts.py's
+`fts_changes`), the rows behind a set of changes, and tokenisation by the index's own tokenizer: rows and
+query words are written to a temporary FTS5 table of this connection and read back as tokens, so a copy
+holds exactly the tokens FTS5 holds (stemming, case and diacritic folding included). A group that is most
+of the table is read from the index's `fts5vocab` view instead (every token of every row, one scan).
 """
 
 from __future__ import annotations
@@ -46,21 +46,27 @@ RowTokens = dict[int, dict[str, list[int]]]
 
 
 class KeywordReads(Database):
-    """The reads behind the in-memory keyword index."""
+    """The reads behind the in-memory keyword index, one group at a time."""
 
-    def keyword_change_head(self) -> int:
-        """The newest entry of the change log (0 when empty)."""
-        return int(self.read("SELECT coalesce(max(seq), 0) FROM fts_changes")[0][0])
+    def keyword_log(self, group_id: str) -> tuple[int, int]:
+        """(the group's newest change, the oldest change the log still holds); 0 for none."""
+        row = self.read(
+            "SELECT (SELECT coalesce(max(seq), 0) FROM fts_changes WHERE group_id = ?), "
+            "(SELECT coalesce(min(seq), 0) FROM fts_changes)",
+            (group_id,),
+        )[0]
+        return int(row[0]), int(row[1])
 
-    def keyword_changes(self, after: int, limit: int) -> list[tuple[int, int]]:
-        """Up to `limit` (seq, episode id) entries of the change log after `after`, oldest first."""
+    def keyword_changes(self, group_id: str, after: int, limit: int) -> list[tuple[int, int]]:
+        """Up to `limit` (seq, episode id) changes of the group after `after`, oldest first."""
         rows = self.read(
-            "SELECT seq, episode_id FROM fts_changes WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+            "SELECT seq, episode_id FROM fts_changes WHERE group_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (group_id, after, limit),
         )
         return [(int(r[0]), int(r[1])) for r in rows]
 
     def keyword_index_size(self) -> tuple[int, int]:
-        """(rows, tokens) of the FTS table, from the totals record FTS5 keeps (no scan): what a copy would hold."""
+        """(rows, tokens) of the FTS table, from the totals record FTS5 keeps (no scan)."""
         block = self.read("SELECT block FROM episodes_fts_data WHERE id = 1")
         if not block or block[0][0] is None:
             return 0, 0
@@ -69,17 +75,43 @@ class KeywordReads(Database):
             return 0, 0
         return values[0], sum(values[1:])
 
-    def scan_keyword_index(self, consume: Callable[[int, KeywordRows, TermCodes], T]) -> T:
-        """Call `consume(log head, rows, term codes)` with everything read from one snapshot of the file."""
+    def keyword_group_rows(self, group_id: str) -> int:
+        """How many rows of the FTS table are the group's."""
+        return int(self.read("SELECT count(*) FROM episodes WHERE group_id = ?", (group_id,))[0][0])
+
+    def scan_group_keywords(
+        self, group_id: str, consume: Callable[[int, KeywordRows, TermCodes], T], *, whole_table: bool
+    ) -> T:
+        """Call `consume(log head, rows, term codes)` with the group's rows and tokens, read from one snapshot.
+
+        The tokens come from the FTS index itself: tokenised again by FTS5's tokenizer (a small group), or
+        read from the index's `fts5vocab` view (`whole_table`: cheaper when the group is most of the table).
+        """
         with self.snapshot() as conn:
-            _ensure_vocabulary(conn)
             head = int(conn.execute("SELECT coalesce(max(seq), 0) FROM fts_changes").fetchone()[0])
-            rows = _keyword_rows(conn.execute(f"SELECT {_ATTRIBUTES} FROM episodes e ORDER BY e.id"))
-            cursor = conn.execute(
-                f"SELECT term, group_concat(doc * 4 + {_COLUMN_CODE}, ' ') FROM temp.keyword_vocabulary GROUP BY term"
-            )
-            codes = ((term, np.fromstring(text, dtype=np.int64, sep=" ")) for term, text in cursor)
-            return consume(head, rows, codes)
+            if whole_table:
+                _ensure_vocabulary(conn)
+                rows = _keyword_rows(
+                    conn.execute(
+                        f"SELECT {_ATTRIBUTES} FROM episodes e WHERE e.group_id = ? ORDER BY e.id",
+                        (group_id,),
+                    )
+                )
+                cursor = conn.execute(
+                    f"SELECT term, group_concat(doc * 4 + {_COLUMN_CODE}, ' ') FROM temp.keyword_vocabulary "
+                    "GROUP BY term"
+                )
+                codes: TermCodes = (
+                    (term, np.fromstring(text, dtype=np.int64, sep=" ")) for term, text in cursor
+                )  # other groups' rows among them are dropped by the index (not among `rows`)
+                return consume(head, rows, codes)
+            found = conn.execute(
+                f"SELECT {_ATTRIBUTES}, f.producer_id, f.content, f.before, f.after FROM episodes e "
+                "JOIN episodes_fts f ON f.rowid = e.id WHERE e.group_id = ? ORDER BY e.id",
+                (group_id,),
+            ).fetchall()
+            tokens = _tokenize(conn, [(row[0], *row[7:]) for row in found])
+        return consume(head, _keyword_rows(iter([row[:7] for row in found])), _term_codes(tokens))
 
     def keyword_rows(self, ids: Sequence[int]) -> tuple[KeywordRows, RowTokens]:
         """The rows with these ids that exist now, and their tokens."""
@@ -100,6 +132,17 @@ class KeywordReads(Database):
             tuple(term for term, counts in found.get(i, {}).items() for _ in range(sum(counts)))
             for i in range(len(words))
         ]
+
+
+def _term_codes(tokens: RowTokens) -> TermCodes:
+    """Row tokens as term codes: each token's occurrences (row id * 4 + column), ascending."""
+    occurrences: dict[str, list[int]] = {}
+    for row_id in sorted(tokens):
+        for term, counts in tokens[row_id].items():
+            codes = occurrences.setdefault(term, [])
+            for column, count in enumerate(counts):
+                codes.extend([row_id * 4 + column] * count)
+    return ((term, np.asarray(codes, np.int64)) for term, codes in occurrences.items())
 
 
 def _keyword_rows(cursor: Iterator[Any]) -> KeywordRows:

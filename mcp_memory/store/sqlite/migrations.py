@@ -260,6 +260,30 @@ message's extras as MARSYS keeps them (name, tool calls, tool_call_id, images, s
 m012_messages = _script(M012_MESSAGES)
 
 
+def m009_change_log(conn: Any) -> None:
+    """The log of re-indexed and deleted rows that in-memory copies of the keyword index catch up from."""
+    conn.execute("CREATE TABLE fts_changes (seq INTEGER PRIMARY KEY, episode_id INTEGER NOT NULL) STRICT")
+    conn.execute(
+        "CREATE TRIGGER episodes_fts_changes_delete AFTER DELETE ON episodes BEGIN "
+        "INSERT INTO fts_changes(episode_id) VALUES (old.id); END"
+    )
+
+
+M013_GROUP_CHANGE_LOG = """
+ALTER TABLE fts_changes ADD COLUMN group_id TEXT;
+UPDATE fts_changes SET group_id = (SELECT e.group_id FROM episodes e WHERE e.id = fts_changes.episode_id);
+CREATE INDEX fts_changes_group ON fts_changes(group_id, seq);
+DROP TRIGGER episodes_fts_changes_delete;
+CREATE TRIGGER episodes_fts_changes_delete AFTER DELETE ON episodes BEGIN
+    INSERT INTO fts_changes(episode_id, group_id) VALUES (old.id, old.group_id);
+END;
+"""
+"""Each change names its group, so a group's copy of the keyword index catches up on its own changes alone
+(entries logged before this, of episodes deleted since, keep no group: they are older than any copy)."""
+
+m013_group_change_log = _script(M013_GROUP_CHANGE_LOG)
+
+
 MIGRATIONS: list[Callable[[Any], None]] = [
     m001_initial,
     m002_vector_revision,
@@ -269,10 +293,11 @@ MIGRATIONS: list[Callable[[Any], None]] = [
     m006_summary_counts,
     m007_effective_importance,
     m008_rolling_summaries,
-    fts.m009_change_log,
+    m009_change_log,
     m010_application_id,
     m011_updated_at,
     m012_messages,
+    m013_group_change_log,
 ]
 
 
