@@ -1,14 +1,14 @@
-"""BM25 over an in-memory copy of each group's keyword index: FTS5's ranking within the group, without
-FTS5's per-match cost.
+"""BM25 over an in-memory copy of each group's keyword index: ranked within the group, without FTS5's
+per-match cost.
 
 FTS5's bm25() computes a score for every row holding any query word before it can sort them;
 in a large group that is most of a recall's time (55 ms of 69 at 100k memories, where common
 words are in a third of the rows). This module holds a group's postings in numpy arrays
 (token -> the group's rows holding it, with its count in each column) and computes BM25 as FTS5 does
-(its formula and constants, the column weights store/sqlite/fts.py gives it) over the group's own statistics
-(its rows, their mean length, how many of them hold each word): what one group stores never changes another
-group's ranking. In a database of one group the scores equal FTS5's to the last bits of rounding, ties
-broken by id on both paths (tests/test_keyword_index.py compares them query by query).
+(its constants, per-column weights from store/sqlite/fts.py, length normalisation), with Lucene's idf (see
+`idf`), over the group's own statistics (its rows, their mean length, how many of them hold each word): what
+one group stores never changes another group's ranking. tests/test_keyword_index.py checks the ranking
+against a plain-Python BM25 over the tokens FTS5 holds, and that BM25, given FTS5's idf, against FTS5.
 
 A group's copy is loaded the first time it is searched or written in this process, with the tokens FTS5
 holds (store/sqlite/keywords.py), and kept current from the change log (`fts_changes`, store/sqlite/fts.py),
@@ -40,7 +40,20 @@ from mcp_memory.store.sqlite.store import Store
 
 log = logging.getLogger(__name__)
 
-K1, B, MIN_IDF = 1.2, 0.75, 1e-6  # FTS5's bm25(): its k1, b, and the floor it puts under an idf
+K1, B = 1.2, 0.75  # FTS5's bm25() constants
+
+
+def idf(rows: float, hits: float) -> float:
+    """A word's weight in a group of `rows` rows, `hits` of which hold it: Lucene's BM25 idf, never zero.
+
+    FTS5's own, log((N - n + 0.5) / (n + 0.5)) floored at 1e-6, gives nothing to a word in half the rows or
+    more; each turn is indexed with its neighbours (store/sqlite/fts.py), so within one conversation its topic
+    words are in most rows. Over the group's own statistics that cost 2.6 points of R@5 on LoCoMo's tuning
+    conversations (0.744 -> 0.718); Lucene's 1 + ... keeps them 0.9 points from the table-wide figure.
+    """
+    return math.log(1 + (rows - hits + 0.5) / (hits + 0.5))
+
+
 WEIGHTS = np.asarray(fts.COLUMN_WEIGHTS, np.float64)
 CATEGORIES = ("group_id", "session_id", "producer_id", "role", "memory_type")
 # The budget check before a load, from the table's running totals: at most one posting (row id and
@@ -178,11 +191,11 @@ class KeywordIndex:
         for token, columns in phrases:
             rows, weighted = self._matches(token, columns)
             hits = len(rows)
-            idf = max(math.log((self.rows - hits + 0.5) / (hits + 0.5)), MIN_IDF)
+            weight = idf(self.rows, hits)
             if not alone:
                 mine = groups.codes[rows] == group
                 rows, weighted = rows[mine], weighted[mine]
-            scores[rows] += idf * (weighted * (K1 + 1)) / (weighted + norm[rows])
+            scores[rows] += weight * (weighted * (K1 + 1)) / (weighted + norm[rows])
         candidates = np.flatnonzero(scores)
         mask = where_mask(self._columns, candidates, self._ts, self._ids, where, allowed)
         if mask is not None:
