@@ -10,6 +10,7 @@ of the table is read from the index's `fts5vocab` view instead (every token of e
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -110,8 +111,8 @@ class KeywordReads(Database):
                 "JOIN episodes_fts f ON f.rowid = e.id WHERE e.group_id = ? ORDER BY e.id",
                 (group_id,),
             ).fetchall()
-            tokens = _tokenize(conn, [(row[0], *row[7:]) for row in found])
-        return consume(head, _keyword_rows(iter([row[:7] for row in found])), _term_codes(tokens))
+            tokens = _scratch_codes(conn, [(row[0], *row[7:]) for row in found])
+        return consume(head, _keyword_rows(iter([row[:7] for row in found])), iter(tokens))
 
     def keyword_rows(self, ids: Sequence[int]) -> tuple[KeywordRows, RowTokens]:
         """The rows with these ids that exist now, and their tokens."""
@@ -132,17 +133,6 @@ class KeywordReads(Database):
             tuple(term for term, counts in found.get(i, {}).items() for _ in range(sum(counts)))
             for i in range(len(words))
         ]
-
-
-def _term_codes(tokens: RowTokens) -> TermCodes:
-    """Row tokens as term codes: each token's occurrences (row id * 4 + column), ascending."""
-    occurrences: dict[str, list[int]] = {}
-    for row_id in sorted(tokens):
-        for term, counts in tokens[row_id].items():
-            codes = occurrences.setdefault(term, [])
-            for column, count in enumerate(counts):
-                codes.extend([row_id * 4 + column] * count)
-    return ((term, np.asarray(codes, np.int64)) for term, codes in occurrences.items())
 
 
 def _keyword_rows(cursor: Iterator[Any]) -> KeywordRows:
@@ -172,31 +162,53 @@ def _ensure_vocabulary(conn: Any) -> None:
     )
 
 
-def _tokenize(conn: Any, rows: Sequence[tuple[int, str, str, str, str]]) -> RowTokens:
-    """Tokens of (id, producer_id, content, before, after) rows, counted per column, by FTS5's tokenizer."""
-    if not rows:
-        return {}
+@contextmanager
+def _scratch(conn: Any, rows: Sequence[tuple[int, str, str, str, str]]) -> Iterator[None]:
+    """(id, producer_id, content, before, after) rows in a temporary FTS5 table of the index's tokenizer,
+    its tokens readable as `temp.keyword_scratch_tokens` (fts5vocab instance) inside the block."""
+    # A fresh table each time: inserting into one emptied by DELETE costs three times as much (FTS5 merges
+    # the deleted segments), and dropping and creating one takes half a millisecond.
+    conn.execute("DROP TABLE IF EXISTS temp.keyword_scratch_tokens")
+    conn.execute("DROP TABLE IF EXISTS temp.keyword_scratch")
     conn.execute(
-        f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.keyword_scratch USING fts5({', '.join(fts.COLUMNS)}, "
-        f"tokenize='{fts.TOKENIZER}')"
+        f"CREATE VIRTUAL TABLE temp.keyword_scratch USING fts5({', '.join(fts.COLUMNS)}, tokenize='{fts.TOKENIZER}')"
     )
     conn.execute(
-        "CREATE VIRTUAL TABLE IF NOT EXISTS temp.keyword_scratch_tokens "
-        "USING fts5vocab(temp, 'keyword_scratch', 'instance')"
+        "CREATE VIRTUAL TABLE temp.keyword_scratch_tokens USING fts5vocab(temp, 'keyword_scratch', 'instance')"
     )
-    found: RowTokens = {}
     try:
         conn.executemany(
             f"INSERT INTO temp.keyword_scratch(rowid, {', '.join(fts.COLUMNS)}) VALUES (?, ?, ?, ?, ?)", rows
         )
+        yield
+    finally:
+        conn.execute("DROP TABLE temp.keyword_scratch_tokens")
+        conn.execute("DROP TABLE temp.keyword_scratch")
+
+
+def _tokenize(conn: Any, rows: Sequence[tuple[int, str, str, str, str]]) -> RowTokens:
+    """Tokens of (id, producer_id, content, before, after) rows, counted per column, by FTS5's tokenizer."""
+    found: RowTokens = {}
+    if not rows:
+        return found
+    with _scratch(conn, rows):
         counted = conn.execute(
             f"SELECT doc, term, {_COLUMN_CODE}, count(*) FROM temp.keyword_scratch_tokens GROUP BY doc, term, col"
         )
         for doc, term, column, count in counted:
             found.setdefault(doc, {}).setdefault(term, [0, 0, 0, 0])[column] = count
-    finally:
-        conn.execute("DELETE FROM temp.keyword_scratch")
     return found
+
+
+def _scratch_codes(conn: Any, rows: Sequence[tuple[int, str, str, str, str]]) -> list[tuple[str, np.ndarray]]:
+    """Term codes (as `TermCodes`) of rows tokenised by FTS5's tokenizer, read whole before the table goes."""
+    if not rows:
+        return []
+    with _scratch(conn, rows):
+        cursor = conn.execute(
+            f"SELECT term, group_concat(doc * 4 + {_COLUMN_CODE}, ' ') FROM temp.keyword_scratch_tokens GROUP BY term"
+        )
+        return [(term, np.fromstring(text, dtype=np.int64, sep=" ")) for term, text in cursor]
 
 
 def _json_ids(ids: Sequence[int]) -> str:

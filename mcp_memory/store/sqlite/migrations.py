@@ -301,6 +301,13 @@ MIGRATIONS: list[Callable[[Any], None]] = [
 ]
 
 
+# vec0 stores vectors in chunks of this many rows, and each partition (group) has chunks of its own: at
+# its default of 1,024 a group of 250 took a 1.5 MB chunk, so 100 groups of 250 took 154 MB; at 256, 39 MB,
+# and a KNN inside one group 0.5 ms instead of 3.9 (/tmp probe, 384 dimensions). Tables made before keep
+# their chunks until `mcp-memory reindex` builds the table again.
+VECTOR_CHUNK_SIZE = 256
+
+
 def vector_table_sql(dimension: int) -> list[str]:
     """The vec0 table (partitioned by group, filterable inside the KNN) and the trigger that keeps it in step."""
     return [
@@ -311,7 +318,8 @@ def vector_table_sql(dimension: int) -> list[str]:
             producer_id TEXT,
             role TEXT,
             memory_type TEXT,
-            ts FLOAT
+            ts FLOAT,
+            chunk_size={VECTOR_CHUNK_SIZE}
         )""",
         """CREATE TRIGGER episodes_vectors_delete AFTER DELETE ON episodes BEGIN
             DELETE FROM episode_vectors WHERE rowid = old.id;
