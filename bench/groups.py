@@ -141,6 +141,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "size": args.size,
         "memories": args.groups * args.size,
         "build_s": round(built_s, 1),
+        "database_mb": round(many.stat().st_size / 2**20, 1),
         "many_groups": measured_apart(many, args.groups, args.size, args.sample),
         "one_group": measured_apart(one, 1, args.size, args.sample),
     }

@@ -23,9 +23,7 @@ SQL = re.compile(
 REACHES_THE_BACKEND = {
     "mcp_memory.manager": "builds the SQLite store it hands to the services",
     "mcp_memory.server.app": "refuses a file that is not a memory database before the handshake",
-    "mcp_memory.recall.engine": "search: keyword (FTS5) and vector (vec0) queries are the backend's",
     "mcp_memory.recall.keywords": "the in-memory copy of the FTS5 index mirrors FTS5's tokens and BM25",
-    "mcp_memory.services.upkeep": "re-indexing vectors resets the vec0 table",
     "mcp_memory.services.transfer": "save and load move rows in the backend's own shape",
     "mcp_memory.transfer.write": "save and load move rows in the backend's own shape",
 }

@@ -360,3 +360,66 @@ def test_metadata_is_kept_and_the_database_has_one_identity(store: Store) -> Non
     assert counts["episodes_total"] == 1 and counts["groups"] == [
         {"group_id": "g", "sessions": 1, "episodes": 1}
     ]
+
+
+# -- search ------------------------------------------------------------------------------------------
+
+
+def test_keyword_search_ranks_the_groups_matches_and_applies_filters(store: Store) -> None:
+    ids = add(
+        store, new("the violin lesson is on friday"), new("bread and cheese", "bob"), new("violin strings")
+    )
+    found = store.search_keywords("g", "violin", ["ana", "bob", "bot"], Filters(), 10)
+    assert {i for i, _ in found} >= {ids[0], ids[2]} and ids[1] not in {i for i, _ in found[:2]}
+    assert all(a[1] <= b[1] for a, b in zip(found, found[1:], strict=False))  # best (lowest) first
+    assert all(i != ids[0] for i, _ in store.search_keywords("g", "violin", [], Filters(producer="bob"), 10))
+    assert store.search_keywords("g", "!!!", [], Filters(), 10) == []  # no word to look for
+    assert store.search_keywords("other", "violin", [], Filters(), 10) == []
+
+
+def test_vector_search_finds_the_nearest_and_keeps_to_the_group_and_filters(store: Store) -> None:
+    ids = add(store, new("one"), new("two", "bob"), new("three"))
+    matrix = vectors(3)
+    [(nearest, distance), *_] = store.vector_search("g", matrix[1], Filters(), 3)
+    assert nearest == ids[1] and distance < 1e-5
+    assert ids[1] not in [i for i, _ in store.vector_search("g", matrix[1], Filters(producer="ana"), 3)]
+    assert store.vector_search("other", matrix[1], Filters(), 3) == []
+
+
+def test_a_groups_vectors_are_read_whole_with_their_revision(store: Store) -> None:
+    before = store.vector_revision("g")
+    ids = add(store, new("one", minutes=1), new("two", "bob", minutes=2))
+    revision, rows = store.scan_group_vectors("g")
+    assert revision == store.vector_revision("g") > before
+    assert sorted(rows.ids.tolist()) == ids and rows.matrix.shape == (2, DIMENSION)
+    assert sorted(rows.producer_id) == ["ana", "bob"] and store.vector_count("g") == 2
+    assert np.allclose(np.linalg.norm(rows.matrix, axis=1), 1, atol=1e-5)
+
+
+def test_pending_vectors_are_listed_then_indexed_once(store: Store) -> None:
+    batch = store.insert_episodes(
+        "g", "s", [new("waits for its vector")], None, index_vectors=True,
+        created_at=iso(T0), retry_window_start=iso(T0),
+    )  # fmt: skip
+    [pending] = store.pending_vectors(10)
+    assert (pending.id, pending.content, pending.producer_id) == (
+        batch.items[0].id,
+        "waits for its vector",
+        "ana",
+    )
+    assert store.pending_count() == 1 and store.keeps_vector(pending.id)
+    assert store.set_vectors([pending], vectors(1)) == 1
+    assert store.set_vectors([pending], vectors(1)) == 0  # indexed already
+    assert store.pending_vectors(10) == [] and store.vector_count("g") == 1
+
+
+def test_filters_an_in_memory_copy_cannot_check_come_back_as_candidate_ids(store: Store) -> None:
+    ids = add(store, new("low", importance=0.1), new("high", importance=0.9))
+    assert store.candidate_ids("g", Filters(min_importance=0.5)).tolist() == [ids[1]]
+
+
+def test_resetting_the_vectors_leaves_every_indexable_episode_pending(store: Store) -> None:
+    add(store, new("one"), new("two"))
+    add(store, new("never"), index=False)
+    assert store.reset_vectors("another-4", DIMENSION) == 2
+    assert store.vector_count("g") == 0 and store.pending_count() == 2

@@ -21,12 +21,18 @@ from mcp_memory.llm.embeddings import Embedder
 from mcp_memory.models import Episode, RecallHit
 from mcp_memory.recall.keywords import KeywordSearch
 from mcp_memory.recall.request import RecallStrategy
-from mcp_memory.recall.vectors import GroupVectors, VectorCache, VectorRows
+from mcp_memory.recall.vectors import GroupVectors, VectorCache, cache_conditions
 from mcp_memory.recall.when import named_period
-from mcp_memory.store.records import EpisodeChange, Filters, Inserted, NewEpisode, NewFact, StoredFacts
-from mcp_memory.store.sqlite.filters import cache_conditions
-from mcp_memory.store.sqlite.fts import match_expression, query_words
-from mcp_memory.store.sqlite.store import Store
+from mcp_memory.store.protocol import Store
+from mcp_memory.store.records import (
+    EpisodeChange,
+    Filters,
+    Inserted,
+    NewEpisode,
+    NewFact,
+    StoredFacts,
+    VectorRows,
+)
 from mcp_memory.times import iso
 
 log = logging.getLogger(__name__)
@@ -211,7 +217,7 @@ class MemoryEngine:
         rows = self.store.pending_vectors(limit)
         if not rows:
             return 0
-        vectors = self.embedder.embed([embedding_text(r["producer_id"], r["content"]) for r in rows])
+        vectors = self.embedder.embed([embedding_text(r.producer_id, r.content) for r in rows])
         return self.store.set_vectors(rows, vectors)
 
     # -- reading ------------------------------------------------------------------------
@@ -259,14 +265,11 @@ class MemoryEngine:
     ) -> list[tuple[int, float]]:
         """The group's k best BM25 matches for the text's words as (id, bm25), best (lowest) first:
         from the in-memory copy of the index when it is current, else from FTS5; both rank alike."""
-        words = query_words(text, participants)
-        if not words:
-            return []
         if self.keywords is not None:
-            found = self.keywords.search(words, group_id, filters, k)
+            found = self.keywords.search_text(text, participants, group_id, filters, k)
             if found is not None:
                 return found
-        return self.store.keyword_search(group_id, match_expression(words) or "", filters, k)
+        return self.store.search_keywords(group_id, text, participants, filters, k)
 
     def _vector_hits(self, query: RecallQuery, pool: int) -> tuple[list[tuple[int, float]], bool]:
         try:

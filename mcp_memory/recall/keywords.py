@@ -27,14 +27,14 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from mcp_memory.recall.vectors import Column, grown, where_mask
+from mcp_memory.recall.vectors import Column, cache_conditions, grown, where_mask
+from mcp_memory.store.records import Filters
 from mcp_memory.store.sqlite import fts
-from mcp_memory.store.sqlite.filters import Filters, cache_conditions
 from mcp_memory.store.sqlite.keywords import KeywordRows, RowTokens, TermCodes
 from mcp_memory.store.sqlite.store import Store
 
@@ -272,6 +272,13 @@ class KeywordSearch:
     def nbytes(self) -> int:
         """What the copies held now take, as measured when each was loaded."""
         return sum(self._sizes.values())
+
+    def search_text(
+        self, text: str, participants: Iterable[str], group_id: str, filters: Filters, k: int
+    ) -> list[tuple[int, float]] | None:
+        """The group's k best matches for a query (its words as fts.query_words reads them); None: ask FTS5."""
+        words = fts.query_words(text, participants)
+        return self.search(words, group_id, filters, k) if words else []
 
     def search(
         self, words: Sequence[tuple[str, tuple[int, ...]]], group_id: str, filters: Filters, k: int

@@ -20,21 +20,10 @@ from typing import cast
 
 import numpy as np
 
+from mcp_memory.store.records import Filters, VectorRows
+
 PARALLEL_ROWS = 20_000
 CATEGORIES = ("session_id", "producer_id", "role", "memory_type")
-
-
-@dataclass
-class VectorRows:
-    """Rows of a group's vectors with the columns recall filters on."""
-
-    ids: np.ndarray  # int64
-    matrix: np.ndarray  # float32 (n, dimension), rows L2-normalised
-    session_id: Sequence[str]
-    producer_id: Sequence[str]
-    role: Sequence[str]
-    memory_type: Sequence[str]
-    ts: np.ndarray  # float64 epoch seconds
 
 
 @dataclass
@@ -117,6 +106,22 @@ class GroupVectors:
 
     def _mask(self, n: int, where: dict[str, object], allowed: np.ndarray | None) -> np.ndarray | None:
         return where_mask(self._columns, slice(0, n), self._ts, self._ids, where, allowed)
+
+
+def cache_conditions(filters: Filters) -> dict[str, object]:
+    """The filters an in-memory copy checks itself (where_mask); metadata and importance are not among them."""
+    conditions: dict[str, object] = {
+        "session_id": filters.session_id,
+        "producer_id": filters.producer,
+        "role": filters.role,
+        "memory_type": filters.memory_types,
+        "since": filters.since,
+        "until": filters.until,
+    }
+    if filters.session_id is not None and filters.group_wide_types:
+        del conditions["session_id"]
+        conditions["session_scope"] = (filters.session_id, filters.group_wide_types)
+    return {name: value for name, value in conditions.items() if value is not None}
 
 
 def where_mask(

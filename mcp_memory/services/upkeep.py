@@ -27,7 +27,7 @@ from mcp_memory.recall.engine import MemoryEngine
 from mcp_memory.services.background import Background
 from mcp_memory.services.tasks import TaskRunner
 from mcp_memory.sessions import Sessions
-from mcp_memory.store.sqlite.store import Store
+from mcp_memory.store.protocol import Store
 from mcp_memory.times import iso
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ class Upkeep:
         counts = await run_sync(store.stats, recent_since)
         live = self._sessions.live.values()
         return Stats(
-            database_path=str(store.path),
+            database_path=store.location,
             schema_version=await run_sync(lambda: store.schema_version),
             embedder=self._embedder.name,
             embedding_dimension=self._embedder.dimension,

@@ -8,7 +8,7 @@ worker threads. Times go in and come out as aware datetimes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -22,9 +22,11 @@ from mcp_memory.store.records import (
     InsertBatch,
     NewEpisode,
     NewFact,
+    PendingVector,
     RollingSummary,
     SessionRecord,
     StoredFacts,
+    VectorRows,
 )
 
 
@@ -197,8 +199,59 @@ class FactStore(Protocol):
         ...
 
 
+class SearchStore(Protocol):
+    """Search inside a group, and the group's vectors: what recall asks when no in-memory copy answers, and
+    what it loads one from. Scores are distances: lower is better."""
+
+    def search_keywords(
+        self, group_id: str, text: str, participants: Iterable[str], filters: Filters, k: int
+    ) -> list[tuple[int, float]]:
+        """The group's k best keyword matches for a query (a participant's name matches what they said)."""
+        ...
+
+    def vector_search(
+        self, group_id: str, query: np.ndarray, filters: Filters, k: int
+    ) -> list[tuple[int, float]]:
+        """The group's k nearest episodes to a unit vector, as (id, cosine distance), filters inside."""
+        ...
+
+    def candidate_ids(self, group_id: str, filters: Filters) -> np.ndarray:
+        """Ids of the group's episodes meeting the filters an in-memory copy cannot check (metadata,
+        importance, steps)."""
+        ...
+
+    def vector_revision(self, group_id: str) -> int:
+        """How many times the group's vectors have changed, by any process (an in-memory copy's clock)."""
+        ...
+
+    def vector_count(self, group_id: str) -> int: ...
+
+    def scan_group_vectors(self, group_id: str) -> tuple[int, VectorRows]:
+        """Every vector of the group with its filter columns, and the revision they are at (one snapshot)."""
+        ...
+
+    def pending_vectors(self, limit: int) -> list[PendingVector]:
+        """Episodes that wait for their vector (the embedder failed, or an import left them so)."""
+        ...
+
+    def set_vectors(self, pending: Sequence[PendingVector], vectors: np.ndarray) -> int:
+        """Index these vectors for the episodes still waiting for them; returns how many were indexed."""
+        ...
+
+    def pending_count(self) -> int: ...
+
+    def reset_vectors(self, name: str, dimension: int) -> int:
+        """Drop every vector, record a new embedder, and mark every indexable episode pending."""
+        ...
+
+
 class MetaStore(Protocol):
     """The database itself: settings kept in it, its counts, its identity."""
+
+    @property
+    def location(self) -> str:
+        """Where the database is, as a person would name it (a file path)."""
+        ...
 
     def get_meta(self, key: str) -> str | None: ...
 
@@ -287,5 +340,16 @@ class TaskStore(Protocol):
     def expire_tasks(self, before: datetime) -> int: ...
 
 
-class Store(GroupStore, SessionStore, EpisodeStore, FactStore, SummaryStore, TaskStore, MetaStore, Protocol):
-    """Everything the services ask of a database (search and transfer are the SQLite backend's for now)."""
+class Store(
+    GroupStore,
+    SessionStore,
+    EpisodeStore,
+    FactStore,
+    SearchStore,
+    SummaryStore,
+    TaskStore,
+    MetaStore,
+    Protocol,
+):
+    """Everything the engine and the services ask of a database (save and load are the SQLite backend's
+    for now: services/transfer.py)."""

@@ -6,9 +6,12 @@ records here are the ones no tool returns as they are.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import numpy as np
 
 from mcp_memory.models import Episode, Fact
 
@@ -127,6 +130,33 @@ class EpisodePage:
 
     episodes: list[Episode]
     next_after: tuple[float, ...] | None
+
+
+@dataclass(frozen=True)
+class PendingVector:
+    """An episode stored without its vector (the embedder failed): what embedding and indexing it takes."""
+
+    id: int
+    group_id: str
+    session_id: str
+    producer_id: str
+    role: str
+    memory_type: str
+    ts_epoch: float
+    content: str
+
+
+@dataclass
+class VectorRows:
+    """Rows of a group's vectors with the columns recall filters on."""
+
+    ids: np.ndarray  # int64
+    matrix: np.ndarray  # float32 (n, dimension), rows L2-normalised
+    session_id: Sequence[str]
+    producer_id: Sequence[str]
+    role: Sequence[str]
+    memory_type: Sequence[str]
+    ts: np.ndarray  # float64 epoch seconds
 
 
 # -- what recall filters on ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ episode's vector when it has one (store/sqlite/vectors.py).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -347,6 +347,13 @@ class Episodes(Database):
         """Whether the episode has (or waits for) a vector; False for one stored without, or not found."""
         rows = self.read("SELECT indexed FROM episodes WHERE id = ?", (episode_id,))
         return bool(rows) and rows[0][0] != NOT_INDEXED
+
+    def search_keywords(
+        self, group_id: str, text: str, participants: Iterable[str], filters: Filters, k: int
+    ) -> list[tuple[int, float]]:
+        """The group's k best keyword matches for a query, as (id, score: lower is better), filters inside."""
+        expression = fts.match_expression(fts.query_words(text, participants))
+        return [] if expression is None else self.keyword_search(group_id, expression, filters, k)
 
     def keyword_search(self, group_id: str, match: str, filters: Filters, k: int) -> list[tuple[int, float]]:
         """Episodes of the group matching an FTS5 expression, best BM25 first, filters inside the query."""

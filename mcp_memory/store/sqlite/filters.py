@@ -56,22 +56,6 @@ def filter_sql(filters: Filters, alias: str) -> tuple[str, list[Any]]:
     return "".join(f" AND {c}" for c in clauses), params
 
 
-def cache_conditions(filters: Filters) -> dict[str, object]:
-    """The filters an in-memory copy checks itself (vector_cache.where_mask); metadata and importance are not among them."""
-    conditions: dict[str, object] = {
-        "session_id": filters.session_id,
-        "producer_id": filters.producer,
-        "role": filters.role,
-        "memory_type": filters.memory_types,
-        "since": filters.since,
-        "until": filters.until,
-    }
-    if filters.session_id is not None and filters.group_wide_types:
-        del conditions["session_id"]
-        conditions["session_scope"] = (filters.session_id, filters.group_wide_types)
-    return {name: value for name, value in conditions.items() if value is not None}
-
-
 def _metadata_condition(path: str, value: Any) -> tuple[str, list[Any]]:
     """Equality on a metadata value at a dotted path; a list means any of its values."""
     json_path = "$." + ".".join(json.dumps(part, ensure_ascii=False) for part in path.split("."))

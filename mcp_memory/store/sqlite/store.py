@@ -150,6 +150,10 @@ class Store(Episodes, VectorIndex, KeywordReads, Statistics, TransferStore, Task
     # -- schema -------------------------------------------------------------------------
 
     @property
+    def location(self) -> str:
+        return str(self.path)
+
+    @property
     def schema_version(self) -> int:
         return int(self.read("PRAGMA user_version")[0][0])
 

@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mcp_memory.recall.vectors import VectorRows
-from mcp_memory.store.records import INDEXED, PENDING, Filters
+from mcp_memory.store.records import INDEXED, PENDING, Filters, PendingVector, VectorRows
 from mcp_memory.store.sqlite.connection import Database
 from mcp_memory.store.sqlite.filters import filter_sql, sql_only, vector_filter_sql
 from mcp_memory.store.sqlite.migrations import vector_table_sql
@@ -81,15 +80,16 @@ class VectorIndex(Database):
         self.dimension = dimension
         return int(self.write(reset))
 
-    def pending_vectors(self, limit: int) -> list[Any]:
+    def pending_vectors(self, limit: int) -> list[PendingVector]:
         """Episodes stored but not yet vector-indexed (the embedder failed or the process died)."""
-        return self.read(
+        rows = self.read(
             f"SELECT id, group_id, session_id, producer_id, producer_role, memory_type, ts_epoch, content "
             f"FROM episodes WHERE indexed = {PENDING} ORDER BY id LIMIT ?",
             (limit,),
         )
+        return [PendingVector(*row) for row in rows]
 
-    def set_vectors(self, rows: Sequence[Any], vectors: np.ndarray) -> int:
+    def set_vectors(self, rows: Sequence[PendingVector], vectors: np.ndarray) -> int:
         """Index vectors for pending episodes that still exist and are still pending."""
 
         def write(conn: Any) -> int:
@@ -97,13 +97,11 @@ class VectorIndex(Database):
             for row, vector in zip(rows, vectors, strict=True):
                 cur = conn.execute(
                     f"UPDATE episodes SET indexed = {INDEXED} WHERE id = ? AND indexed = {PENDING}",
-                    (row["id"],),
+                    (row.id,),
                 )
                 if cur.rowcount:
-                    ep = VectorColumns(
-                        row["producer_id"], row["producer_role"], row["memory_type"], row["ts_epoch"]
-                    )
-                    insert_vector(conn, row["id"], row["group_id"], row["session_id"], ep, vector)
+                    ep = VectorColumns(row.producer_id, row.role, row.memory_type, row.ts_epoch)
+                    insert_vector(conn, row.id, row.group_id, row.session_id, ep, vector)
                     done += 1
             return done
 
