@@ -136,7 +136,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     many, one = folder / "many.db", folder / "one.db"
     built_s = await build(many, args.groups, args.size, seed=1)
     await build(one, 1, args.size, seed=1)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
     return {
+        "commit": commit.stdout.strip() or None,
         "groups": args.groups,
         "size": args.size,
         "memories": args.groups * args.size,
