@@ -24,8 +24,6 @@ REACHES_THE_BACKEND = {
     "mcp_memory.manager": "builds the SQLite store it hands to the services",
     "mcp_memory.server.app": "refuses a file that is not a memory database before the handshake",
     "mcp_memory.recall.keywords": "the in-memory copy of the FTS5 index mirrors FTS5's tokens and BM25",
-    "mcp_memory.services.transfer": "save and load move rows in the backend's own shape",
-    "mcp_memory.transfer.write": "save and load move rows in the backend's own shape",
 }
 
 

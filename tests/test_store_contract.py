@@ -22,6 +22,10 @@ from mcp_memory.store.protocol import Store
 from mcp_memory.store.records import (
     EpisodeChange,
     Filters,
+    ImportChunk,
+    ImportedEpisode,
+    ImportedGroup,
+    ImportedSession,
     NewEpisode,
     RollingSummary,
     SessionRecord,
@@ -423,3 +427,72 @@ def test_resetting_the_vectors_leaves_every_indexable_episode_pending(store: Sto
     add(store, new("never"), index=False)
     assert store.reset_vectors("another-4", DIMENSION) == 2
     assert store.vector_count("g") == 0 and store.pending_count() == 2
+
+
+# -- save and load -----------------------------------------------------------------------------------
+
+
+def test_an_export_is_counts_then_every_record_in_file_order(store: Store) -> None:
+    add(store, new("first", minutes=1), new("second", "bob", minutes=2))
+    add_fact(store, "Lisbon")
+    store.save_rolling_summary("g", "s", RollingSummary("so far", 1, iso(T0)))
+    records = store.export_records(["g"])
+    kind, counts = next(records)
+    rest = list(records)
+    assert kind == "counts" and (counts["groups"], counts["sessions"], counts["memories"], counts["facts"]) == (
+        1, 1, 3, 1,
+    )  # fmt: skip
+    assert [k for k, _ in rest] == [
+        "group",
+        "session",
+        "memory",
+        "memory",
+        "memory",
+        "fact",
+        "rolling_summary",
+    ]
+    group, memory = rest[0][1], rest[2][1]
+    assert (group["group_id"], group["user_ids"], group["agent_ids"]) == ("g", ["ana", "bob"], ["bot"])
+    assert (memory["content"], memory["sequence"], memory["producer"], memory["vector"]) == (
+        "first",
+        1,
+        "ana",
+        True,
+    )
+    assert rest[-1][1]["text"] == "so far" and store.export_group_ids() == ["g"]
+
+
+def imported(old_id: int, content: str, minutes: int) -> ImportedEpisode:
+    moment = T0 + timedelta(minutes=minutes)
+    return ImportedEpisode(
+        old_id=old_id, old_sequence=old_id, dedup_key=None, fallback_key=f"import-test-{old_id}",
+        producer_id="zoe", producer_role="user", produced_for_id=None, content=content,
+        content_hash=f"h{old_id}", memory_type="message", importance=0.5, effective_importance=0.5,
+        metadata_json="{}", timestamp=iso(moment), ts_epoch=moment.timestamp(), created_at=iso(moment),
+        updated_at=None, retrieval_count=0, last_accessed_at=None, step=None, message_json=None, vector=True,
+    )  # fmt: skip
+
+
+def test_an_import_writes_once_and_finds_its_records_the_second_time(store: Store) -> None:
+    team = ImportedGroup("team", ["zoe"], [], "imported", {}, iso(T0))
+    assert store.import_group(team) == (True, [], [])
+    assert store.import_group(ImportedGroup("team", ["zoe", "max"], ["bot"], None, {}, iso(T0))) == (
+        False, ["max"], ["bot"],
+    )  # fmt: skip
+    chunk = ImportChunk(
+        group_id="team", session_id="standup",
+        session=ImportedSession("team", "standup", {"short_term": {"max_episodes": 4}}, {}, iso(T0)),
+        episodes=[imported(7, "shipped the export", 1), imported(8, "and the import", 2)],
+    )  # fmt: skip
+    first = store.import_chunk(chunk, {}, {})
+    assert (first.added, first.existing, first.session_created) == (2, 0, True)
+    assert set(first.ids) == {7, 8} and first.sequences == {7: 7, 8: 8}  # sequences kept as exported
+    again = store.import_chunk(chunk, {}, {})
+    assert (again.added, again.existing, again.session_created) == (0, 2, False) and again.ids == first.ids
+    assert store.session_configuration("team", "standup") == {"short_term": {"max_episodes": 4}}
+    assert store.session_configuration("team", "nope") is None
+    assert [e.content for e in store.session_episodes("team", "standup")] == [
+        "shipped the export",
+        "and the import",
+    ]
+    assert store.pending_count() == 2  # imported memories wait for their vectors

@@ -38,7 +38,7 @@ from mcp_memory.errors import GroupNotFound, ValidationFailed
 from mcp_memory.recall.engine import MemoryEngine
 from mcp_memory.services.groups import Groups
 from mcp_memory.sessions import Sessions
-from mcp_memory.store.sqlite.store import Store
+from mcp_memory.store.protocol import Store
 from mcp_memory.times import iso
 from mcp_memory.transfer.check import Inventory, blocks, check
 from mcp_memory.transfer.export import ExportResult, header, output_file, write_export
@@ -156,7 +156,7 @@ class Transfers:
             meter.steps = total
             meter.send(done, f"exported {done} of {total} memories")
 
-        with contextlib.closing(self._store.export_rows(ids)) as rows:  # ends its read transaction here
+        with contextlib.closing(self._store.export_records(ids)) as rows:  # ends its read transaction here
             if not isinstance(target, Path):
                 return write_export(rows, target, head, report)
             with output_file(target, overwrite=overwrite) as out:

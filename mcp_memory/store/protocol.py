@@ -8,7 +8,7 @@ worker threads. Times go in and come out as aware datetimes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -16,9 +16,12 @@ import numpy as np
 
 from mcp_memory.models import Episode, Fact, GroupInfo, TaskInfo, TaskStatus
 from mcp_memory.store.records import (
+    ChunkOutcome,
     EpisodeChange,
     EpisodePage,
     Filters,
+    ImportChunk,
+    ImportedGroup,
     InsertBatch,
     NewEpisode,
     NewFact,
@@ -245,6 +248,31 @@ class SearchStore(Protocol):
         ...
 
 
+class TransferStore(Protocol):
+    """Save and load: every record of some groups at one moment, and an export's records written back
+    (what is already there found and kept, so a second import adds nothing)."""
+
+    def export_group_ids(self) -> list[str]: ...
+
+    def export_records(self, group_ids: Sequence[str]) -> Generator[tuple[str, dict[str, Any]]]:
+        """("counts", {...}) first, then each record as the line transfer/format.py reads, in file order,
+        all read in one transaction (close the generator to end it)."""
+        ...
+
+    def import_group(self, group: ImportedGroup) -> tuple[bool, list[str], list[str]]:
+        """Create the group, or add the participants it lacks: (created, users added, agents added)."""
+        ...
+
+    def import_chunk(
+        self, chunk: ImportChunk, known_ids: Mapping[int, int], known_sequences: Mapping[int, int]
+    ) -> ChunkOutcome:
+        """Write part of a session's records in one transaction; `known_*` map earlier chunks' exported ids
+        and sequences to the new ones."""
+        ...
+
+    def session_configuration(self, group_id: str, session_id: str) -> dict[str, Any] | None: ...
+
+
 class MetaStore(Protocol):
     """The database itself: settings kept in it, its counts, its identity."""
 
@@ -348,8 +376,8 @@ class Store(
     SearchStore,
     SummaryStore,
     TaskStore,
+    TransferStore,
     MetaStore,
     Protocol,
 ):
-    """Everything the engine and the services ask of a database (save and load are the SQLite backend's
-    for now: services/transfer.py)."""
+    """Everything the engine and the services ask of a database."""

@@ -231,3 +231,113 @@ class StoredFacts:
     new_episodes: list[tuple[int, int]]
     revision_before: int
     revision_after: int
+
+
+# -- save and load ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportedGroup:
+    """A group as an export holds it (its time as the exported text)."""
+
+    group_id: str
+    user_ids: list[str]
+    agent_ids: list[str]
+    description: str | None
+    configuration: dict[str, Any]
+    created_at: str
+
+
+@dataclass(frozen=True)
+class ImportedSession:
+    group_id: str
+    session_id: str
+    configuration: dict[str, Any]
+    overrides: dict[str, Any]
+    created_at: str
+
+
+@dataclass(frozen=True)
+class ImportedEpisode:
+    """A memory to import: its columns as they will be stored, and what it was in the exporting database."""
+
+    old_id: int
+    old_sequence: int
+    dedup_key: str | None
+    fallback_key: str  # the key of a memory that had none, unique to the exporting database and its id
+    producer_id: str
+    producer_role: str
+    produced_for_id: str | None
+    content: str
+    content_hash: str
+    memory_type: str
+    importance: float
+    effective_importance: float
+    metadata_json: str
+    timestamp: str
+    ts_epoch: float
+    created_at: str
+    updated_at: str | None
+    retrieval_count: int
+    last_accessed_at: str | None
+    step: int | None
+    message_json: str | None
+    vector: bool
+    source_ids: tuple[int, ...] | None = None  # a summary's source episodes, mapped to their new ids
+
+
+@dataclass(frozen=True)
+class ImportedFact:
+    old_id: int
+    old_memory_id: int
+    session_id: str | None
+    subject: str
+    predicate: str
+    object: str
+    source: str | None
+    confidence: float | None
+    valid_from: str
+    valid_to: str | None
+    created_at: str
+
+    @property
+    def keys(self) -> tuple[str, str, str]:
+        return fact_key(self.subject), fact_key(self.predicate), fact_key(self.object)
+
+
+@dataclass(frozen=True)
+class ImportedRolling:
+    text: str
+    covered_through_sequence: int  # as exported: mapped to the new sequences on import
+    updated_at: str
+    omitted_sequences: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ImportChunk:
+    """Part of one session's records, written in one transaction."""
+
+    group_id: str
+    session_id: str
+    session: ImportedSession | None  # inserted when the session does not exist
+    episodes: Sequence[ImportedEpisode]
+    facts: Sequence[ImportedFact] = ()
+    rolling: ImportedRolling | None = None
+    summary_count: tuple[int, int] | None = None  # lightweight, auto_multiple
+    index_vectors: bool = True  # the session keeps long-term vectors
+    after: int = 0  # the highest sequence an earlier chunk of this session wrote
+
+
+@dataclass
+class ChunkOutcome:
+    """What one chunk wrote, and where its exported ids and sequences now point."""
+
+    ids: dict[int, int] = field(default_factory=dict)
+    sequences: dict[int, int] = field(default_factory=dict)
+    session_created: bool = False
+    added: int = 0
+    existing: int = 0
+    facts_added: int = 0
+    facts_existing: int = 0
+    rolling_added: bool = False
+    last_sequence: int = 0

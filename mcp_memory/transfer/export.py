@@ -1,4 +1,4 @@
-"""Writing an export: the database's rows as the lines transfer/format.py reads, into a file that appears whole.
+"""Writing an export: the Store's export records as lines transfer/format.py reads, into a file that appears whole.
 
 The file is written beside its final path under a temporary name and renamed over it at the end, so a
 failed or interrupted export never leaves half a file where a whole one was expected (nor destroys the
@@ -18,7 +18,6 @@ from typing import Any, TextIO
 from pydantic import BaseModel, Field
 
 from mcp_memory.errors import ValidationFailed
-from mcp_memory.store.records import NOT_INDEXED
 from mcp_memory.transfer.format import FORMAT, VERSION, check_path
 
 
@@ -53,119 +52,25 @@ def header(
     }
 
 
-def group_line(row: Any) -> dict[str, Any]:
-    return {
-        "kind": "group",
-        "group_id": row["group_id"],
-        "user_ids": json.loads(row["user_ids"]),
-        "agent_ids": json.loads(row["agent_ids"]),
-        "description": row["description"],
-        "configuration": json.loads(row["configuration"]),
-        "created_at": row["created_at"],
-    }
-
-
-def session_line(row: Any) -> dict[str, Any]:
-    return {
-        "kind": "session",
-        "group_id": row["group_id"],
-        "session_id": row["session_id"],
-        "configuration": json.loads(row["configuration"]),
-        "overrides": json.loads(row["overrides"]),
-        "created_at": row["created_at"],
-    }
-
-
-def memory_line(row: Any) -> dict[str, Any]:
-    return {
-        "kind": "memory",
-        "id": row["id"],
-        "group_id": row["group_id"],
-        "session_id": row["session_id"],
-        "sequence": row["sequence"],
-        "producer": row["producer_id"],
-        "role": row["producer_role"],
-        "produced_for": row["produced_for_id"],
-        "content": row["content"],
-        "message": None if row["message"] is None else json.loads(row["message"]),
-        "memory_type": row["memory_type"],
-        "importance": row["importance"],
-        "effective_importance": row["effective_importance"],
-        "metadata": json.loads(row["metadata"]),
-        "timestamp": row["timestamp"],
-        "created_at": row["created_at"],
-        "updated_at": row["updated_at"],
-        "retrieval_count": row["retrieval_count"],
-        "last_accessed_at": row["last_accessed_at"],
-        "dedup_key": row["dedup_key"],
-        "step": row["step"],
-        "vector": row["indexed"] != NOT_INDEXED,
-    }
-
-
-def fact_line(row: Any) -> dict[str, Any]:
-    names = ("id", "group_id", "session_id", "subject", "predicate", "object", "source", "confidence")
-    return {
-        "kind": "fact",
-        **{name: row[name] for name in names},
-        "valid_from": row["valid_from"],
-        "valid_to": row["valid_to"],
-        "created_at": row["created_at"],
-        "memory_id": row["memory_id"],
-    }
-
-
-def rolling_summary_line(row: Any) -> dict[str, Any]:
-    return {
-        "kind": "rolling_summary",
-        "group_id": row["group_id"],
-        "session_id": row["session_id"],
-        "text": row["text"],
-        "covered_through_sequence": row["covered_through_sequence"],
-        "updated_at": row["updated_at"],
-        "omitted_sequences": json.loads(row["omitted_sequences"]),
-    }
-
-
-def summary_count_line(row: Any) -> dict[str, Any]:
-    return {
-        "kind": "summary_count",
-        "group_id": row["group_id"],
-        "session_id": row["session_id"],
-        "lightweight": row["lightweight"],
-        "auto_multiple": row["auto_multiple"],
-    }
-
-
-LINES: dict[str, Callable[[Any], dict[str, Any]]] = {
-    "group": group_line,
-    "session": session_line,
-    "memory": memory_line,
-    "fact": fact_line,
-    "rolling_summary": rolling_summary_line,
-    "summary_count": summary_count_line,
-}
-
-
 def dump(value: dict[str, Any]) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n"
 
 
 def write_export(
-    rows: Iterable[tuple[str, Any]],
+    rows: Iterable[tuple[str, dict[str, Any]]],
     out: TextIO,
     head: Callable[[dict[str, int]], dict[str, Any]],
     report: Callable[[int, int], None] | None = None,
 ) -> dict[str, int]:
-    """Write the header (made by `head` from the counts, the rows' first item), then one line per row;
-    returns the counts."""
+    """Write the header (made by `head` from the counts, the records' first item), then one line per record
+    (the Store's `export_records`); returns the counts."""
     items = iter(rows)
     kind, counts = next(items)
     assert kind == "counts"
     out.write(dump(head(counts)))
     written = 0
-    for kind, row in items:
-        out.write(dump(LINES[kind](row)))
+    for kind, line in items:
+        out.write(dump(line))
         if kind == "memory":
             written += 1
             if report is not None and written % EXPORT_PROGRESS_MEMORIES == 0:

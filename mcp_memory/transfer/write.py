@@ -19,14 +19,16 @@ from pydantic import BaseModel, Field
 
 from mcp_memory.config import effective_session_config
 from mcp_memory.episodes import content_digest, metadata_json_text
-from mcp_memory.store.records import SUMMARY_MEMORY_TYPE
-from mcp_memory.store.sqlite.store import Store
-from mcp_memory.store.sqlite.transfer import (
+from mcp_memory.store.protocol import Store
+from mcp_memory.store.records import (
+    SUMMARY_MEMORY_TYPE,
     ChunkOutcome,
     ImportChunk,
     ImportedEpisode,
     ImportedFact,
+    ImportedGroup,
     ImportedRolling,
+    ImportedSession,
 )
 from mcp_memory.transfer.check import Block
 from mcp_memory.transfer.format import FactLine, GroupLine, MemoryLine, RollingSummaryLine, SessionLine
@@ -83,7 +85,7 @@ class Writer:
                 self.block(item)
 
     def group(self, line: GroupLine) -> None:
-        created, users, agents = self.store.import_group(_group_row(line))
+        created, users, agents = self.store.import_group(_group(line))
         tally(self.result.groups, created)
         if users or agents:
             self.result.participants_added[line.group_id] = users + agents
@@ -118,7 +120,7 @@ class Writer:
         return ImportChunk(
             group_id=block.group_id,
             session_id=block.session_id,
-            session_row=_session_row(block.session) if n == 0 and block.session is not None else None,
+            session=_session(block.session) if n == 0 and block.session is not None else None,
             episodes=[self._episode(m) for m in memories],
             facts=[_fact(f) for f in block.facts if f.memory_id in in_chunk],
             rolling=_rolling(rolling) if last and rolling is not None else None,
@@ -129,7 +131,7 @@ class Writer:
         """Whether the session keeps vectors: as configured here, or in the file when it is new here."""
         stored = self.store.session_configuration(block.group_id, block.session_id)
         if stored is not None:
-            return effective_session_config(json.loads(stored)).long_term.enabled
+            return effective_session_config(stored).long_term.enabled
         assert block.session is not None  # a block without its session line is written into one that exists
         return effective_session_config(block.session.configuration).long_term.enabled
 
@@ -177,25 +179,17 @@ def tally(counts: Tally, added: bool) -> None:
         counts.existing += 1
 
 
-def _group_row(line: GroupLine) -> dict[str, Any]:
-    return {
-        "group_id": line.group_id,
-        "user_ids": json.dumps(line.user_ids),
-        "agent_ids": json.dumps(line.agent_ids),
-        "description": line.description,
-        "configuration": json.dumps(line.configuration),
-        "created_at": line.created_at,
-    }
+def _group(line: GroupLine) -> ImportedGroup:
+    return ImportedGroup(
+        line.group_id, list(line.user_ids), list(line.agent_ids), line.description, dict(line.configuration),
+        line.created_at,
+    )  # fmt: skip
 
 
-def _session_row(line: SessionLine) -> dict[str, Any]:
-    return {
-        "group_id": line.group_id,
-        "session_id": line.session_id,
-        "configuration": json.dumps(line.configuration),
-        "overrides": json.dumps(line.overrides),
-        "created_at": line.created_at,
-    }
+def _session(line: SessionLine) -> ImportedSession:
+    return ImportedSession(
+        line.group_id, line.session_id, dict(line.configuration), dict(line.overrides), line.created_at
+    )
 
 
 def _message_json(message: dict[str, Any] | None) -> str | None:

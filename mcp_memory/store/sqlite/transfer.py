@@ -15,11 +15,21 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from mcp_memory.store.records import NOT_INDEXED, PENDING, fact_key
+from mcp_memory.store.records import (
+    NOT_INDEXED,
+    PENDING,
+    ChunkOutcome,
+    ImportChunk,
+    ImportedEpisode,
+    ImportedFact,
+    ImportedGroup,
+    ImportedRolling,
+    ImportedSession,
+)
 from mcp_memory.store.sqlite import fts
 from mcp_memory.store.sqlite.connection import Database
 
@@ -34,92 +44,6 @@ FACT_COLUMNS = (
     "f.id, f.group_id, f.session_id, f.subject, f.predicate, f.object, f.source, f.confidence, f.valid_from, "
     "f.valid_to, f.created_at, f.memory_id"
 )
-
-
-@dataclass(frozen=True)
-class ImportedEpisode:
-    """A memory to import: its columns as they will be stored, and what it was in the exporting database."""
-
-    old_id: int
-    old_sequence: int
-    dedup_key: str | None
-    fallback_key: str  # the key of a memory that had none, unique to the exporting database and its id
-    producer_id: str
-    producer_role: str
-    produced_for_id: str | None
-    content: str
-    content_hash: str
-    memory_type: str
-    importance: float
-    effective_importance: float
-    metadata_json: str
-    timestamp: str
-    ts_epoch: float
-    created_at: str
-    updated_at: str | None
-    retrieval_count: int
-    last_accessed_at: str | None
-    step: int | None
-    message_json: str | None
-    vector: bool
-    source_ids: tuple[int, ...] | None = None  # a summary's source episodes, mapped to their new ids
-
-
-@dataclass(frozen=True)
-class ImportedFact:
-    old_id: int
-    old_memory_id: int
-    session_id: str | None
-    subject: str
-    predicate: str
-    object: str
-    source: str | None
-    confidence: float | None
-    valid_from: str
-    valid_to: str | None
-    created_at: str
-
-    @property
-    def keys(self) -> tuple[str, str, str]:
-        return fact_key(self.subject), fact_key(self.predicate), fact_key(self.object)
-
-
-@dataclass(frozen=True)
-class ImportedRolling:
-    text: str
-    covered_through_sequence: int  # as exported: mapped to the new sequences on import
-    updated_at: str
-    omitted_sequences: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class ImportChunk:
-    """Part of one session's records, written in one transaction."""
-
-    group_id: str
-    session_id: str
-    session_row: dict[str, Any] | None  # inserted when the session does not exist
-    episodes: Sequence[ImportedEpisode]
-    facts: Sequence[ImportedFact] = ()
-    rolling: ImportedRolling | None = None
-    summary_count: tuple[int, int] | None = None  # lightweight, auto_multiple
-    index_vectors: bool = True  # the session keeps long-term vectors
-    after: int = 0  # the highest sequence an earlier chunk of this session wrote
-
-
-@dataclass
-class ChunkOutcome:
-    """What one chunk wrote, and where its exported ids and sequences now point."""
-
-    ids: dict[int, int] = field(default_factory=dict)
-    sequences: dict[int, int] = field(default_factory=dict)
-    session_created: bool = False
-    added: int = 0
-    existing: int = 0
-    facts_added: int = 0
-    facts_existing: int = 0
-    rolling_added: bool = False
-    last_sequence: int = 0
 
 
 @dataclass(frozen=True)
@@ -149,9 +73,20 @@ class TransferStore(Database):
 
     # -- export -------------------------------------------------------------------------
 
-    def export_rows(self, group_ids: Sequence[str]) -> Generator[tuple[str, Any]]:
-        """("counts", {...}) first, then every row of these groups in file order, read in one transaction:
-        each group, then each of its sessions with its memories, facts, rolling summary and counters."""
+    def export_records(self, group_ids: Sequence[str]) -> Generator[tuple[str, dict[str, Any]]]:
+        """("counts", {...}) first, then every record of these groups in file order as the line
+        transfer/format.py reads (kind, fields), read in one transaction: each group, then each of its
+        sessions with its memories, facts, rolling summary and counters."""
+        rows = self._export_rows(group_ids)
+        try:
+            kind, counts = next(rows)
+            yield kind, dict(counts)
+            for kind, row in rows:
+                yield kind, _LINES[kind](row)
+        finally:
+            rows.close()
+
+    def _export_rows(self, group_ids: Sequence[str]) -> Generator[tuple[str, Any]]:
         with self.snapshot() as conn:
             yield "counts", _export_counts(conn, group_ids)
             groups = conn.execute(
@@ -172,9 +107,14 @@ class TransferStore(Database):
 
     # -- import -------------------------------------------------------------------------
 
-    def import_group(self, row: dict[str, Any]) -> tuple[bool, list[str], list[str]]:
+    def import_group(self, group: ImportedGroup) -> tuple[bool, list[str], list[str]]:
         """Create the group as exported, or add the participants it lacks; returns whether it was created and
         the users and agents added."""
+        row = {
+            "group_id": group.group_id, "user_ids": json.dumps(group.user_ids),
+            "agent_ids": json.dumps(group.agent_ids), "description": group.description,
+            "configuration": json.dumps(group.configuration), "created_at": group.created_at,
+        }  # fmt: skip
 
         def write(conn: Any) -> tuple[bool, list[str], list[str]]:
             cur = conn.execute(
@@ -189,8 +129,8 @@ class TransferStore(Database):
                 "SELECT user_ids, agent_ids FROM groups WHERE group_id = ?", (row["group_id"],)
             ).fetchone()
             users, agents = json.loads(stored[0]), json.loads(stored[1])
-            new_users = [u for u in json.loads(row["user_ids"]) if u not in users + agents]
-            new_agents = [a for a in json.loads(row["agent_ids"]) if a not in users + agents]
+            new_users = [u for u in group.user_ids if u not in users + agents]
+            new_agents = [a for a in group.agent_ids if a not in users + agents]
             if new_users or new_agents:
                 conn.execute(
                     "UPDATE groups SET user_ids = ?, agent_ids = ? WHERE group_id = ?",
@@ -214,12 +154,106 @@ class TransferStore(Database):
         """How many memories wait for their vector (the import leaves them so, then indexes them in batches)."""
         return int(self.read(f"SELECT count(*) FROM episodes WHERE indexed = {PENDING}")[0][0])
 
-    def session_configuration(self, group_id: str, session_id: str) -> str | None:
+    def session_configuration(self, group_id: str, session_id: str) -> dict[str, Any] | None:
         """The stored configuration of a session (None when it does not exist)."""
         rows = self.read(
             "SELECT configuration FROM sessions WHERE group_id = ? AND session_id = ?", (group_id, session_id)
         )
-        return str(rows[0][0]) if rows else None
+        return dict(json.loads(rows[0][0])) if rows else None
+
+
+def group_line(row: Any) -> dict[str, Any]:
+    return {
+        "kind": "group",
+        "group_id": row["group_id"],
+        "user_ids": json.loads(row["user_ids"]),
+        "agent_ids": json.loads(row["agent_ids"]),
+        "description": row["description"],
+        "configuration": json.loads(row["configuration"]),
+        "created_at": row["created_at"],
+    }
+
+
+def session_line(row: Any) -> dict[str, Any]:
+    return {
+        "kind": "session",
+        "group_id": row["group_id"],
+        "session_id": row["session_id"],
+        "configuration": json.loads(row["configuration"]),
+        "overrides": json.loads(row["overrides"]),
+        "created_at": row["created_at"],
+    }
+
+
+def memory_line(row: Any) -> dict[str, Any]:
+    return {
+        "kind": "memory",
+        "id": row["id"],
+        "group_id": row["group_id"],
+        "session_id": row["session_id"],
+        "sequence": row["sequence"],
+        "producer": row["producer_id"],
+        "role": row["producer_role"],
+        "produced_for": row["produced_for_id"],
+        "content": row["content"],
+        "message": None if row["message"] is None else json.loads(row["message"]),
+        "memory_type": row["memory_type"],
+        "importance": row["importance"],
+        "effective_importance": row["effective_importance"],
+        "metadata": json.loads(row["metadata"]),
+        "timestamp": row["timestamp"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "retrieval_count": row["retrieval_count"],
+        "last_accessed_at": row["last_accessed_at"],
+        "dedup_key": row["dedup_key"],
+        "step": row["step"],
+        "vector": row["indexed"] != NOT_INDEXED,
+    }
+
+
+def fact_line(row: Any) -> dict[str, Any]:
+    names = ("id", "group_id", "session_id", "subject", "predicate", "object", "source", "confidence")
+    return {
+        "kind": "fact",
+        **{name: row[name] for name in names},
+        "valid_from": row["valid_from"],
+        "valid_to": row["valid_to"],
+        "created_at": row["created_at"],
+        "memory_id": row["memory_id"],
+    }
+
+
+def rolling_summary_line(row: Any) -> dict[str, Any]:
+    return {
+        "kind": "rolling_summary",
+        "group_id": row["group_id"],
+        "session_id": row["session_id"],
+        "text": row["text"],
+        "covered_through_sequence": row["covered_through_sequence"],
+        "updated_at": row["updated_at"],
+        "omitted_sequences": json.loads(row["omitted_sequences"]),
+    }
+
+
+def summary_count_line(row: Any) -> dict[str, Any]:
+    return {
+        "kind": "summary_count",
+        "group_id": row["group_id"],
+        "session_id": row["session_id"],
+        "lightweight": row["lightweight"],
+        "auto_multiple": row["auto_multiple"],
+    }
+
+
+_LINES: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "group": group_line,
+    "session": session_line,
+    "memory": memory_line,
+    "fact": fact_line,
+    "rolling_summary": rolling_summary_line,
+    "summary_count": summary_count_line,
+}
 
 
 def _export_counts(conn: Any, group_ids: Sequence[str]) -> dict[str, int]:
@@ -275,8 +309,8 @@ class _Importer:
 
     def run(self) -> ChunkOutcome:
         chunk = self.chunk
-        if chunk.session_row is not None:
-            self._ensure_session(chunk.session_row)
+        if chunk.session is not None:
+            self._ensure_session(chunk.session)
         found = {ep.old_id: self._find_episode(ep) for ep in chunk.episodes}
         facts = {fact.old_id: self._find_fact(fact, found.get(fact.old_memory_id)) for fact in chunk.facts}
         self._take_facts_memories(facts, found)
@@ -294,8 +328,13 @@ class _Importer:
             self._summary_count(*chunk.summary_count)
         return self.out
 
-    def _ensure_session(self, row: dict[str, Any]) -> None:
+    def _ensure_session(self, session: ImportedSession) -> None:
         """The session as exported, unless it exists: then it keeps its configuration."""
+        row = {
+            "group_id": session.group_id, "session_id": session.session_id,
+            "configuration": json.dumps(session.configuration), "overrides": json.dumps(session.overrides),
+            "created_at": session.created_at,
+        }  # fmt: skip
         cur = self.conn.execute(
             "INSERT INTO sessions(group_id, session_id, configuration, overrides, created_at) "
             "VALUES (:group_id, :session_id, :configuration, :overrides, :created_at) "
