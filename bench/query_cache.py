@@ -59,11 +59,9 @@ async def measure(size: int, queries: list[str], folder: Path) -> dict[str, Any]
                 result = await manager.memories.recall(RecallRequest(group_id=GROUP, query=query))
                 samples.append(time.perf_counter() - started)
             ids = [hit.id for hit in result.hits]
-            started = (
-                time.perf_counter()
-            )  # what even a cache hit pays: is the group unchanged? count the retrieval
+            started = time.perf_counter()  # what even a cache hit pays: is the group unchanged? count it
             await run_sync(store.vector_revision, GROUP)
-            await run_sync(store.keyword_change_head)
+            await run_sync(store.keyword_log, GROUP)
             await run_sync(store.touch, ids, "2026-01-01T00:00:00+00:00")
             fixed.append(time.perf_counter() - started)
     return {

@@ -483,7 +483,7 @@ async def wait_for_loads(manager: MemoryManager) -> float:
     engine, started = manager.engine, time.perf_counter()
     while time.perf_counter() - started < LOAD_WAIT_S:
         vectors = engine.cache is None or engine._cached_group(GROUP) is not None
-        keywords = engine.keywords is None or engine.keywords.current() is not None
+        keywords = engine.keywords is None or engine.keywords.current(GROUP) is not None
         if vectors and keywords:
             break
         await anyio.sleep(0.2)

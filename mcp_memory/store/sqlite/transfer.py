@@ -1,6 +1,6 @@
 """Save and load in the database: the reads an export makes, the writes an import makes.
 
-An export reads everything in one read transaction (`export_rows`), so the file is the database at one
+An export reads everything in one read transaction (`export_records`), so the file is the database at one
 moment while other processes go on writing. An import writes a session's records in transactions of a
 bounded size (`import_chunk`), each complete in itself: ids are mapped (facts' memories, summaries' source
 episodes, the rolling summary's covered sequence follow the rows they point at), and whatever is already
