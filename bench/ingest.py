@@ -1,4 +1,4 @@
-"""Ingest throughput: memories per second through ``MemoryManager.add_memories``, with and without embedding.
+"""Ingest throughput: memories per second through ``manager.memories.add_memories``, with and without embedding.
 
 Run with ``uv run python bench/ingest.py [--scale 1.0] [--embedder local]``.
 
