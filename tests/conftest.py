@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,7 @@ from mcp import Client
 from mcp_memory.config import Config
 from mcp_memory.manager import MemoryManager
 from mcp_memory.server import build_server
+from tests.postgres import postgres_server
 
 
 @pytest.fixture
@@ -39,3 +40,10 @@ async def client(config: Config) -> AsyncIterator[Client]:
     """An in-process MCP client on a server that owns its manager (as a stdio process does)."""
     async with Client(build_server(config)) as connected:
         yield connected
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """One throwaway PostgreSQL for the whole run (tests/postgres.py), started by the first test that asks."""
+    with postgres_server() as url:
+        yield url

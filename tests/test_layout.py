@@ -1,5 +1,6 @@
 """The layout the README's module map draws, checked: no import circle, and the database behind one seam
-(only store/sqlite/ imports a database driver or holds SQL; the rest names the Store protocol's records).
+(only the backends, store/sqlite/ and store/postgres/, import a database driver or hold SQL; the rest names
+the Store protocol's records).
 
 The same graph is printed by `uv run python tools/import_graph.py` (exit code 1 on a circle).
 """
@@ -14,8 +15,8 @@ from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "mcp_memory"
-BACKEND = PACKAGE / "store" / "sqlite"
-DRIVERS = {"sqlite3", "sqlean", "sqlite_vec"}
+BACKENDS = (PACKAGE / "store" / "sqlite", PACKAGE / "store" / "postgres")
+DRIVERS = {"sqlite3", "sqlean", "sqlite_vec", "psycopg", "psycopg_pool", "pgvector"}
 SQL = re.compile(
     r"\b(SELECT\s.+\sFROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s+(TABLE|INDEX)|PRAGMA)\b"
 )
@@ -66,7 +67,7 @@ def test_only_the_backend_imports_a_database_driver() -> None:
     outside = {
         name: sorted(found)
         for name, path in sources().items()
-        if BACKEND not in path.parents
+        if not any(backend in path.parents for backend in BACKENDS)
         and (found := {n.split(".")[0] for n in _imported_names(ast.parse(path.read_text()))} & DRIVERS)
     }
     assert outside == {}
@@ -93,7 +94,7 @@ def test_only_the_backend_holds_sql() -> None:
     outside = {
         name: [text for text in _code_strings(ast.parse(path.read_text())) if SQL.search(text)]
         for name, path in sources().items()
-        if BACKEND not in path.parents
+        if not any(backend in path.parents for backend in BACKENDS)
     }
     assert {name: found for name, found in outside.items() if found} == {}
 
@@ -109,8 +110,8 @@ def test_only_the_listed_modules_reach_into_the_backend() -> None:
     reaching = {
         name
         for name, targets in edges.items()
-        if not name.startswith("mcp_memory.store.sqlite")
-        and any(t.startswith("mcp_memory.store.sqlite") for t in targets)
+        if not name.startswith(("mcp_memory.store.sqlite", "mcp_memory.store.postgres"))
+        and any(t.startswith(("mcp_memory.store.sqlite", "mcp_memory.store.postgres")) for t in targets)
     }
     assert reaching == set(REACHES_THE_BACKEND)
 
@@ -119,4 +120,6 @@ def test_the_protocol_and_records_stand_apart_from_any_backend() -> None:
     tool = import_graph()
     edges = tool.graph()
     for module in ("mcp_memory.store.protocol", "mcp_memory.store.records"):
-        assert not any(t.startswith("mcp_memory.store.sqlite") for t in edges[module]), module
+        assert not any(
+            t.startswith(("mcp_memory.store.sqlite", "mcp_memory.store.postgres")) for t in edges[module]
+        )
