@@ -6,7 +6,7 @@ in a large group that is most of a recall's time (55 ms of 69 at 100k memories, 
 words are in a third of the rows). This module holds a group's postings in numpy arrays
 (token -> the group's rows holding it, with its count in each column) and computes BM25 as FTS5 does
 (its constants, per-column weights from store/sqlite/fts.py, length normalisation), with Lucene's idf (see
-`idf`), over the group's own statistics (its rows, their mean length, how many of them hold each word): what
+`fts.idf`), over the group's own statistics (its rows, their mean length, how many of them hold each word): what
 one group stores never changes another group's ranking. tests/test_keyword_index.py checks the ranking
 against a plain-Python BM25 over the tokens FTS5 holds, and that BM25, given FTS5's idf, against FTS5.
 
@@ -23,7 +23,6 @@ stale copy.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -35,24 +34,11 @@ import numpy as np
 from mcp_memory.recall.vectors import Column, cache_conditions, grown, where_mask
 from mcp_memory.store.records import Filters
 from mcp_memory.store.sqlite import fts
+from mcp_memory.store.sqlite.fts import K1, B, idf
 from mcp_memory.store.sqlite.keywords import KeywordRows, RowTokens, TermCodes
 from mcp_memory.store.sqlite.store import Store
 
 log = logging.getLogger(__name__)
-
-K1, B = 1.2, 0.75  # FTS5's bm25() constants
-
-
-def idf(rows: float, hits: float) -> float:
-    """A word's weight in a group of `rows` rows, `hits` of which hold it: Lucene's BM25 idf, never zero.
-
-    FTS5's own, log((N - n + 0.5) / (n + 0.5)) floored at 1e-6, gives nothing to a word in half the rows or
-    more; each turn is indexed with its neighbours (store/sqlite/fts.py), so within one conversation its topic
-    words are in most rows. Over the group's own statistics that cost 2.6 points of R@5 on LoCoMo's tuning
-    conversations (0.744 -> 0.718); Lucene's 1 + ... keeps them 0.9 points from the table-wide figure.
-    """
-    return math.log(1 + (rows - hits + 0.5) / (hits + 0.5))
-
 
 WEIGHTS = np.asarray(fts.COLUMN_WEIGHTS, np.float64)
 CATEGORIES = ("group_id", "session_id", "producer_id", "role", "memory_type")

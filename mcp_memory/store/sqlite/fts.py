@@ -19,6 +19,7 @@ Functions here take an open connection inside the caller's transaction; store/sq
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -36,6 +37,7 @@ COLUMN_WEIGHTS = (0.5, 1.0, 0.5, 0.2)
 SPEAKER_COLUMNS = (0,)
 TEXT_COLUMNS = (1, 2, 3)
 TOKENIZER = "porter unicode61 remove_diacritics 2"
+K1, B = 1.2, 0.75  # FTS5's bm25() constants
 
 CREATE_TABLE = f"CREATE VIRTUAL TABLE episodes_fts USING fts5({', '.join(COLUMNS)}, tokenize='{TOKENIZER}')"
 CREATE_DELETE_TRIGGER = (
@@ -114,6 +116,22 @@ def rebuild_all(conn: Any) -> None:
     ).fetchall()
     for group_id, session_id, low, high in sessions:
         refresh_around(conn, group_id, session_id, low, high, log_changes=False)
+
+
+# -- ranking ------------------------------------------------------------------------------
+# A group's BM25 is FTS5's (K1, B, COLUMN_WEIGHTS, length normalisation by every token of a row) over the
+# group's own rows, with `idf` below, as the in-memory copy (recall/keywords.py) computes it.
+
+
+def idf(rows: float, hits: float) -> float:
+    """A word's weight in a group of `rows` rows, `hits` of which hold it: Lucene's BM25 idf, never zero.
+
+    FTS5's own, log((N - n + 0.5) / (n + 0.5)) floored at 1e-6, gives nothing to a word in half the rows or
+    more; each turn is indexed with its neighbours, so within one conversation its topic words are in most
+    rows. Over the group's own statistics that cost 2.6 points of R@5 on LoCoMo's tuning conversations
+    (0.744 -> 0.718); Lucene's 1 + ... keeps them 0.9 points from the table-wide figure.
+    """
+    return math.log(1 + (rows - hits + 0.5) / (hits + 0.5))
 
 
 # -- queries ------------------------------------------------------------------------------
