@@ -1,6 +1,7 @@
-"""The in-memory keyword index: BM25 over each group's own statistics, kept current across writes and
-processes. The reference is a plain-Python BM25 over the tokens FTS5 holds (`oracle`), itself checked
-against FTS5's bm25() when given FTS5's idf."""
+"""Keyword search: BM25 over each group's own statistics, from the in-memory copy (kept current across
+writes and processes) or, without one, from the store (Store.search_keywords). The reference for both is a
+plain-Python BM25 over the tokens FTS5 holds (`oracle`), itself checked against FTS5's bm25() when given
+FTS5's idf."""
 
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ QUERIES = [
     "painting painted",
     "nothing matches zebra",
 ]
+# Words FTS5 reads as phrases of several tokens: the copy leaves them to the store.
+PHRASE_QUERIES = ["garden_river", "painted_lake sunrise", "ticket_café_uber", "sunrise_sunrise", "the_the"]
 
 
 def sentences(count: int, seed: int) -> list[str]:
@@ -81,6 +84,11 @@ def ours(engine: MemoryEngine, query: str, filters: Filters, k: int) -> list[tup
     return engine.keywords.search(query_words(query, ["Ana Lima", "ben"]), "g", filters, k)
 
 
+def stored(engine: MemoryEngine, query: str, filters: Filters, k: int) -> list[tuple[int, float]]:
+    """The store's ranking, computed without any copy."""
+    return engine.store.search_keywords("g", query, ["Ana Lima", "ben"], filters, k)
+
+
 def assert_same_ranking(mine: list[tuple[int, float]] | None, reference: list[tuple[int, float]]) -> None:
     """The same scores, rank by rank; ids may differ only among rows FTS5 scores alike to rounding."""
     assert mine is not None
@@ -95,9 +103,13 @@ NO_FILTERS = Filters()
 
 
 def assert_matches(engine: MemoryEngine, filters: Filters = NO_FILTERS, k: int = 20) -> None:
-    """Our ranking of group g equals the oracle's over g's own statistics."""
+    """The copy's ranking of group g, and the store's, equal the oracle's over g's own statistics."""
     for query in QUERIES:
-        assert_same_ranking(ours(engine, query, filters, k), oracle(engine, query, filters, k))
+        expected = oracle(engine, query, filters, k)
+        assert_same_ranking(ours(engine, query, filters, k), expected)
+        assert_same_ranking(stored(engine, query, filters, k), expected)
+    for query in PHRASE_QUERIES:
+        assert_same_ranking(stored(engine, query, filters, k), oracle(engine, query, filters, k))
 
 
 def fts5_idf(rows: float, hits: float) -> float:
@@ -109,37 +121,41 @@ def oracle(
     query: str,
     filters: Filters,
     k: int,
-    weight: Callable[[float, float], float] = keyword_index.idf,
+    weight: Callable[[float, float], float] = fts.idf,
     group_id: str = "g",
 ) -> list[tuple[int, float]]:
     """BM25 computed plainly, row by row, from the tokens FTS5 holds for the group (its fts5vocab view):
-    FTS5's k1, b and column weights, length normalisation by every token of a row, `weight` for the idf."""
+    FTS5's k1, b and column weights, length normalisation by every token of a row, `weight` for the idf;
+    a word of several tokens counts where they stand one after the other in a column, as FTS5's phrases."""
     with closing(sqlean.connect(str(engine.store.path))) as conn:
         conn.execute("CREATE VIRTUAL TABLE temp.v USING fts5vocab(main, 'episodes_fts', 'instance')")
         group = {row[0] for row in conn.execute("SELECT id FROM episodes WHERE group_id = ?", (group_id,))}
-        counts: dict[int, dict[tuple[str, int], int]] = {}
-        for doc, term, column in conn.execute("SELECT doc, term, col FROM temp.v"):
+        at: dict[int, dict[tuple[int, int], str]] = {}  # doc -> (column, offset) -> token
+        for doc, term, column, offset in conn.execute("SELECT doc, term, col, offset FROM temp.v"):
             if doc in group:
-                key = (term, fts.COLUMNS.index(column))
-                counts.setdefault(doc, {})[key] = counts.setdefault(doc, {}).get(key, 0) + 1
-    lengths = {doc: sum(found.values()) for doc, found in counts.items()}
+                at.setdefault(doc, {})[fts.COLUMNS.index(column), offset] = term
+    lengths = {doc: len(tokens) for doc, tokens in at.items()}
     mean = sum(lengths.values()) / len(lengths)
     page = engine.store.list_episodes(filters, group_id, newest_first=False, after=None, limit=10**6)
     allowed = {e.id for e in page.episodes}
     scores: dict[int, float] = {}
     for word, columns in query_words(query, ["Ana Lima", "ben"]):
         [tokens] = engine.store.tokenize_words([word])
-        if len(tokens) != 1:
+        if not tokens:
             continue
         tf = {
-            doc: sum(found.get((tokens[0], c), 0) * fts.COLUMN_WEIGHTS[c] for c in columns)
-            for doc, found in counts.items()
+            doc: sum(
+                fts.COLUMN_WEIGHTS[c]
+                for (c, o) in found
+                if c in columns and all(found.get((c, o + i)) == t for i, t in enumerate(tokens))
+            )
+            for doc, found in at.items()
         }
         holding = {doc: value for doc, value in tf.items() if value > 0}
-        idf = weight(len(counts), len(holding))
+        idf = weight(len(at), len(holding))
         for doc, value in holding.items():
-            norm = keyword_index.K1 * (1 - keyword_index.B + keyword_index.B * lengths[doc] / mean)
-            scores[doc] = scores.get(doc, 0.0) + idf * value * (keyword_index.K1 + 1) / (value + norm)
+            norm = fts.K1 * (1 - fts.B + fts.B * lengths[doc] / mean)
+            scores[doc] = scores.get(doc, 0.0) + idf * value * (fts.K1 + 1) / (value + norm)
     ranked = sorted((doc for doc in scores if doc in allowed), key=lambda doc: (-scores[doc], doc))
     return [(doc, -scores[doc]) for doc in ranked[:k]]
 
@@ -174,7 +190,7 @@ async def test_the_oracle_given_fts5s_idf_ranks_as_fts5_does_in_a_database_of_on
 ) -> None:
     manager = await filled(config)
     try:
-        for query in QUERIES:
+        for query in QUERIES + PHRASE_QUERIES:
             assert_same_ranking(
                 oracle(manager.engine, query, filters, 20, weight=fts5_idf),
                 fts5(manager.engine, query, filters, 20),
@@ -188,12 +204,17 @@ async def test_what_another_group_stores_never_changes_a_groups_ranking(config: 
     engine = manager.engine
     try:
         before = {query: ours(engine, query, NO_FILTERS, 10) for query in QUERIES}
+        before_stored = {query: stored(engine, query, NO_FILTERS, 10) for query in QUERIES + PHRASE_QUERIES}
         table_wide = fts5(engine, "café sunrise", NO_FILTERS, 10)
         async with manager.sessions.opened("other", "s1") as live:
             await manager.memories.add_memories(
-                live.group_id, live.session_id, [{"content": "café sunrise café", "producer": "ben"}] * 30
+                live.group_id,
+                live.session_id,
+                [{"content": "café sunrise café garden river", "producer": "ben"}] * 30,
             )
         assert {query: ours(engine, query, NO_FILTERS, 10) for query in QUERIES} == before
+        assert {query: stored(engine, query, NO_FILTERS, 10) for query in before_stored} == before_stored
+        assert before_stored["café sunrise"] == before["café sunrise"]
         assert fts5(engine, "café sunrise", NO_FILTERS, 10) != table_wide  # FTS5's statistics are the table's
     finally:
         await manager.shutdown()
@@ -322,7 +343,7 @@ async def test_a_copy_grown_by_many_replayed_rows_is_replaced_by_a_fresh_load(
         await manager.shutdown()
 
 
-async def test_a_large_table_loads_in_the_background_while_fts5_answers(
+async def test_a_large_group_loads_in_the_background_while_the_store_ranks_alike(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     manager = await filled(config, 60)
@@ -341,28 +362,37 @@ async def test_a_large_table_loads_in_the_background_while_fts5_answers(
         engine.keywords.close()
         engine.keywords = KeywordSearch(engine.store, 2**30)
         engine.keywords.sync_load_rows = 0
-        assert ours(engine, "café", Filters(), 5) is None  # loading: the caller asks FTS5
+        assert ours(engine, "café", Filters(), 5) is None  # loading: the caller asks the store
         assert entered.wait(10)
-        expected = fts5(engine, "café sunrise", Filters(), 10)
-        assert engine.keyword_search("g", "café sunrise", Filters(), 10, ["Ana Lima", "ben"]) == expected
+        meanwhile = engine.keyword_search("g", "café sunrise", Filters(), 10, ["Ana Lima", "ben"])
+        assert meanwhile == stored(engine, "café sunrise", Filters(), 10)
+        assert_same_ranking(meanwhile, oracle(engine, "café sunrise", Filters(), 10))
         gate.set()
         for _ in range(200):
             if engine.keywords.current("g") is not None:
                 break
             threading.Event().wait(0.05)
+        assert_same_ranking(ours(engine, "café sunrise", Filters(), 10), meanwhile)
         assert_matches(engine)
     finally:
         gate.set()
         await manager.shutdown()
 
 
-async def test_over_the_budget_fts5_answers_and_recall_still_works(db_path: Path) -> None:
+async def test_over_the_budget_the_store_ranks_as_the_copy_would_and_recall_still_works(
+    db_path: Path,
+) -> None:
     manager = await filled(Config(db_path=db_path, embedder="hashing", keyword_cache_mb=1), 40)
     try:
-        manager.engine.keywords.close()  # type: ignore[union-attr]
+        assert manager.engine.keywords is not None
+        held = {query: ours(manager.engine, query, NO_FILTERS, 10) for query in QUERIES}
+        manager.engine.keywords.close()
         small = manager.engine.keywords = KeywordSearch(manager.engine.store, 1000)
         assert small.current("g") is None
         assert small.search(query_words("violin bread"), "g", Filters(), 5) is None
+        for query, expected in held.items():
+            found = manager.engine.keyword_search("g", query, NO_FILTERS, 10, ["Ana Lima", "ben"])
+            assert_same_ranking(found, expected or [])
         result = await recall(manager, "g", "violin bread")
         assert result.hits and "keyword" in result.hits[0].matched_by
     finally:
@@ -377,7 +407,29 @@ async def test_over_the_budget_fts5_answers_and_recall_still_works(db_path: Path
         await off.shutdown()
 
 
-async def test_a_word_fts5_reads_as_a_phrase_is_left_to_fts5(config: Config) -> None:
+async def test_long_rows_are_measured_as_fts5_records_them(db_path: Path) -> None:
+    """A column of 128 tokens or more takes two bytes of FTS5's per-row record, of 16,384 or more three."""
+    config = Config(db_path=db_path, embedder="hashing", max_content_chars=40_000)
+    manager = await filled(config, 40)
+    try:
+        async with manager.sessions.opened("g", "s1") as live:
+            await manager.memories.add_memories(
+                live.group_id,
+                live.session_id,
+                [
+                    {"content": " ".join(sentences(30, seed=3)), "producer": "ben"},
+                    {"content": "violin " * 200 + "bread", "producer": "ben"},
+                    {"content": "v " * 17_000 + "sunrise", "producer": "ben"},
+                ],
+            )
+        assert_matches(manager.engine)
+    finally:
+        await manager.shutdown()
+
+
+async def test_a_word_fts5_reads_as_a_phrase_is_left_to_the_store_and_ranked_in_the_group(
+    config: Config,
+) -> None:
     manager = await filled(config, 40)
     engine = manager.engine
     try:
@@ -389,10 +441,10 @@ async def test_a_word_fts5_reads_as_a_phrase_is_left_to_fts5(config: Config) -> 
             )
         assert ours(engine, "garden_gate", Filters(), 5) is None
         found = engine.keyword_search("g", "garden_gate", Filters(), 5)
-        assert found == engine.store.keyword_search(
-            "g", '{content before after} : ("garden_gate")', Filters(), 5
-        )
+        assert found == engine.store.search_keywords("g", "garden_gate", [], Filters(), 5)
+        assert_same_ranking(found, oracle(engine, "garden_gate", Filters(), 5))
         assert len(found) == 3  # the turn, and its two neighbours through their context columns
+        assert engine.keyword_search("g", "gate_garden", Filters(), 5) == []  # the tokens in that order
     finally:
         await manager.shutdown()
 
@@ -402,8 +454,8 @@ def test_tokens_are_what_fts5_stores(tmp_path: Path) -> None:
 
     store = open_store(tmp_path / "t.db")
     try:
-        assert store.tokenize_words(["Painting", "café", "Über", "garden_gate", "!!"]) == [
-            ("paint",), ("cafe",), ("uber",), ("garden", "gate"), (),
+        assert store.tokenize_words(["Painting", "café", "Über", "garden_gate", "gate_garden", "!!"]) == [
+            ("paint",), ("cafe",), ("uber",), ("garden", "gate"), ("gate", "garden"), (),
         ]  # fmt: skip
     finally:
         store.close()
@@ -461,7 +513,7 @@ async def test_a_batch_written_here_is_searched_next_without_reading_or_tokenisi
         def refused(*args: object, **kwargs: object) -> None:
             raise AssertionError("the copy should hold the batch already")
 
-        for reader in ("keyword_rows", "scan_group_keywords", "keyword_search"):
+        for reader in ("keyword_rows", "scan_group_keywords", "keyword_search", "search_keywords"):
             monkeypatch.setattr(engine.store, reader, refused)
         found = engine.keywords.search(query_words("item7"), "new", Filters(), 3)
         assert found is not None and found[0][0] == added.memories[7].id

@@ -202,7 +202,7 @@ class MemoryEngine:
             return
         try:
             self.keywords.refresh(group_id)
-        except Exception as exc:  # noqa: BLE001 - stored already; the next recall catches up or asks FTS5
+        except Exception as exc:  # noqa: BLE001 - stored already; the next recall catches up or asks the store
             log.warning("keyword index of group %r not refreshed after a write: %s", group_id, exc)
 
     def _try_embed(self, texts: list[str]) -> np.ndarray | None:
@@ -264,7 +264,7 @@ class MemoryEngine:
         self, group_id: str, text: str, filters: Filters, k: int, participants: Iterable[str] = ()
     ) -> list[tuple[int, float]]:
         """The group's k best BM25 matches for the text's words as (id, bm25), best (lowest) first:
-        from the in-memory copy of the index when it is current, else from FTS5; both rank alike."""
+        from the in-memory copy of the index when it is current, else from the store; both rank alike."""
         if self.keywords is not None:
             found = self.keywords.search_text(text, participants, group_id, filters, k)
             if found is not None:

@@ -6,8 +6,8 @@ in a large group that is most of a recall's time (55 ms of 69 at 100k memories, 
 words are in a third of the rows). This module holds a group's postings in numpy arrays
 (token -> the group's rows holding it, with its count in each column) and computes BM25 as FTS5 does
 (its constants, per-column weights from store/sqlite/fts.py, length normalisation), with Lucene's idf (see
-`fts.idf`), over the group's own statistics (its rows, their mean length, how many of them hold each word): what
-one group stores never changes another group's ranking. tests/test_keyword_index.py checks the ranking
+`fts.idf`), over the group's own statistics (its rows, their mean length, how many of them hold each word):
+what one group stores never changes another group's ranking. tests/test_keyword_index.py checks the ranking
 against a plain-Python BM25 over the tokens FTS5 holds, and that BM25, given FTS5's idf, against FTS5.
 
 A group's copy is loaded the first time it is searched or written in this process, with the tokens FTS5
@@ -15,9 +15,9 @@ holds (store/sqlite/keywords.py), and kept current from the change log (`fts_cha
 which names each change's group: a write in this process catches the group's copy up at once (the rows it
 re-indexed are tokenised then, not by the next recall), a write by another process on the next search of
 that group. The copies share one memory budget; the least recently used groups are dropped first. While a
-large group's copy loads in the background, or when it would not fit the budget, recall asks FTS5 directly
-(whose statistics are the whole table's): no recall waits for a large load, and no answer comes from a
-stale copy.
+large group's copy loads in the background, or when it would not fit the budget, recall asks the store, which
+computes the same ranking from the FTS5 index itself (Store.search_keywords, store/sqlite/keywords.py): no
+recall waits for a large load, no answer comes from a stale copy, and the ranking is the same either way.
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ class KeywordIndex:
 
 
 class KeywordSearch:
-    """Keeps a KeywordIndex per group current with the database and answers from it; None: ask FTS5."""
+    """Keeps a KeywordIndex per group current with the database and answers from it; None: ask the store."""
 
     def __init__(self, store: Store, max_bytes: int) -> None:
         self.store = store
@@ -262,19 +262,19 @@ class KeywordSearch:
     def search_text(
         self, text: str, participants: Iterable[str], group_id: str, filters: Filters, k: int
     ) -> list[tuple[int, float]] | None:
-        """The group's k best matches for a query (its words as fts.query_words reads them); None: ask FTS5."""
+        """The group's k best matches for a query (its words as fts.query_words reads them); None: ask the store."""
         words = fts.query_words(text, participants)
         return self.search(words, group_id, filters, k) if words else []
 
     def search(
         self, words: Sequence[tuple[str, tuple[int, ...]]], group_id: str, filters: Filters, k: int
     ) -> list[tuple[int, float]] | None:
-        """The group's k best matches for fts.query_words output, ranked by the group's BM25; None: ask FTS5."""
+        """The group's k best matches for fts.query_words output, ranked by the group's BM25; None: ask the store."""
         index = self.current(group_id)
         if index is None:
             return None
         tokens = self._tokens([word for word, _ in words])
-        if any(len(t) != 1 for t in tokens):  # a word FTS5 reads as a phrase of several tokens, or as none
+        if any(len(t) != 1 for t in tokens):  # a phrase of several tokens, or none: the store ranks it
             return None
         phrases = [(t[0], columns) for t, (_, columns) in zip(tokens, words, strict=True)]
         allowed = None
@@ -333,7 +333,9 @@ class KeywordSearch:
         tokens = rows * table_tokens / table_rows if table_rows else 0.0
         if tokens * BYTES_PER_TOKEN + rows * BYTES_PER_ROW > self.max_bytes:
             log.info(
-                "keyword index of group %r (%d rows) is over its memory budget: FTS5 answers", group_id, rows
+                "keyword index of group %r (%d rows) is over its memory budget: the store answers",
+                group_id,
+                rows,
             )
             self._wait_until[group_id] = time.monotonic() + RETRY_AFTER_S
             return self._groups.get(group_id)
@@ -352,7 +354,7 @@ class KeywordSearch:
     def _load_now(self, group_id: str, whole_table: bool) -> KeywordIndex | None:
         try:
             return self.store.scan_group_keywords(group_id, KeywordIndex, whole_table=whole_table)
-        except Exception as exc:  # noqa: BLE001 - FTS5 keeps answering; look again later
+        except Exception as exc:  # noqa: BLE001 - the store keeps answering; look again later
             log.warning("could not load the keyword index of group %r into memory: %s", group_id, exc)
             self._wait_until[group_id] = time.monotonic() + RETRY_AFTER_S
             return None

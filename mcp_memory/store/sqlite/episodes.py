@@ -31,6 +31,7 @@ from mcp_memory.store.records import (
 from mcp_memory.store.sqlite import fts
 from mcp_memory.store.sqlite.connection import Database
 from mcp_memory.store.sqlite.filters import filter_sql
+from mcp_memory.store.sqlite.keywords import group_bm25, tokenize_words
 from mcp_memory.store.sqlite.vectors import VectorColumns, group_revision, insert_vector
 
 EPISODE_COLUMNS = (
@@ -351,12 +352,39 @@ class Episodes(Database):
     def search_keywords(
         self, group_id: str, text: str, participants: Iterable[str], filters: Filters, k: int
     ) -> list[tuple[int, float]]:
-        """The group's k best keyword matches for a query, as (id, score: lower is better), filters inside."""
-        expression = fts.match_expression(fts.query_words(text, participants))
-        return [] if expression is None else self.keyword_search(group_id, expression, filters, k)
+        """The group's k best keyword matches for a query, as (id, score: lower is better), filters applied to
+        the matches: BM25 over the group's own statistics, ranked as the in-memory copy ranks (keywords.py)."""
+        words = fts.query_words(text, participants)
+        if not words or k <= 0:
+            return []
+        found: tuple[np.ndarray, np.ndarray] = self._retry(
+            lambda: self._keyword_scores(group_id, words, filters)
+        )
+        ids, scores = found
+        order = np.lexsort((ids, -scores))[:k]  # ties go by id
+        return [(int(ids[i]), -float(scores[i])) for i in order]
+
+    def _keyword_scores(
+        self, group_id: str, words: Sequence[tuple[str, tuple[int, ...]]], filters: Filters
+    ) -> tuple[np.ndarray, np.ndarray]:
+        where, params = filter_sql(filters, "e")
+        with self.snapshot() as conn:
+            tokens = tokenize_words(conn, [word for word, _ in words])
+            phrases = [(t, columns) for t, (_, columns) in zip(tokens, words, strict=True)]
+            ids, scores = group_bm25(conn, group_id, phrases)
+            if not where or not len(ids):
+                return ids, scores
+            kept = conn.execute(
+                f"SELECT e.id FROM json_each(?) j JOIN episodes e ON e.id = j.value WHERE e.group_id = ? {where}",
+                (json.dumps(ids.tolist()), group_id, *params),
+            ).fetchall()
+        mask = np.isin(ids, [row[0] for row in kept])
+        return ids[mask], scores[mask]
 
     def keyword_search(self, group_id: str, match: str, filters: Filters, k: int) -> list[tuple[int, float]]:
-        """Episodes of the group matching an FTS5 expression, best BM25 first, filters inside the query."""
+        """Episodes of the group matching an FTS5 expression, ranked by FTS5's own bm25() (the whole table's
+        statistics, FTS5's idf), filters inside the query: what benchmarks and tests compare with FTS5;
+        recall ranks by search_keywords."""
         where, params = filter_sql(filters, "e")
         rows = self.read(
             f"SELECT e.id, bm25(episodes_fts, {', '.join(map(str, fts.COLUMN_WEIGHTS))}) AS rank FROM episodes_fts "

@@ -120,7 +120,8 @@ def rebuild_all(conn: Any) -> None:
 
 # -- ranking ------------------------------------------------------------------------------
 # A group's BM25 is FTS5's (K1, B, COLUMN_WEIGHTS, length normalisation by every token of a row) over the
-# group's own rows, with `idf` below, as the in-memory copy (recall/keywords.py) computes it.
+# group's own rows, with `idf` below: the in-memory copy (recall/keywords.py) and the store's search without
+# a copy (store/sqlite/keywords.py) both compute it.
 
 
 def idf(rows: float, hits: float) -> float:

@@ -1,10 +1,19 @@
-"""What the in-memory keyword index (recall/keywords.py) reads from the database, one group at a time.
+"""What the in-memory keyword index (recall/keywords.py) reads from the database, one group at a time,
+and the same ranking computed from the database when there is no copy to ask.
 
 A group's rows and tokens in one read snapshot, a group's changes since a point (store/sqlite/fts.py's
 `fts_changes`), the rows behind a set of changes, and tokenisation by the index's own tokenizer: rows and
 query words are written to a temporary FTS5 table of this connection and read back as tokens, so a copy
 holds exactly the tokens FTS5 holds (stemming, case and diacritic folding included). A group that is most
 of the table is read from the index's `fts5vocab` view instead (every token of every row, one scan).
+
+`group_bm25` ranks without a copy. FTS5's own bm25() cannot be used for that: its statistics (rows, mean
+length, rows holding a word) are the whole table's, so one group's writes would move another's ranking,
+and a MATCH cannot be limited to one group's rows (the group is a column of `episodes`, not of the index).
+So the index is read instead: each query word's occurrences in the group's rows (the `fts5vocab` instance
+view, looked up by term), the group's row lengths (FTS5's own per-row token counts, `episodes_fts_docsize`),
+and BM25 computed from them as the copy computes it (fts.py's constants and idf). The result is the copy's
+ranking exactly; it costs a read of the group's row lengths and of each query word's occurrences.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial, reduce
 from typing import Any, TypeVar
 
 import numpy as np
@@ -44,6 +54,12 @@ TermCodes = Iterator[tuple[str, np.ndarray]]
 
 RowTokens = dict[int, dict[str, list[int]]]
 """Row id -> token -> its count in each of the four columns."""
+
+Phrase = tuple[tuple[str, ...], tuple[int, ...]]
+"""A query word as the index reads it: its tokens in order (several for "garden_gate"), the columns it may
+match in."""
+
+WEIGHTS = np.asarray(fts.COLUMN_WEIGHTS, np.float64)
 
 
 class KeywordReads(Database):
@@ -126,13 +142,101 @@ class KeywordReads(Database):
         return _keyword_rows(iter([row[:7] for row in found])), tokens
 
     def tokenize_words(self, words: Sequence[str]) -> list[tuple[str, ...]]:
-        """Each word as the index's tokenizer splits and folds it ("Painting" -> ("paint",))."""
-        conn = self._conn()
-        found = _tokenize(conn, [(i, word, "", "", "") for i, word in enumerate(words)])
-        return [
-            tuple(term for term, counts in found.get(i, {}).items() for _ in range(sum(counts)))
-            for i in range(len(words))
-        ]
+        """Each word as the index's tokenizer splits and folds it, in order ("Painting" -> ("paint",))."""
+        return tokenize_words(self._conn(), words)
+
+
+def tokenize_words(conn: Any, words: Sequence[str]) -> list[tuple[str, ...]]:
+    """Each word as the index's tokenizer splits and folds it, its tokens in the order they stand."""
+    if not words:
+        return []
+    found: list[list[str]] = [[] for _ in words]
+    with _scratch(conn, [(i, word, "", "", "") for i, word in enumerate(words)]):
+        for doc, term in conn.execute(
+            "SELECT doc, term FROM temp.keyword_scratch_tokens ORDER BY doc, offset"
+        ):
+            found[doc].append(term)
+    return [tuple(tokens) for tokens in found]
+
+
+def group_bm25(conn: Any, group_id: str, phrases: Sequence[Phrase]) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, scores) of the group's rows matching any phrase, ids ascending: BM25 over the group's own
+    statistics, higher is better, computed as recall/keywords.py's copy computes it."""
+    ids, lengths = _group_lengths(conn, group_id)
+    scores = np.zeros(len(ids))
+    if not len(ids):
+        return ids, scores
+    norm = fts.K1 * (1 - fts.B + fts.B * lengths / (lengths.sum() / len(ids)))
+    _ensure_vocabulary(conn)
+    for tokens, columns in phrases:
+        rows, table = _phrase_counts(conn, ids, tokens)
+        weighted = table[:, columns] @ WEIGHTS[list(columns)]
+        rows, weighted = rows[weighted > 0], weighted[weighted > 0]
+        weight = fts.idf(len(ids), len(rows))
+        scores[rows] += weight * (weighted * (fts.K1 + 1)) / (weighted + norm[rows])
+    matched = np.flatnonzero(scores)
+    return ids[matched], scores[matched]
+
+
+def _group_lengths(conn: Any, group_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """The group's row ids (ascending) and each row's length in tokens, every column counted, as FTS5
+    records them: a row's docsize record holds one varint per column. Read as two strings, not row by row."""
+    ids_text, records = conn.execute(
+        "SELECT group_concat(e.id, ' '), group_concat(hex(d.sz), '') FROM episodes e "
+        "JOIN episodes_fts_docsize d ON d.id = e.id WHERE e.group_id = ?",
+        (group_id,),
+    ).fetchone()
+    if not ids_text:
+        return np.empty(0, np.int64), np.empty(0)
+    ids = np.fromstring(ids_text, np.int64, sep=" ")
+    data = np.frombuffer(bytes.fromhex(records), np.uint8)
+    ends = np.flatnonzero(data < 0x80)  # the last byte of each varint (none here is long enough to have 9)
+    position = np.arange(len(data))
+    following = ends[np.searchsorted(ends, position)] - position  # bytes after this one in its varint
+    values = np.add.reduceat((data & 0x7F).astype(np.int64) << (7 * following), np.r_[0, ends[:-1] + 1])
+    lengths = values.reshape(len(ids), len(fts.COLUMNS)).sum(axis=1)
+    order = np.argsort(ids)
+    return ids[order], lengths[order].astype(np.float64)
+
+
+def _phrase_counts(conn: Any, ids: np.ndarray, tokens: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Which of the rows `ids` (ascending) hold the phrase, as positions in `ids`, and how often per column:
+    its tokens standing in this order one after the other, as FTS5 matches a phrase. Each token's
+    occurrences come from the index (`fts5vocab`, looked up by term) as one string."""
+    occurrences = [_occurrences(conn, ids, token, offsets=len(tokens) > 1) for token in tokens]
+    if not occurrences:
+        return np.empty(0, np.int64), np.zeros((0, len(WEIGHTS)))
+    codes = occurrences[0][0]  # row position * 4 + column, one per occurrence
+    if len(tokens) > 1:  # where each token's occurrence says the phrase would start, in every token's list
+        span = max((int(offsets.max()) for _, offsets in occurrences if len(offsets)), default=0) + len(
+            tokens
+        )
+        starts = [found * span + offsets - i for i, (found, offsets) in enumerate(occurrences)]
+        codes = reduce(partial(np.intersect1d, assume_unique=True), starts) // span
+    found, counts = np.unique(codes, return_counts=True)
+    rows, slot = np.unique(found >> 2, return_inverse=True)
+    table = np.zeros((len(rows), len(WEIGHTS)))
+    table[slot, found & 3] = counts
+    return rows, table
+
+
+def _occurrences(conn: Any, ids: np.ndarray, token: str, *, offsets: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(position in `ids` * 4 + column, and with `offsets` the token's offset in the column) of each
+    occurrence of the token in those rows."""
+    offset_list = "group_concat(offset, ' ')" if offsets else "NULL"
+    docs, at = conn.execute(
+        f"SELECT group_concat(doc * 4 + {_COLUMN_CODE}, ' '), {offset_list} FROM temp.keyword_vocabulary "
+        "WHERE term = ?",
+        (token,),
+    ).fetchone()
+    if not docs:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    codes = np.fromstring(docs, np.int64, sep=" ")
+    rows = np.searchsorted(ids, codes >> 2)
+    mine = rows < len(ids)
+    mine[mine] = ids[rows[mine]] == codes[mine] >> 2  # other groups' rows hold it too
+    where = np.fromstring(at, np.int64, sep=" ")[mine] if offsets else np.empty(0, np.int64)
+    return rows[mine] * 4 + (codes[mine] & 3), where
 
 
 def _keyword_rows(cursor: Iterator[Any]) -> KeywordRows:
