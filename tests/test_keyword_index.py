@@ -461,8 +461,9 @@ def test_tokens_are_what_fts5_stores(tmp_path: Path) -> None:
         store.close()
 
 
-def test_the_fts5_fallback_scans_the_index_first_whatever_the_filters(tmp_path: Path) -> None:
-    """A time filter once made SQLite walk the episodes by time and run the MATCH per row (0.9 s at 10k)."""
+def test_fts5s_own_bm25_search_scans_the_index_first_whatever_the_filters(tmp_path: Path) -> None:
+    """Store.keyword_search (FTS5's bm25(), what benchmarks compare with): a time filter once made SQLite walk
+    the episodes by time and run the MATCH per row (0.9 s at 10k)."""
     from tests.test_store import open_store
 
     store = open_store(tmp_path / "t.db")
