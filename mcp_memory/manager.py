@@ -43,7 +43,7 @@ from mcp_memory.services.background import Background
 from mcp_memory.services.facts import Facts
 from mcp_memory.services.groups import Groups
 from mcp_memory.services.memories import Memories
-from mcp_memory.services.rolling import Rolling
+from mcp_memory.services.rolling import Rolling, rolling_status
 from mcp_memory.services.summaries import Summaries
 from mcp_memory.services.tasks import TaskRunner
 from mcp_memory.services.transfer import Transfers
@@ -138,15 +138,10 @@ class MemoryManager:
         engine = MemoryEngine(store, self.embedder, clock=now, cache=cache, keywords=keywords)
         tasks = TaskRunner(store, ttl_s=config.task_ttl_s, now=now)
         groups = Groups(store, base_configuration=config.base_configuration, now=now)
-        rolling_status: list[Callable[..., str]] = []  # the rolling service, once built (sessions ask it)
         sessions = Sessions(
-            store,
-            groups,
-            config=config,
-            rolling_status=lambda c: rolling_status[0](c),
-            clock=self._clock,
-            now=now,
-        )
+            store, groups, config=config, rolling_status=partial(rolling_status, models=models),
+            clock=self._clock, now=now,
+        )  # fmt: skip
         memories = Memories(
             engine, store, sessions, groups, max_content_chars=config.max_content_chars,
             base_configuration=config.base_configuration, now=now,
@@ -160,7 +155,6 @@ class MemoryManager:
             store, sessions, memories, background, models, max_tokens=config.rolling_summary_max_tokens,
             input_tokens=config.rolling_summary_input_tokens, now=now,
         )  # fmt: skip
-        rolling_status.append(rolling.status)
         upkeep = Upkeep(
             store, engine, sessions, tasks, background, self.embedder, config=config,
             embedder_warning=self.embedder_warning, clock=self._clock, now=now,

@@ -32,6 +32,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def rolling_status(configuration: Mapping[str, Any], models: LanguageModels) -> str:
+    """Whether a session with this configuration keeps a rolling summary: "on", or why it is off."""
+    if not effective_session_config(configuration).short_term.enabled:
+        return "off (short-term memory disabled)"
+    return "off (no LLM configured)" if models.chat is None else "on"
+
+
 class Rolling:
     """Rolling-summary passes for a database's sessions, one per session at a time."""
 
@@ -60,9 +67,7 @@ class Rolling:
 
     def status(self, configuration: Mapping[str, Any]) -> str:
         """Whether a session with this configuration keeps a rolling summary: "on", or why it is off."""
-        if not effective_session_config(configuration).short_term.enabled:
-            return "off (short-term memory disabled)"
-        return "off (no LLM configured)" if self._models.chat is None else "on"
+        return rolling_status(configuration, self._models)
 
     async def roll_summary(self, group_id: str, session_id: str) -> rolling.RollOutcome:
         """One rolling-summary pass now (after any pass already running for the session); see llm/rolling.py."""
