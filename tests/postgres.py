@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 URL_VARIABLE = "MCP_MEMORY_TEST_POSTGRES_URL"
+_numbers = itertools.count()  # databases made by fresh_database in this process
 UNPRIVILEGED = "nobody"
 
 
@@ -97,6 +98,3 @@ def fresh_database(server_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-_numbers = itertools.count()

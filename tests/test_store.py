@@ -276,3 +276,48 @@ def test_a_version_four_database_with_data_upgrades_to_tasks_and_summary_counts(
     store.delete_session("g", "s")  # the session's counters go with it
     assert store.read("SELECT count(*) FROM summary_counts")[0][0] == 0
     store.close()
+
+
+def test_a_new_vector_table_keeps_small_chunks_for_each_group(tmp_path: Path) -> None:
+    """vec0 gives every partition (group) chunks of its own: at its default of 1,024 rows a group of 250
+    took 1.5 MB, so new tables use VECTOR_CHUNK_SIZE."""
+    from mcp_memory.store.sqlite.migrations import VECTOR_CHUNK_SIZE
+
+    store = open_store(tmp_path / "m.db")
+    try:
+        [[sql]] = store.read("SELECT sql FROM sqlite_master WHERE name = 'episode_vectors'")
+        assert f"chunk_size={VECTOR_CHUNK_SIZE}" in sql and VECTOR_CHUNK_SIZE == 256
+    finally:
+        store.close()
+
+
+def test_a_version_twelve_change_log_learns_each_changes_group(tmp_path: Path) -> None:
+    """m013: the entries already logged get their episode's group, and deletions log their group from then on."""
+    path = tmp_path / "v12.db"
+    store = open_store(path)
+    seed(store)
+    kept = insert(store, [episode("logged before the upgrade")], np.eye(4, dtype=np.float32)[:1])
+    store.close()
+    conn = sqlean.connect(str(path), isolation_level=None)  # back to version 12: a log without groups
+    conn.enable_load_extension(True)
+    sqlite_vec.load(conn)  # dropping a column checks the triggers, one of which names the vector table
+    conn.execute("DROP INDEX fts_changes_group")
+    conn.execute("DROP TRIGGER episodes_fts_changes_delete")
+    conn.execute("ALTER TABLE fts_changes DROP COLUMN group_id")
+    conn.execute(
+        "CREATE TRIGGER episodes_fts_changes_delete AFTER DELETE ON episodes BEGIN "
+        "INSERT INTO fts_changes(episode_id) VALUES (old.id); END"
+    )
+    conn.execute("PRAGMA user_version = 12")
+    conn.close()
+
+    store = open_store(path)
+    try:
+        assert store.schema_version == len(MIGRATIONS) == 13
+        assert store.keyword_changes("g", 0, 10) and store.keyword_changes("other", 0, 10) == []
+        assert {row[0] for row in store.read("SELECT group_id FROM fts_changes")} == {"g"}
+        store.delete_episodes("g", [kept[0].id], None)
+        head, _ = store.keyword_log("g")
+        assert (head, kept[0].id) in store.keyword_changes("g", head - 1, 10)
+    finally:
+        store.close()
