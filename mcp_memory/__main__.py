@@ -28,7 +28,10 @@ def _parser() -> argparse.ArgumentParser:
         description="An MCP server that gives LLM clients a long memory (stdio by default).",
     )
     parser.add_argument("--version", action="version", version=f"mcp-memory {__version__}")
-    parser.add_argument("--db", type=Path, help="database file (env MCP_MEMORY_DB; default: user data dir)")
+    parser.add_argument(
+        "--db",
+        help="database file, or a postgresql:// URL (env MCP_MEMORY_DB; default: a file in the user data dir)",
+    )
     parser.add_argument("--embedder", choices=EMBEDDER_KINDS, help="env MCP_MEMORY_EMBEDDER; default local")
     parser.add_argument("--config", type=Path, help="JSON file with the base session configuration")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (env MCP_MEMORY_LOG_LEVEL)")
@@ -123,7 +126,7 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
     from mcp_memory.server import build_server
 
     server = build_server(config)
-    log.info("mcp-memory %s serving %s on %s", __version__, config.db_path, args.transport)
+    log.info("mcp-memory %s serving %s on %s", __version__, config.database, args.transport)
     if args.transport == "stdio":
         server.run("stdio")
     else:

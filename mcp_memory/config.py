@@ -103,6 +103,7 @@ class Config:
     """Everything the server needs to run, decided once at start."""
 
     db_path: Path = field(default_factory=lambda: default_data_dir() / DB_FILE_NAME)
+    db_url: str | None = field(default=None, repr=False)  # a PostgreSQL database instead of the file
     embedder: str = "local"
     embedding_base_url: str | None = None
     embedding_api_key: str | None = None
@@ -127,6 +128,14 @@ class Config:
     rolling_summary_input_tokens: int = ROLLING_SUMMARY_INPUT_TOKENS
     base_configuration: Mapping[str, Any] = field(default_factory=dict)
     log_level: str = "INFO"
+
+    @property
+    def database(self) -> str:
+        """Where the memory is, as logs name it (a URL without its password, or the file)."""
+        if self.db_url is None:
+            return str(self.db_path)
+        scheme, _, rest = self.db_url.partition("://")
+        return f"{scheme}://{rest.rpartition('@')[2]}"
 
     def __post_init__(self) -> None:
         if self.embedder not in EMBEDDER_KINDS:
@@ -185,13 +194,16 @@ class Config:
         if "llm_api_key" not in values and env.get("MEMORIA_LLM_API_KEY"):
             values["llm_api_key"] = env["MEMORIA_LLM_API_KEY"]
         values.update({k: v for k, v in overrides.items() if v is not None})
+        database = values.pop("db_path", None)
+        if database is not None:
+            values.update(database_location(str(database)))
         if "base_configuration" not in values and env.get("MCP_MEMORY_CONFIG"):
             values["base_configuration"] = load_configuration_file(Path(env["MCP_MEMORY_CONFIG"]))
         return cls(**values)
 
 
 _ENV_VARS: dict[str, tuple[str, type]] = {
-    "db_path": ("MCP_MEMORY_DB", Path),
+    "db_path": ("MCP_MEMORY_DB", str),
     "embedder": ("MCP_MEMORY_EMBEDDER", str),
     "embedding_base_url": ("MCP_MEMORY_EMBEDDING_BASE_URL", str),
     "embedding_api_key": ("MCP_MEMORY_EMBEDDING_API_KEY", str),
@@ -216,6 +228,16 @@ _ENV_VARS: dict[str, tuple[str, type]] = {
     "rolling_summary_input_tokens": ("MCP_MEMORY_ROLLING_SUMMARY_INPUT_TOKENS", int),
     "log_level": ("MCP_MEMORY_LOG_LEVEL", str),
 }
+
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def database_location(value: str) -> dict[str, Any]:
+    """`--db` or MCP_MEMORY_DB as a Config field: a PostgreSQL URL, or a SQLite file path."""
+    if value.startswith(POSTGRES_SCHEMES):
+        return {"db_url": value}
+    return {"db_path": Path(value).expanduser()}
 
 
 def _cast(var: str, raw: str, cast: type) -> Any:

@@ -49,7 +49,9 @@ from mcp_memory.services.tasks import TaskRunner
 from mcp_memory.services.transfer import Transfers
 from mcp_memory.services.upkeep import Upkeep
 from mcp_memory.sessions import LOCAL_OWNER, Sessions
-from mcp_memory.store.sqlite.store import Store, recorded_embedder
+from mcp_memory.store.protocol import Store
+from mcp_memory.store.sqlite.store import Store as SQLiteStore
+from mcp_memory.store.sqlite.store import recorded_embedder
 from mcp_memory.times import utc_now
 
 __all__ = ["LOCAL_OWNER", "MemoryManager", "configured_llm"]
@@ -115,17 +117,12 @@ class MemoryManager:
         """Open (and migrate) the database and build the services; cheap: no model is loaded here."""
         await self._learn_dimension()
         config = self.config
-        store = await run_sync(
-            partial(
-                Store, config.db_path, embedder_name=self.embedder.name, dimension=self.embedder.dimension,
-                check_embedder=check_embedder, embedder_kind=config.embedder,
-            )
-        )  # fmt: skip
+        store = await run_sync(partial(open_store, config, self.embedder, check_embedder=check_embedder))
         self._services = self._build(store)
         orphans = await self._services.tasks.fail_orphans()
         if orphans:
             log.warning("%d task(s) left running by a stopped server process marked failed", orphans)
-        log.info("memory database %s (embedder %s)", config.db_path, self.embedder.name)
+        log.info("memory database %s (embedder %s)", config.database, self.embedder.name)
         return self
 
     def _build(self, store: Store) -> Services:
@@ -140,7 +137,7 @@ class MemoryManager:
         groups = Groups(store, base_configuration=config.base_configuration, now=now)
         sessions = Sessions(
             store, groups, config=config, rolling_status=partial(rolling_status, models=models),
-            clock=self._clock, now=now,
+            clock=self._clock, now=now, holder=tasks.owner,
         )  # fmt: skip
         memories = Memories(
             engine, store, sessions, groups, max_content_chars=config.max_content_chars,
@@ -174,7 +171,7 @@ class MemoryManager:
         """An endpoint embedder of unknown size takes it from the database it built, sparing a probe request."""
         if getattr(self.embedder, "dimension_known", True):
             return
-        recorded = await run_sync(recorded_embedder, self.config.db_path)
+        recorded = None if self.config.db_url else await run_sync(recorded_embedder, self.config.db_path)
         if recorded is not None and recorded[0] == self.embedder.name:
             self.embedder.dimension = recorded[1]
             return
@@ -282,6 +279,21 @@ class MemoryManager:
     @property
     def transfer(self) -> Transfers:
         return self._ready().transfer
+
+
+def open_store(config: Config, embedder: Embedder, *, check_embedder: bool = True) -> Store:
+    """The database the configuration names: PostgreSQL for a URL (the postgres extra), else the SQLite file."""
+    if config.db_url is not None:
+        from mcp_memory.store.postgres.store import PostgresStore
+
+        return PostgresStore(
+            config.db_url, embedder_name=embedder.name, dimension=embedder.dimension,
+            check_embedder=check_embedder, embedder_kind=config.embedder,
+        )  # fmt: skip
+    return SQLiteStore(
+        config.db_path, embedder_name=embedder.name, dimension=embedder.dimension,
+        check_embedder=check_embedder, embedder_kind=config.embedder,
+    )  # fmt: skip
 
 
 def configured_llm(config: Config, *, temperature: float | None = None) -> OpenAIChatLLM | None:

@@ -4,6 +4,11 @@ Each open session is one shared `MemorySession` per (group, session). Owners (an
 or an `opened` block) hold references; a session nobody references is dropped once it has been
 idle for `max_life_time_s`, or sooner, oldest first, while more than `session_cache_size` are
 live. One lock serialises every change to the registry, shutdown included.
+
+Other servers on the same database see which sessions this one holds open through leases in the database
+(`holder`: this server's instance id): written whenever the set of referenced sessions changes and renewed
+by the upkeep tick, they lapse LEASE_S after a server stops renewing them (it crashed). A session another
+server holds open is not deleted.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -26,10 +31,12 @@ from mcp_memory.models import DeleteSessionResult, GroupDetail, GroupInfo, Sessi
 from mcp_memory.services.groups import LIST_LIMIT, Groups
 from mcp_memory.store.protocol import SessionStore
 from mcp_memory.store.records import SessionRecord
+from mcp_memory.times import iso
 
 log = logging.getLogger(__name__)
 
 LOCAL_OWNER = "local"
+LEASE_S = 120.0  # four upkeep ticks: a lease outlives a slow tick, and lapses soon after its server died
 RollingStatus = Callable[[Mapping[str, Any]], str]
 """Whether a session with this configuration keeps a rolling summary: "on", or why it is off."""
 
@@ -67,8 +74,11 @@ class Sessions:
         rolling_status: RollingStatus,
         clock: Callable[[], float],
         now: Callable[[], datetime],
+        holder: str = LOCAL_OWNER,
     ) -> None:
         self._store = store
+        self.holder = holder
+        self._leased: list[tuple[str, str]] = []
         self._groups = groups
         self._config = config
         self._rolling_status = rolling_status
@@ -103,6 +113,7 @@ class Sessions:
             session = await self._live_session(group_id, session_id)
             session.references[owner] += 1
             session.idle_since = None
+            await self._publish_leases()
             return session, created
 
     def _check_open(self) -> None:
@@ -172,6 +183,7 @@ class Sessions:
                 return False, 0 if session is None else session.reference_count
             self._release(session, owner, 1)
             remaining = session.reference_count
+            await self._publish_leases()
         await self.sweep()
         return True, remaining
 
@@ -191,9 +203,26 @@ class Sessions:
                 if count:
                     self._release(session, owner, count)
                     released += count
+            await self._publish_leases()
         if released:
             log.info("released %d session reference(s) of a closed connection", released)
         return released
+
+    async def _publish_leases(self, *, renew: bool = False) -> None:
+        """Write this server's leases when the sessions it holds open changed (or to renew them); the caller
+        holds the lock."""
+        held = sorted(key for key, session in self.live.items() if session.reference_count > 0)
+        if held == self._leased and not renew:
+            return
+        until = iso(self._now() + timedelta(seconds=LEASE_S))
+        await run_sync(self._store.hold_sessions, self.holder, held, until)
+        self._leased = held
+
+    async def renew_leases(self) -> None:
+        """Push this server's leases forward (the upkeep tick calls this)."""
+        async with self._lock:
+            if not self.closed and (self._leased or any(s.reference_count for s in self.live.values())):
+                await self._publish_leases(renew=True)
 
     async def sweep(self) -> list[tuple[str, str]]:
         """Drop unreferenced sessions idle past max_life_time, and the oldest idle ones over the cache bound."""
@@ -219,6 +248,10 @@ class Sessions:
         async with self._lock:
             self.closed = True
             self.live.clear()
+            if self._leased:
+                with contextlib.suppress(Exception):  # the database may be gone already: leases lapse then
+                    await run_sync(self._store.hold_sessions, self.holder, [], iso(self._now()))
+                self._leased = []
             yield
 
     async def delete_session(self, group_id: str, session_id: str) -> DeleteSessionResult:
@@ -233,6 +266,14 @@ class Sessions:
                 )
             if await run_sync(self._store.get_session, group_id, session_id) is None:
                 raise _session_not_found(group_id, session_id)
+            holders = await run_sync(self._store.session_holders, group_id, session_id, iso(self._now()))
+            others = [holder for holder in holders if holder != self.holder]
+            if others:
+                raise SessionInUse(
+                    f"session {session_id!r} is open on another server sharing this database ({others[0]}); "
+                    f"close it there first (a server that stopped without closing it lets go within "
+                    f"{int(LEASE_S)} s)"
+                )
             deleted = await run_sync(self._store.delete_session, group_id, session_id)
             self.live.pop((group_id, session_id), None)
         return DeleteSessionResult(group_id=group_id, session_id=session_id, deleted_episodes=deleted)

@@ -87,14 +87,15 @@ def postgres_server() -> Iterator[str]:
 @contextlib.contextmanager
 def fresh_database(server_url: str) -> Iterator[str]:
     """A new, empty database on the server for the block (dropped after), and its URL."""
+    from urllib.parse import urlsplit, urlunsplit
+
     import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     name = f"test_{os.getpid()}_{next(_numbers)}"
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield make_conninfo(**{**conninfo_to_dict(server_url), "dbname": name})
+        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
     finally:
         with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

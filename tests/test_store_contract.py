@@ -2,7 +2,7 @@
 protocol's methods and typed records (no SQL, no rows), so a second backend runs the same tests.
 
 Each test takes a fresh, empty database with group "g" (users ana and bob, agent bot) and its session "s":
-`store` of every backend that implements the whole protocol (SQLite), `any_store` also of those that
+`store` of every backend that implements the whole protocol (SQLite), `store` also of those that
 implement only some parts so far (PostgreSQL: groups, sessions, summaries, tasks, metadata; issue 13).
 PostgreSQL runs on the throwaway server of tests/postgres.py, one database per test (slow).
 """
@@ -52,22 +52,15 @@ def seeded(opened: Any) -> Any:
     return opened
 
 
-@pytest.fixture(params=["sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    opened = seeded(sqlite_store(tmp_path))
-    yield opened
-    opened.close()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
-def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "sqlite":
         opened = seeded(sqlite_store(tmp_path))
         yield opened
         opened.close()
         return
     with fresh_database(request.getfixturevalue("postgres_url")) as url:
-        opened = seeded(PostgresStore(url))
+        opened = seeded(PostgresStore(url, embedder_name="contract-4", dimension=DIMENSION))
         try:
             yield opened
         finally:
@@ -103,18 +96,18 @@ def add(store: Store, *episodes: NewEpisode, session_id: str = "s", index: bool 
 # -- groups and sessions -----------------------------------------------------------------------------
 
 
-def test_a_group_is_inserted_once_and_read_back_as_it_was(any_store: Any) -> None:
+def test_a_group_is_inserted_once_and_read_back_as_it_was(store: Store) -> None:
     again = GroupInfo(group_id="g", user_ids=["zoe"], agent_ids=[], created_at=T0)
-    assert any_store.insert_group(again) is False
-    group = any_store.get_group("g")
+    assert store.insert_group(again) is False
+    group = store.get_group("g")
     assert group is not None
     assert (group.user_ids, group.agent_ids, group.created_at) == (["ana", "bob"], ["bot"], T0)
-    assert any_store.get_group("nope") is None
+    assert store.get_group("nope") is None
 
 
-def test_participants_are_appended_in_order_without_repeats(any_store: Any) -> None:
-    any_store.add_participants("g", ["bob", "cy"], ["bot", "helper"])
-    group = any_store.get_group("g")
+def test_participants_are_appended_in_order_without_repeats(store: Store) -> None:
+    store.add_participants("g", ["bob", "cy"], ["bot", "helper"])
+    group = store.get_group("g")
     assert group is not None and (group.user_ids, group.agent_ids) == (
         ["ana", "bob", "cy"],
         ["bot", "helper"],
@@ -310,48 +303,46 @@ def test_a_superseding_fact_closes_the_old_value_and_keeps_it_as_history(store: 
 # -- summaries, rolling summaries, tasks, metadata ---------------------------------------------------------
 
 
-def test_lightweight_summaries_are_counted_up_to_the_limit_and_can_be_given_back(any_store: Any) -> None:
-    assert [any_store.reserve_lightweight("g", "s", 2) for _ in range(3)] == [True, True, False]
-    any_store.release_lightweight("g", "s")
-    assert any_store.lightweight_used("g", "s") == 1
-    assert any_store.reserve_lightweight("g", "s", 2) is True
+def test_lightweight_summaries_are_counted_up_to_the_limit_and_can_be_given_back(store: Store) -> None:
+    assert [store.reserve_lightweight("g", "s", 2) for _ in range(3)] == [True, True, False]
+    store.release_lightweight("g", "s")
+    assert store.lightweight_used("g", "s") == 1
+    assert store.reserve_lightweight("g", "s", 2) is True
 
 
-def test_each_automatic_summary_is_claimed_once(any_store: Any) -> None:
-    assert any_store.auto_multiple("g", "s") == 0
-    assert any_store.claim_auto("g", "s", 1) is True
-    assert any_store.claim_auto("g", "s", 1) is False
-    assert any_store.claim_auto("g", "s", 3) is True and any_store.auto_multiple("g", "s") == 3
+def test_each_automatic_summary_is_claimed_once(store: Store) -> None:
+    assert store.auto_multiple("g", "s") == 0
+    assert store.claim_auto("g", "s", 1) is True
+    assert store.claim_auto("g", "s", 1) is False
+    assert store.claim_auto("g", "s", 3) is True and store.auto_multiple("g", "s") == 3
 
 
-def test_a_rolling_summary_is_replaced_whole(any_store: Any) -> None:
-    any_store.save_rolling_summary("g", "s", RollingSummary("first", 2, iso(T0)))
+def test_a_rolling_summary_is_replaced_whole(store: Store) -> None:
+    store.save_rolling_summary("g", "s", RollingSummary("first", 2, iso(T0)))
     later = RollingSummary("first and second", 5, iso(T0 + timedelta(hours=1)), [3])
-    any_store.save_rolling_summary("g", "s", later)
-    assert any_store.rolling_summary("g", "s") == later
-    found = any_store.get_session("g", "s")
+    store.save_rolling_summary("g", "s", later)
+    assert store.rolling_summary("g", "s") == later
+    found = store.get_session("g", "s")
     assert found is not None and found.rolling_covered_through == 5
 
 
-def test_a_task_is_finished_only_by_its_owner_and_expires_after(any_store: Any) -> None:
+def test_a_task_is_finished_only_by_its_owner_and_expires_after(store: Store) -> None:
     lease = T0 + timedelta(seconds=30)
-    task = any_store.create_task(
+    task = store.create_task(
         kind="summary", group_id="g", session_id="s", owner="me", now=T0, lease_until=lease
     )
     done = {"now": T0, "expires_at": T0 + timedelta(hours=1)}
-    assert any_store.finish_task(task.task_id, "you", status="completed", result={}, **done) is False
-    assert (
-        any_store.finish_task(task.task_id, "me", status="completed", result={"memory_id": 3}, **done) is True
-    )
-    found = any_store.get_task(task.task_id)
+    assert store.finish_task(task.task_id, "you", status="completed", result={}, **done) is False
+    assert store.finish_task(task.task_id, "me", status="completed", result={"memory_id": 3}, **done) is True
+    found = store.get_task(task.task_id)
     assert found is not None and (found.status, found.result) == ("completed", {"memory_id": 3})
-    assert any_store.expire_tasks(T0 + timedelta(minutes=59)) == 0
-    assert any_store.expire_tasks(T0 + timedelta(hours=2)) == 1 and any_store.get_task(task.task_id) is None
+    assert store.expire_tasks(T0 + timedelta(minutes=59)) == 0
+    assert store.expire_tasks(T0 + timedelta(hours=2)) == 1 and store.get_task(task.task_id) is None
 
 
-def test_a_task_whose_lease_lapses_or_whose_owner_died_is_failed(any_store: Any) -> None:
+def test_a_task_whose_lease_lapses_or_whose_owner_died_is_failed(store: Store) -> None:
     later = T0 + timedelta(days=1)
-    lapsing = any_store.create_task(
+    lapsing = store.create_task(
         kind="summary",
         group_id="g",
         session_id=None,
@@ -359,28 +350,28 @@ def test_a_task_whose_lease_lapses_or_whose_owner_died_is_failed(any_store: Any)
         now=T0,
         lease_until=T0 + timedelta(seconds=30),
     )
-    dead = any_store.create_task(
+    dead = store.create_task(
         kind="summary", group_id="g", session_id="s", owner="b", now=T0, lease_until=later
     )
-    assert any_store.renew_task_lease(lapsing.task_id, "a", T0 + timedelta(seconds=60)) is True
-    assert any_store.fail_lapsed_tasks("lapsed", now=T0 + timedelta(seconds=59), expires_at=later) == 0
-    assert any_store.fail_lapsed_tasks("lapsed", now=T0 + timedelta(seconds=61), expires_at=later) == 1
-    assert sorted(any_store.processing_task_owners()) == ["b"]
-    assert any_store.fail_owners_tasks(["b"], "owner died", now=T0, expires_at=later) == 1
-    failed = [any_store.get_task(t.task_id) for t in (lapsing, dead)]
+    assert store.renew_task_lease(lapsing.task_id, "a", T0 + timedelta(seconds=60)) is True
+    assert store.fail_lapsed_tasks("lapsed", now=T0 + timedelta(seconds=59), expires_at=later) == 0
+    assert store.fail_lapsed_tasks("lapsed", now=T0 + timedelta(seconds=61), expires_at=later) == 1
+    assert sorted(store.processing_task_owners()) == ["b"]
+    assert store.fail_owners_tasks(["b"], "owner died", now=T0, expires_at=later) == 1
+    failed = [store.get_task(t.task_id) for t in (lapsing, dead)]
     assert [(t.status, t.error) for t in failed if t is not None] == [
         ("failed", "lapsed"),
         ("failed", "owner died"),
     ]
 
 
-def test_metadata_is_kept_and_the_database_has_one_identity(any_store: Any) -> None:
-    assert any_store.get_meta("contract") is None
-    any_store.set_meta("contract", "one")
-    any_store.set_meta("contract", "two")
-    assert any_store.get_meta("contract") == "two"
-    assert any_store.database_id() == any_store.database_id() != ""
-    assert any_store.schema_version > 0 and any_store.location
+def test_metadata_is_kept_and_the_database_has_one_identity(store: Store) -> None:
+    assert store.get_meta("contract") is None
+    store.set_meta("contract", "one")
+    store.set_meta("contract", "two")
+    assert store.get_meta("contract") == "two"
+    assert store.database_id() == store.database_id() != ""
+    assert store.schema_version > 0 and store.location
 
 
 def test_the_counts_cover_every_group(store: Store) -> None:

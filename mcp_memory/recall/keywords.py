@@ -28,15 +28,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol
 
 import numpy as np
 
 from mcp_memory.recall.vectors import Column, cache_conditions, grown, where_mask
-from mcp_memory.store.records import Filters
+from mcp_memory.store.protocol import KeywordFeed, SearchStore
+from mcp_memory.store.records import Filters, KeywordRows, RowTokens, TermCodes
 from mcp_memory.store.sqlite import fts
 from mcp_memory.store.sqlite.fts import K1, B, idf
-from mcp_memory.store.sqlite.keywords import KeywordRows, RowTokens, TermCodes
-from mcp_memory.store.sqlite.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +226,10 @@ class KeywordIndex:
         postings = sum(rows.nbytes + table.nbytes for rows, table in self._postings.values())
         per_row = self._ids.nbytes + self._alive.nbytes + self._length.nbytes + self._ts.nbytes
         return int(postings + per_row + 4 * len(CATEGORIES) * len(self._ids) + 64 * len(self._moved))
+
+
+class Store(KeywordFeed, SearchStore, Protocol):
+    """What the copies are loaded from, and the candidate ids of filters they cannot check."""
 
 
 class KeywordSearch:

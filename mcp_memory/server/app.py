@@ -189,7 +189,8 @@ def _lifespan(
                     await shared.sessions.release_owner(state.owner)
             return
         # a folder, a foreign or damaged file: refused before the handshake, in one line
-        await run_sync(check_database_file, config.db_path)
+        if config.db_url is None:
+            await run_sync(check_database_file, config.db_path)
         state = MemoryAccess()
         async with anyio.create_task_group() as tasks:
             await tasks.start(state.run, config)

@@ -82,7 +82,11 @@ class Upkeep:
         """One tick of the background loop: the maintenance pass when it is due (returned), else sweeping
         idle sessions, indexing pending vectors and expiring finished tasks."""
         if await self._due():
-            return await self.maintain(trigger="schedule")
+            if await self._claim():
+                return await self.maintain(trigger="schedule")
+            self._maintained_at = self._clock()  # another server sharing the database runs this one
+        with contextlib.suppress(Exception):
+            await self._sessions.renew_leases()
         with contextlib.suppress(Exception):
             await self.backfill()
         with contextlib.suppress(Exception):
@@ -103,6 +107,13 @@ class Upkeep:
                 return True
             self._maintained_at = self._clock() - elapsed
         return self._clock() - self._maintained_at >= interval
+
+    async def _claim(self) -> bool:
+        """Whether this server runs the scheduled pass: of the servers on one database whose pass falls due
+        together, one claims it (the claim is a conditional write in the database)."""
+        now = self._now()
+        interval = timedelta(seconds=self._config.maintenance_interval_s)
+        return bool(await run_sync(self._store.claim_maintenance, iso(now), iso(now - interval / 2)))
 
     async def maintain(self, *, trigger: MaintenanceTrigger = "on_demand") -> MaintenanceReport:
         """The maintenance pass: recompute effective importance (decay, in short transactions), fail orphaned

@@ -8,9 +8,9 @@ worker threads. Times go in and come out as aware datetimes.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -23,14 +23,19 @@ from mcp_memory.store.records import (
     ImportChunk,
     ImportedGroup,
     InsertBatch,
+    KeywordRows,
     NewEpisode,
     NewFact,
     PendingVector,
     RollingSummary,
+    RowTokens,
     SessionRecord,
     StoredFacts,
+    TermCodes,
     VectorRows,
 )
+
+T = TypeVar("T")
 
 
 class GroupStore(Protocol):
@@ -70,6 +75,15 @@ class SessionStore(Protocol):
 
     def delete_session(self, group_id: str, session_id: str) -> int:
         """Delete a session and every episode of it (both indexes follow); returns the episodes removed."""
+        ...
+
+    def hold_sessions(self, holder: str, sessions: Sequence[tuple[str, str]], until: str) -> None:
+        """Record that `holder` (a server) has these (group, session) open until `until`, replacing its
+        earlier leases; servers sharing the database see them."""
+        ...
+
+    def session_holders(self, group_id: str, session_id: str, now: str) -> list[str]:
+        """The servers whose lease on the session has not lapsed at `now`."""
         ...
 
 
@@ -248,6 +262,40 @@ class SearchStore(Protocol):
         ...
 
 
+class KeywordFeed(Protocol):
+    """What an in-memory copy of a group's keyword index (recall/keywords.py) is loaded and kept current from:
+    the group's rows with their tokens (as FTS5's tokenizer splits them), and the group's change feed, whose
+    numbers follow commit order within the group."""
+
+    def keyword_log(self, group_id: str) -> tuple[int, int]:
+        """(the group's newest change, the oldest change the feed still holds; 0 for none)."""
+        ...
+
+    def keyword_changes(self, group_id: str, after: int, limit: int) -> list[tuple[int, int]]:
+        """Up to `limit` (seq, episode id) changes of the group after `after`, oldest first."""
+        ...
+
+    def keyword_index_size(self) -> tuple[int, int]:
+        """(rows, tokens) of the whole keyword index, read cheaply (what a load's budget check estimates from)."""
+        ...
+
+    def keyword_group_rows(self, group_id: str) -> int: ...
+
+    def scan_group_keywords(
+        self, group_id: str, consume: Callable[[int, KeywordRows, TermCodes], T], *, whole_table: bool
+    ) -> T:
+        """`consume(feed head, rows, term codes)` with the group's rows and tokens from one snapshot."""
+        ...
+
+    def keyword_rows(self, ids: Sequence[int]) -> tuple[KeywordRows, RowTokens]:
+        """The rows with these ids that exist now, and their tokens."""
+        ...
+
+    def tokenize_words(self, words: Sequence[str]) -> list[tuple[str, ...]]:
+        """Each word as the index's tokenizer splits and folds it, its tokens in order."""
+        ...
+
+
 class TransferStore(Protocol):
     """Save and load: every record of some groups at one moment, and an export's records written back
     (what is already there found and kept, so a second import adds nothing)."""
@@ -290,6 +338,11 @@ class MetaStore(Protocol):
 
     def stats(self, recent_since: str) -> dict[str, Any]:
         """Counts by group, session, memory type and tier, importance and retrieval totals, pending vectors."""
+        ...
+
+    def claim_maintenance(self, now: str, due_before: str) -> bool:
+        """Take the maintenance pass: True for exactly one of the servers asking while the last claim is
+        older than `due_before`."""
         ...
 
     def database_id(self) -> str:
@@ -374,6 +427,7 @@ class Store(
     EpisodeStore,
     FactStore,
     SearchStore,
+    KeywordFeed,
     SummaryStore,
     TaskStore,
     TransferStore,

@@ -6,7 +6,7 @@ records here are the ones no tool returns as they are.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -157,6 +157,29 @@ class VectorRows:
     role: Sequence[str]
     memory_type: Sequence[str]
     ts: np.ndarray  # float64 epoch seconds
+
+
+# -- the keyword index -------------------------------------------------------------------------------
+
+
+@dataclass
+class KeywordRows:
+    """Rows of a group's keyword index with the episode columns recall filters on; ids ascending."""
+
+    ids: np.ndarray  # int64
+    group_id: list[str]
+    session_id: list[str]
+    producer_id: list[str]
+    role: list[str]
+    memory_type: list[str]
+    ts: np.ndarray  # float64 epoch seconds
+
+
+TermCodes = Iterator[tuple[str, np.ndarray]]
+"""(token, every occurrence of it as row id * 4 + column index, ascending), token by token."""
+
+RowTokens = dict[int, dict[str, list[int]]]
+"""Row id -> token -> its count in each of the four columns."""
 
 
 # -- what recall filters on ---------------------------------------------------------------------------

@@ -1,9 +1,18 @@
-"""The Store on PostgreSQL: a connection pool, one transaction per call, typed records in and out.
+"""The Store on PostgreSQL: one database many servers share, each call one transaction on a pooled connection.
 
-So far the parts that keep no memories themselves: groups, sessions, summary counters and rolling
-summaries, tasks, the database's metadata (tests/test_store_contract.py runs their contract tests here).
-Episodes, facts, search and save and load are issue 13's next steps; the server does not serve PostgreSQL
-yet.
+Assembled from parts, as on SQLite:
+
+    store/postgres/connection.py  the pool (the only import of psycopg), vectors as numpy, the group lock
+    store/postgres/migrations.py  the schema, migrated once under an advisory lock
+    store/postgres/filters.py     recall filters as SQL
+    store/postgres/episodes.py    writing, correcting, reading and deleting episodes
+    store/postgres/facts.py       facts and their replacement
+    store/postgres/keywords.py    the keyword rows (FTS5's tokens), the change feed, the cold-path BM25
+    store/postgres/vectors.py     pgvector: exact or HNSW search, scans for the vector cache
+    store/postgres/transfer.py    the reads of an export and the writes of an import
+
+This module keeps the rest: opening, the embedder check, groups and sessions (and who holds a session open),
+metadata, statistics, summary counters, tasks.
 """
 
 from __future__ import annotations
@@ -11,19 +20,27 @@ from __future__ import annotations
 import json
 import secrets
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any
 
-from mcp_memory.errors import ConfigurationError, StoreError
+from mcp_memory.errors import EmbedderMismatch
 from mcp_memory.models import GroupInfo, TaskInfo, TaskStatus
-from mcp_memory.store.postgres.migrations import migrate
-from mcp_memory.store.records import RollingSummary, SessionRecord
+from mcp_memory.store.postgres.connection import POOL_SIZE, lock_group
+from mcp_memory.store.postgres.episodes import Episodes
+from mcp_memory.store.postgres.facts import Facts
+from mcp_memory.store.postgres.keywords import KeywordReads
+from mcp_memory.store.postgres.migrations import MIGRATION_LOCK, migrate
+from mcp_memory.store.postgres.transfer import Transfer
+from mcp_memory.store.postgres.vectors import VectorIndex, create_vector_table
+from mcp_memory.store.records import INDEXED, PENDING, RollingSummary, SessionRecord
+from mcp_memory.store.sqlite import decay as maintenance
+from mcp_memory.store.sqlite.keywords import Tokenizer
 from mcp_memory.times import iso
 
-T = TypeVar("T")
 DATABASE_ID_KEY = "database_id"
-POOL_SIZE = 4
+TIERS = ("recent", "long_term", "pending_vectors", "not_vector_indexed")
 _FAIL = (
     "UPDATE tasks SET status = 'failed', error = %s, updated_at = %s, lease_until = NULL, expires_at = %s "
 )
@@ -40,60 +57,58 @@ _GROUPS = (
 )
 
 
-def _driver() -> Any:
-    try:
-        import psycopg_pool
-    except ImportError:
-        raise ConfigurationError(
-            "PostgreSQL needs the postgres extra: pip install 'mcp-memory[postgres]' "
-            "(or uv tool install 'mcp-memory[postgres]')"
-        ) from None
-    return psycopg_pool
-
-
-class PostgresStore:
+class PostgresStore(Episodes, Facts, KeywordReads, VectorIndex, Transfer):
     """A PostgreSQL database of memories; every method is synchronous and thread-safe."""
 
-    def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
-        self.url = url
-        self._pool = _driver().ConnectionPool(url, min_size=1, max_size=pool_size, open=True)
-        self._closed = False
-        with self._pool.connection() as conn:
-            self._version = migrate(conn)
+    def __init__(
+        self,
+        url: str,
+        *,
+        embedder_name: str,
+        dimension: int,
+        check_embedder: bool = True,
+        embedder_kind: str = "local",
+        pool_size: int = POOL_SIZE,
+    ) -> None:
+        super().__init__(url, pool_size=pool_size)
+        self.tokenizer = Tokenizer()
+        self.dimension = dimension
+        try:
+            with self._connection() as conn:
+                self._version = migrate(conn)
+            recorded = self._run(partial(self._record_embedder, name=embedder_name, dimension=dimension))
+        except Exception:
+            self.close()
+            raise
+        if check_embedder and recorded is not None and recorded != (embedder_name, dimension):
+            self.close()
+            raise EmbedderMismatch(
+                f"the database {self.location} was built with embedder {recorded[0]!r} ({recorded[1]} dims) but "
+                f"this server uses {embedder_name!r} ({dimension} dims); start with the embedder it was built "
+                "with (--embedder or MCP_MEMORY_EMBEDDER, and MCP_MEMORY_EMBEDDING_MODEL for an endpoint), or "
+                f"re-embed every memory with the new one: `mcp-memory reindex --db <url> --embedder {embedder_kind}`"
+            )
 
-    # -- plumbing -----------------------------------------------------------------------
-
-    def _run(self, work: Callable[[Any], T]) -> T:
-        """`work(conn)` in one transaction on a pooled connection."""
-        if self._closed:
-            raise StoreError("the memory database is closed")
-        with self._pool.connection() as conn, conn.transaction():
-            return work(conn)
-
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        return self._run(lambda conn: conn.execute(sql, params).fetchall())
-
-    def _count(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return int(self._run(lambda conn: conn.execute(sql, params).rowcount))
+    @staticmethod
+    def _record_embedder(conn: Any, *, name: str, dimension: int) -> tuple[str, int] | None:
+        """The embedder the database was built with; a new database records this one (and makes its vector
+        table), under the migration lock so servers starting together agree."""
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        if "embedder_name" not in rows:
+            conn.execute("INSERT INTO meta(key, value) VALUES ('embedder_name', %s)", (name,))
+            conn.execute("INSERT INTO meta(key, value) VALUES ('embedder_dimension', %s)", (str(dimension),))
+            create_vector_table(conn, dimension)
+            return None
+        return rows["embedder_name"], int(rows["embedder_dimension"])
 
     def close(self) -> None:
-        self._closed = True
-        self._pool.close()
+        super().close()
+        tokenizer = getattr(self, "tokenizer", None)
+        if tokenizer is not None:
+            tokenizer.close()
 
     # -- the database itself -------------------------------------------------------------
-
-    @property
-    def location(self) -> str:
-        """The server and database, never the password."""
-        from psycopg.conninfo import conninfo_to_dict
-
-        parts = conninfo_to_dict(self.url)
-        host, port, name = (
-            parts.get("host") or "localhost",
-            parts.get("port") or 5432,
-            parts.get("dbname") or "",
-        )
-        return f"postgresql://{host}:{port}/{name}"
 
     @property
     def schema_version(self) -> int:
@@ -161,7 +176,7 @@ class PostgresStore:
         return int(row[0]), int(row[1])
 
     def list_groups(self, limit: int, offset: int = 0) -> list[GroupInfo]:
-        rows = self._rows(_GROUPS + "ORDER BY g.group_id LIMIT %s OFFSET %s", (limit, offset))
+        rows = self._rows(_GROUPS + 'ORDER BY g.group_id COLLATE "C" LIMIT %s OFFSET %s', (limit, offset))
         return [_group(row) for row in rows]
 
     def insert_session(self, session: SessionRecord) -> bool:
@@ -186,6 +201,7 @@ class PostgresStore:
 
     def delete_session(self, group_id: str, session_id: str) -> int:
         def delete(conn: Any) -> int:
+            lock_group(conn, group_id)
             count = conn.execute(
                 "DELETE FROM episodes WHERE group_id = %s AND session_id = %s", (group_id, session_id)
             ).rowcount
@@ -195,6 +211,137 @@ class PostgresStore:
             return int(count)
 
         return self._run(delete)
+
+    # -- who holds a session open ------------------------------------------------------------
+
+    def hold_sessions(self, holder: str, sessions: Sequence[tuple[str, str]], until: str) -> None:
+        """Record that `holder` (a server) has these sessions open until `until`, replacing its earlier leases."""
+
+        def hold(conn: Any) -> None:
+            conn.execute("DELETE FROM session_leases WHERE holder = %s", (holder,))
+            if sessions:
+                groups, ids = [s[0] for s in sessions], [s[1] for s in sessions]
+                conn.execute(
+                    "INSERT INTO session_leases(group_id, session_id, holder, expires_at) "
+                    "SELECT s.group_id, s.session_id, %s, %s FROM unnest(%s::text[], %s::text[]) "
+                    "AS s(group_id, session_id) JOIN sessions USING (group_id, session_id) ON CONFLICT DO NOTHING",
+                    (holder, until, groups, ids),
+                )
+
+        self._run(hold)
+
+    def session_holders(self, group_id: str, session_id: str, now: str) -> list[str]:
+        """The servers whose lease on the session has not lapsed."""
+        rows = self._rows(
+            "SELECT holder FROM session_leases WHERE group_id = %s AND session_id = %s AND expires_at >= %s "
+            "ORDER BY holder",
+            (group_id, session_id, now),
+        )
+        return [row[0] for row in rows]
+
+    # -- statistics and maintenance ---------------------------------------------------------
+
+    def stats(self, recent_since: str) -> dict[str, Any]:
+        def read(conn: Any) -> dict[str, Any]:
+            def rows(sql: str, params: Sequence[Any] = ()) -> list[Any]:
+                return conn.execute(sql, params).fetchall()
+
+            by_type = rows("SELECT memory_type, count(*) FROM episodes GROUP BY memory_type")
+            by_tier = rows(
+                f"SELECT CASE WHEN indexed = {PENDING} THEN 'pending_vectors' WHEN created_at >= %s THEN 'recent' "
+                f"WHEN indexed = {INDEXED} THEN 'long_term' ELSE 'not_vector_indexed' END AS tier, count(*) "
+                "FROM episodes GROUP BY tier",
+                (recent_since,),
+            )
+            totals = rows(
+                "SELECT count(*), avg(importance), avg(effective_importance), "
+                "count(*) FILTER (WHERE effective_importance < 0.1), coalesce(sum(retrieval_count), 0), "
+                "count(*) FILTER (WHERE retrieval_count > 0) FROM episodes"
+            )[0]
+            by_group = rows(_GROUPS.replace("g.user_ids, g.agent_ids, g.description, g.configuration, "
+                                            "g.created_at, ", "") + 'ORDER BY g.group_id COLLATE "C"')  # fmt: skip
+            by_session = rows(
+                "SELECT group_id, session_id, count(*) FROM episodes GROUP BY group_id, session_id "
+                "ORDER BY count(*) DESC LIMIT 100"
+            )
+            by_producer = rows(
+                "SELECT group_id, producer_id, count(*), avg(effective_importance), sum(retrieval_count) "
+                "FROM episodes GROUP BY group_id, producer_id ORDER BY count(*) DESC LIMIT 200"
+            )
+            pending = rows(f"SELECT count(*) FROM episodes WHERE indexed = {PENDING}")[0][0]
+            size = rows("SELECT pg_database_size(current_database())")[0][0]
+            return {
+                "episodes_by_type": {row[0]: row[1] for row in by_type},
+                "groups": [{"group_id": r[0], "sessions": r[1], "episodes": r[2]} for r in by_group],
+                "largest_sessions": [
+                    {"group_id": r[0], "session_id": r[1], "episodes": r[2]} for r in by_session
+                ],
+                "producers": [
+                    {
+                        "group_id": r[0],
+                        "producer": r[1],
+                        "episodes": r[2],
+                        "mean_effective_importance": round(float(r[3]), 4),
+                        "retrievals": int(r[4]),
+                    }
+                    for r in by_producer
+                ],  # fmt: skip
+                "pending_vectors": pending,
+                "database_bytes": int(size),
+                "episodes_total": totals[0],
+                "episodes_by_tier": dict.fromkeys(TIERS, 0) | {row[0]: row[1] for row in by_tier},
+                "importance": {
+                    "mean": round(float(totals[1] or 0.0), 4),
+                    "mean_effective": round(float(totals[2] or 0.0), 4),
+                    "effective_below_0_1": totals[3],
+                },
+                "retrievals": {"total": int(totals[4]), "episodes_retrieved": totals[5]},
+            }
+
+        return self._run(read)
+
+    def decay_importance(
+        self, now: datetime, decay_per_day: float, batch: int = maintenance.DECAY_BATCH
+    ) -> int:
+        """Recompute every episode's effective importance, `batch` rows per transaction."""
+
+        def step(conn: Any, after: int) -> tuple[int | None, int]:
+            rows = conn.execute(
+                "SELECT id, importance, retrieval_count, created_at, last_accessed_at, effective_importance "
+                "FROM episodes WHERE id > %s ORDER BY id LIMIT %s",
+                (after, batch),
+            ).fetchall()
+            changes = []
+            for row in rows:
+                value = maintenance.effective_importance(
+                    row[1], row[2], maintenance.age_days(row[3], row[4], now), decay_per_day
+                )
+                if value != row[5]:
+                    changes.append((value, row[0]))
+            if changes:
+                with conn.cursor() as cursor:
+                    cursor.executemany("UPDATE episodes SET effective_importance = %s WHERE id = %s", changes)
+            return (rows[-1][0] if rows else None), len(changes)
+
+        after, changed = 0, 0
+        while True:
+            last, done = self._run(partial(step, after=after))
+            changed += done
+            if last is None:
+                return changed
+            after = last
+
+    def claim_maintenance(self, now: str, due_before: str) -> bool:
+        """Take the maintenance pass: True for exactly one caller while the last claim is older than
+        `due_before` (every server asks; one runs it)."""
+        return (
+            self._count(
+                "INSERT INTO meta(key, value) VALUES ('maintenance_claimed_at', %s) ON CONFLICT (key) "
+                "DO UPDATE SET value = excluded.value WHERE meta.value < %s",
+                (now, due_before),
+            )
+            > 0
+        )
 
     # -- summaries ------------------------------------------------------------------------
 

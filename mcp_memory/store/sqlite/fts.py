@@ -64,20 +64,35 @@ def refresh_around(
     after = conn.execute(
         _SELECT + _TURNS + "AND sequence > ? ORDER BY sequence LIMIT ?", (group_id, session_id, high, span)
     )
-    earlier, inside, later = before.fetchall()[::-1], middle.fetchall(), after.fetchall()
-    written = []
-    for alone in (row for row in inside if row[4] in STANDALONE_TYPES):
-        _write(conn, alone[0], alone[2], alone[3], "", "")
-        written.append(alone[0])
-    inside = [row for row in inside if row[4] not in STANDALONE_TYPES]
-    rows = earlier + inside + later
+    documents = keyword_documents(before.fetchall()[::-1], middle.fetchall(), after.fetchall())
+    for document in documents:
+        _write(conn, *document)
+    if log_changes and documents:
+        _log(conn, group_id, [document[0] for document in documents])
+
+
+Document = tuple[int, str, str, str, str]
+"""An episode's row of the keyword index: (id, speaker, text, the turns before, the turns after)."""
+
+
+def keyword_documents(earlier: Sequence[Any], inside: Sequence[Any], later: Sequence[Any]) -> list[Document]:
+    """The index rows to write when the episodes `inside` (a span of a session) changed: theirs, and those of
+    the neighbours whose context holds them. Rows are (id, sequence, producer_id, content, memory_type),
+    `earlier` the span's TURNS_BEFORE + TURNS_AFTER turns before it and `later` as many after, in order
+    (facts and summaries left out of both). Every backend composes its keyword rows here."""
+    documents: list[Document] = [
+        (row[0], row[2], row[3], "", "") for row in inside if row[4] in STANDALONE_TYPES
+    ]
+    turns = [row for row in inside if row[4] not in STANDALONE_TYPES]
+    rows = [*earlier, *turns, *later]
     first = max(0, len(earlier) - TURNS_AFTER)
-    last = len(earlier) + len(inside) + min(len(later), TURNS_BEFORE)
+    last = len(earlier) + len(turns) + min(len(later), TURNS_BEFORE)
     for index in range(first, last):
-        _write_row(conn, rows, index)
-        written.append(rows[index][0])
-    if log_changes and written:
-        _log(conn, group_id, written)
+        episode_id, _, producer_id, content, _ = rows[index]
+        before = _joined(rows[max(0, index - TURNS_BEFORE) : index])
+        after = _joined(rows[index + 1 : index + 1 + TURNS_AFTER])
+        documents.append((episode_id, producer_id, content, before, after))
+    return documents
 
 
 def _log(conn: Any, group_id: str, episode_ids: Sequence[int]) -> None:
@@ -87,13 +102,6 @@ def _log(conn: Any, group_id: str, episode_ids: Sequence[int]) -> None:
     conn.execute(
         "DELETE FROM fts_changes WHERE seq <= (SELECT max(seq) FROM fts_changes) - ?", (KEEP_CHANGES,)
     )
-
-
-def _write_row(conn: Any, rows: Sequence[Any], index: int) -> None:
-    episode_id, _, producer_id, content, _ = rows[index]
-    before = _joined(rows[max(0, index - TURNS_BEFORE) : index])
-    after = _joined(rows[index + 1 : index + 1 + TURNS_AFTER])
-    _write(conn, episode_id, producer_id, content, before, after)
 
 
 def _write(conn: Any, episode_id: int, producer_id: str, content: str, before: str, after: str) -> None:

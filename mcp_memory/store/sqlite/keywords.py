@@ -18,16 +18,17 @@ ranking exactly; it costs a read of the group's row lengths and of each query wo
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial, reduce
 from typing import Any, TypeVar
 
 import numpy as np
 
+from mcp_memory.store.records import KeywordRows, RowTokens, TermCodes
 from mcp_memory.store.sqlite import fts
-from mcp_memory.store.sqlite.connection import Database
+from mcp_memory.store.sqlite.connection import Database, driver
 
 T = TypeVar("T")
 _COLUMN_CODE = (
@@ -35,25 +36,6 @@ _COLUMN_CODE = (
 )
 _ATTRIBUTES = "e.id, e.group_id, e.session_id, e.producer_id, e.producer_role, e.memory_type, e.ts_epoch"
 
-
-@dataclass
-class KeywordRows:
-    """Rows of the FTS table with the episode columns recall filters on; ids ascending."""
-
-    ids: np.ndarray  # int64
-    group_id: list[str]
-    session_id: list[str]
-    producer_id: list[str]
-    role: list[str]
-    memory_type: list[str]
-    ts: np.ndarray  # float64 epoch seconds
-
-
-TermCodes = Iterator[tuple[str, np.ndarray]]
-"""(token, every occurrence of it as row id * 4 + column index, ascending), token by token."""
-
-RowTokens = dict[int, dict[str, list[int]]]
-"""Row id -> token -> its count in each of the four columns."""
 
 Phrase = tuple[tuple[str, ...], tuple[int, ...]]
 """A query word as the index reads it: its tokens in order (several for "garden_gate"), the columns it may
@@ -335,3 +317,33 @@ def _varints(data: bytes) -> list[int]:
                 break
         values.append(value)
     return values
+
+
+class Tokenizer:
+    """FTS5's tokenizer on a private in-memory SQLite database: the keyword index's tokens for a backend that
+    has no FTS5 (store/postgres/), so its copies and rankings hold exactly the tokens SQLite's would."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._connection: Any = None
+
+    def _conn(self) -> Any:
+        if self._connection is None:
+            self._connection = driver().connect(":memory:", check_same_thread=False, isolation_level=None)
+        return self._connection
+
+    def documents(self, rows: Sequence[tuple[int, str, str, str, str]]) -> RowTokens:
+        """Tokens of (id, speaker, text, before, after) rows, counted per column."""
+        with self._lock:
+            return _tokenize(self._conn(), rows)
+
+    def words(self, words: Sequence[str]) -> list[tuple[str, ...]]:
+        """Each word as the index's tokenizer splits and folds it, its tokens in order."""
+        with self._lock:
+            return tokenize_words(self._conn(), words)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None

@@ -284,6 +284,22 @@ END;
 m013_group_change_log = _script(M013_GROUP_CHANGE_LOG)
 
 
+M014_SESSION_LEASES = """
+CREATE TABLE session_leases (
+    group_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    PRIMARY KEY (group_id, session_id, holder),
+    FOREIGN KEY (group_id, session_id) REFERENCES sessions(group_id, session_id) ON DELETE CASCADE
+) STRICT;
+"""
+"""Which server processes hold a session open, until when: a session another process has open is not deleted
+(each renews its leases while it runs; a crashed one's lapse)."""
+
+m014_session_leases = _script(M014_SESSION_LEASES)
+
+
 MIGRATIONS: list[Callable[[Any], None]] = [
     m001_initial,
     m002_vector_revision,
@@ -298,6 +314,7 @@ MIGRATIONS: list[Callable[[Any], None]] = [
     m011_updated_at,
     m012_messages,
     m013_group_change_log,
+    m014_session_leases,
 ]
 
 

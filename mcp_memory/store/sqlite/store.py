@@ -282,6 +282,40 @@ class Store(Episodes, VectorIndex, KeywordReads, Statistics, TransferStore, Task
 
         return int(self.write(delete))
 
+    # -- who holds a session open ------------------------------------------------------------
+
+    def hold_sessions(self, holder: str, sessions: Sequence[tuple[str, str]], until: str) -> None:
+        """Record that `holder` (a server process) has these sessions open until `until`, replacing its
+        earlier leases."""
+
+        def hold(conn: Any) -> None:
+            conn.execute("DELETE FROM session_leases WHERE holder = ?", (holder,))
+            conn.executemany(
+                "INSERT OR IGNORE INTO session_leases(group_id, session_id, holder, expires_at) "
+                "SELECT group_id, session_id, ?, ? FROM sessions WHERE group_id = ? AND session_id = ?",
+                [(holder, until, group_id, session_id) for group_id, session_id in sessions],
+            )
+
+        self.write(hold)
+
+    def session_holders(self, group_id: str, session_id: str, now: str) -> list[str]:
+        """The processes whose lease on the session has not lapsed."""
+        rows = self.read(
+            "SELECT holder FROM session_leases WHERE group_id = ? AND session_id = ? AND expires_at >= ? "
+            "ORDER BY holder",
+            (group_id, session_id, now),
+        )
+        return [row[0] for row in rows]
+
+    def claim_maintenance(self, now: str, due_before: str) -> bool:
+        """Take the maintenance pass: True for exactly one caller while the last claim is older than
+        `due_before` (every process asks; one runs it)."""
+        sql = (
+            "INSERT INTO meta(key, value) VALUES ('maintenance_claimed_at', ?) ON CONFLICT(key) "
+            "DO UPDATE SET value = excluded.value WHERE meta.value < ?"
+        )
+        return bool(self.write(lambda conn: conn.execute(sql, (now, due_before)).rowcount))
+
     # -- metadata -----------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:

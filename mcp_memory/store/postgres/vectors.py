@@ -1,0 +1,192 @@
+"""Vectors on PostgreSQL: a pgvector column with an HNSW index, and the searches on it.
+
+`episode_vectors` is made with the embedder's dimension when a database first records one. Recall searches
+a group's vectors in memory (recall/vectors.py); the store answers only until that copy is loaded, and then
+a small group (at most EXACT_ROWS vectors) is searched exactly, a large one through the HNSW index with
+iterative scans (without them, a filter that keeps few rows could leave the index's candidates empty).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from mcp_memory.store.postgres.connection import PgDatabase, lock_group, vector_text
+from mcp_memory.store.postgres.filters import filter_sql
+from mcp_memory.store.records import INDEXED, PENDING, Filters, PendingVector, VectorRows
+from mcp_memory.store.sqlite.filters import sql_only
+
+EXACT_ROWS = 10_000  # an exact scan of this many vectors takes tens of milliseconds here
+EF_SEARCH = 100
+
+
+def vector_table_sql(dimension: int) -> list[str]:
+    return [
+        f"""CREATE TABLE episode_vectors (
+            episode_id BIGINT PRIMARY KEY REFERENCES episodes(id) ON DELETE CASCADE,
+            group_id TEXT NOT NULL,
+            embedding vector({int(dimension)}) NOT NULL
+        )""",
+        "CREATE INDEX episode_vectors_group ON episode_vectors(group_id)",
+        "CREATE INDEX episode_vectors_hnsw ON episode_vectors USING hnsw (embedding vector_cosine_ops)",
+        """CREATE OR REPLACE FUNCTION bump_vector_revision() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE groups SET vector_revision = vector_revision + 1
+                WHERE group_id = (CASE WHEN TG_OP = 'DELETE' THEN OLD.group_id ELSE NEW.group_id END);
+            RETURN NULL;
+        END $$""",
+        """CREATE TRIGGER episode_vectors_revision AFTER INSERT OR UPDATE OR DELETE ON episode_vectors
+            FOR EACH ROW EXECUTE FUNCTION bump_vector_revision()""",
+    ]
+
+
+def create_vector_table(conn: Any, dimension: int) -> None:
+    for statement in vector_table_sql(dimension):
+        conn.execute(statement)
+
+
+def group_revision(conn: Any, group_id: str) -> int:
+    row = conn.execute("SELECT vector_revision FROM groups WHERE group_id = %s", (group_id,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def insert_vector(conn: Any, episode_id: int, group_id: str, vector: np.ndarray) -> None:
+    conn.execute(
+        "INSERT INTO episode_vectors(episode_id, group_id, embedding) VALUES (%s, %s, %s::vector)",
+        (episode_id, group_id, vector_text(vector)),
+    )
+
+
+class VectorIndex(PgDatabase):
+    """The Store's vector operations on PostgreSQL."""
+
+    dimension: int
+
+    def reset_vectors(self, name: str, dimension: int) -> int:
+        def reset(conn: Any) -> int:
+            conn.execute("SELECT group_id FROM groups ORDER BY group_id FOR NO KEY UPDATE")
+            conn.execute("DROP TABLE IF EXISTS episode_vectors")
+            conn.execute("UPDATE meta SET value = %s WHERE key = 'embedder_name'", (name,))
+            conn.execute("UPDATE meta SET value = %s WHERE key = 'embedder_dimension'", (str(dimension),))
+            create_vector_table(conn, dimension)
+            conn.execute("UPDATE groups SET vector_revision = vector_revision + 1")
+            return int(
+                conn.execute(f"UPDATE episodes SET indexed = {PENDING} WHERE indexed = {INDEXED}").rowcount
+            )
+
+        self.dimension = dimension
+        return self._run(reset)
+
+    def pending_vectors(self, limit: int) -> list[PendingVector]:
+        rows = self._rows(
+            "SELECT id, group_id, session_id, producer_id, producer_role, memory_type, ts_epoch, content "
+            f"FROM episodes WHERE indexed = {PENDING} ORDER BY id LIMIT %s",
+            (limit,),
+        )
+        return [PendingVector(*row) for row in rows]
+
+    def pending_count(self) -> int:
+        return int(self._rows(f"SELECT count(*) FROM episodes WHERE indexed = {PENDING}")[0][0])
+
+    def set_vectors(self, pending: Sequence[PendingVector], vectors: np.ndarray) -> int:
+        def write(conn: Any) -> int:
+            for group_id in sorted({row.group_id for row in pending}):
+                lock_group(conn, group_id)
+            done = 0
+            for row, vector in zip(pending, vectors, strict=True):
+                updated = conn.execute(
+                    f"UPDATE episodes SET indexed = {INDEXED} WHERE id = %s AND indexed = {PENDING}",
+                    (row.id,),
+                ).rowcount
+                if updated:
+                    insert_vector(conn, row.id, row.group_id, vector)
+                    done += 1
+            return done
+
+        return self._run(write)
+
+    def vector_search(
+        self, group_id: str, query: np.ndarray, filters: Filters, k: int
+    ) -> list[tuple[int, float]]:
+        """The group's k nearest episodes by cosine distance, filters inside the search."""
+        if filters.session_id is None or not filters.group_wide_types:
+            return self._knn(group_id, query, filters, k)
+        branches = [
+            replace(filters, group_wide_types=())
+        ]  # as on SQLite: the session, and those types anywhere
+        wanted = filters.group_wide_types
+        if filters.memory_types:
+            wanted = tuple(t for t in wanted if t in filters.memory_types)
+        if wanted:
+            branches.append(replace(filters, session_id=None, memory_types=wanted, group_wide_types=()))
+        nearest: dict[int, float] = {}
+        for branch in branches:
+            for episode_id, distance in self._knn(group_id, query, branch, k):
+                nearest[episode_id] = min(distance, nearest.get(episode_id, distance))
+        return sorted(nearest.items(), key=lambda item: (item[1], item[0]))[:k]
+
+    def _knn(self, group_id: str, query: np.ndarray, filters: Filters, k: int) -> list[tuple[int, float]]:
+        where, params = filter_sql(filters)
+        text = vector_text(query)
+        join = "FROM episode_vectors v JOIN episodes e ON e.id = v.episode_id WHERE v.group_id = %s"
+
+        def search(conn: Any) -> list[Any]:
+            count = conn.execute("SELECT count(*) FROM episode_vectors WHERE group_id = %s", (group_id,))
+            if count.fetchone()[0] <= EXACT_ROWS:  # exact: OFFSET 0 keeps the index out of the ordering
+                return conn.execute(
+                    f"SELECT id, d FROM (SELECT v.episode_id AS id, v.embedding <=> %s::vector AS d {join} {where} "
+                    "OFFSET 0) s ORDER BY d, id LIMIT %s",
+                    (text, group_id, *params, k),
+                ).fetchall()
+            conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            conn.execute(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, min(k, 1000))}")
+            return conn.execute(
+                f"SELECT v.episode_id, v.embedding <=> %s::vector {join} {where} "
+                "ORDER BY v.embedding <=> %s::vector LIMIT %s",
+                (text, group_id, *params, text, k),
+            ).fetchall()
+
+        rows = self._run(search)
+        return sorted(((int(r[0]), float(r[1])) for r in rows), key=lambda item: (item[1], item[0]))
+
+    def vector_revision(self, group_id: str) -> int:
+        rows = self._rows("SELECT vector_revision FROM groups WHERE group_id = %s", (group_id,))
+        return int(rows[0][0]) if rows else 0
+
+    def vector_count(self, group_id: str) -> int:
+        return int(self._rows("SELECT count(*) FROM episode_vectors WHERE group_id = %s", (group_id,))[0][0])
+
+    def scan_group_vectors(self, group_id: str) -> tuple[int, VectorRows]:
+        def scan(conn: Any) -> tuple[int, VectorRows]:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            revision = group_revision(conn, group_id)
+            cursor = conn.cursor(binary=True)
+            cursor.execute(
+                "SELECT e.id, v.embedding, e.session_id, e.producer_id, e.producer_role, e.memory_type, "
+                "e.ts_epoch FROM episode_vectors v JOIN episodes e ON e.id = v.episode_id "
+                "WHERE v.group_id = %s ORDER BY e.id",
+                (group_id,),
+            )
+            rows = cursor.fetchall()
+            matrix = np.empty((len(rows), self.dimension), np.float32)
+            for i, row in enumerate(rows):
+                matrix[i] = row[1]
+            return revision, VectorRows(
+                ids=np.asarray([row[0] for row in rows], np.int64),
+                matrix=matrix,
+                session_id=[row[2] for row in rows],
+                producer_id=[row[3] for row in rows],
+                role=[row[4] for row in rows],
+                memory_type=[row[5] for row in rows],
+                ts=np.asarray([row[6] for row in rows], np.float64),
+            )
+
+        return self._run(scan)
+
+    def candidate_ids(self, group_id: str, filters: Filters) -> np.ndarray:
+        where, params = filter_sql(sql_only(filters))
+        rows = self._rows(f"SELECT e.id FROM episodes e WHERE e.group_id = %s {where}", (group_id, *params))
+        return np.fromiter((row[0] for row in rows), np.int64, len(rows))
