@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mcp_memory import __version__
 from mcp_memory.config import EMBEDDER_KINDS, Config, load_configuration_file
@@ -41,11 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="for streamable-http")
     parser.add_argument("--port", type=int, default=8765, help="for streamable-http")
     parser.add_argument(
-        "command", nargs="?", choices=("serve", "stats", "reindex", "maintain", "export", "import"),
+        "command", nargs="?", choices=("serve", "stats", "reindex", "maintain", "export", "import", "copy"),
         default="serve",
         help="serve (default), stats (print statistics as JSON), reindex (re-embed every memory), "
         "maintain (run the maintenance pass now and print its report), export (write memory as JSON Lines), "
-        "import FILE (read an export or a server-memory file back)",
+        "import FILE (read an export or a server-memory file back), copy (--from DB --to DB: move a whole "
+        "memory between SQLite and PostgreSQL, checked by counts and checksums)",
     )  # fmt: skip
     parser.add_argument("file", nargs="?", type=Path, help="import: the file to read")
     parser.add_argument(
@@ -56,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", default="-", help="export: the file to write (replaced whole), or - for stdout"
     )
+    parser.add_argument(
+        "--from", dest="source", help="copy: the database to copy (a file, or a postgresql:// URL)"
+    )
+    parser.add_argument("--to", dest="target", help="copy: the database to copy into (made if missing)")
     return parser
 
 
@@ -101,6 +107,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(report, file=sys.stderr if args.out == "-" else sys.stdout)
         elif args.command == "import":
             print(json.dumps(asyncio.run(_import(config, args)), indent=2))
+        elif args.command == "copy":
+            copied = asyncio.run(_copy(config, args))
+            print(json.dumps(copied, indent=2))
+            if not copied["verified"]:
+                raise SystemExit(1)
         else:
             _serve(config, args)
     except BaseException as exc:  # noqa: BLE001 - the one place that turns our errors into an exit
@@ -159,6 +170,10 @@ async def _reindex(config: Config) -> dict[str, object]:
 
 
 def _check_transfer_arguments(args: argparse.Namespace) -> None:
+    if args.command == "copy" and not (args.source and args.target):
+        raise ValidationFailed("copy needs both databases: mcp-memory copy --from DB --to DB")
+    if args.command != "copy" and (args.source or args.target):
+        raise ValidationFailed(f"--from and --to are for copy, not {args.command}")
     if args.command == "import" and args.file is None:
         raise ValidationFailed("import needs the file to read: mcp-memory import --db PATH FILE")
     if args.command != "import" and args.file is not None:
@@ -193,6 +208,51 @@ async def _import(config: Config, args: argparse.Namespace) -> dict[str, object]
     async with MemoryManager(config) as manager:
         result = await manager.transfer.import_memories(args.file.absolute(), group, progress=_progress)
     return result.model_dump(mode="json")
+
+
+async def _copy(config: Config, args: argparse.Namespace) -> dict[str, Any]:
+    """Export the source to a temporary file, import it into the target (idempotent: a copy cut short is
+    finished by running it again), then compare the copied groups on both sides by counts and checksums."""
+    import dataclasses
+    import tempfile
+
+    from mcp_memory.config import database_location
+    from mcp_memory.manager import MemoryManager
+    from mcp_memory.services.transfer import Progress
+    from mcp_memory.transfer.digest import digest, missing
+
+    def at(location: str) -> Config:
+        return dataclasses.replace(config, db_url=None, **database_location(location))
+
+    source, target = at(args.source), at(args.target)
+    if source.database == target.database:
+        raise ValidationFailed("--from and --to name the same database; name two")
+    async with MemoryManager(source) as origin, MemoryManager(target) as copy:
+        with tempfile.TemporaryDirectory(prefix="mcp-memory-copy-") as folder:
+            path = Path(folder) / "copy.jsonl"
+            exported = await origin.transfer.export_memories(path, progress=_progress)
+            imported = await copy.transfer.import_memories(path, progress=_progress)
+        groups = await asyncio.to_thread(origin.store.export_group_ids)
+        await _progress(Progress(0, None, f"verifying {len(groups)} groups"))
+        before = await asyncio.to_thread(_records, origin.store, groups)
+        after = await asyncio.to_thread(_records, copy.store, groups)
+    source_sums, target_sums = digest(before), digest(after)
+    lost = missing(before, after)
+    return {
+        "from": source.database,
+        "to": target.database,
+        "exported": exported.model_dump(mode="json"),
+        "imported": imported.model_dump(mode="json"),
+        "source": source_sums,
+        "target": target_sums,
+        "missing_in_target": lost,
+        "verified": lost == 0 and source_sums == target_sums,
+    }
+
+
+def _records(store: Any, groups: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    with contextlib.closing(store.export_records(groups)) as rows:
+        return [row for row in rows if row[0] != "counts"]
 
 
 if __name__ == "__main__":

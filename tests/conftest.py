@@ -1,4 +1,5 @@
-"""Shared fixtures: a real SQLite file per test, the hashing embedder, real MCP clients."""
+"""Shared fixtures: a real database per test (a SQLite file; in modules marked `both_backends` also a
+PostgreSQL database, slow), the hashing embedder, real MCP clients."""
 
 from __future__ import annotations
 
@@ -11,7 +12,21 @@ from mcp import Client
 from mcp_memory.config import Config
 from mcp_memory.manager import MemoryManager
 from mcp_memory.server import build_server
-from tests.postgres import postgres_server
+from tests.postgres import fresh_database, postgres_server
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test of a `both_backends` module runs on each backend, unless it reads the SQLite file itself
+    (it asks for `db_path`, or is marked `sqlite_only`)."""
+    if (
+        metafunc.definition.get_closest_marker("both_backends")
+        and not metafunc.definition.get_closest_marker("sqlite_only")
+        and "backend" in metafunc.fixturenames
+        and "db_path" not in metafunc.definition._fixtureinfo.argnames
+    ):
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
 
 
 @pytest.fixture
@@ -25,8 +40,17 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def config(db_path: Path) -> Config:
-    return Config(db_path=db_path, embedder="hashing")
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def config(db_path: Path, backend: str, request: pytest.FixtureRequest) -> Iterator[Config]:
+    if backend == "postgres":
+        with fresh_database(request.getfixturevalue("postgres_url")) as url:
+            yield Config(db_url=url, embedder="hashing")
+        return
+    yield Config(db_path=db_path, embedder="hashing")
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from mcp_memory.store.sqlite.store import Store
 from tests.fake_openai import FakeOpenAI, serve
 from tests.helpers import SEEDED_AT, call, call_error, seed_store
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
 
 GROUP = "household"
 SESSION = "monday"

@@ -11,7 +11,7 @@ from mcp import Client
 
 from tests.helpers import call, call_error
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
 
 
 async def ready(client: Client) -> None:

@@ -19,7 +19,7 @@ from mcp_memory.errors import (
 from mcp_memory.manager import MemoryManager
 from tests.helpers import FakeClock, recall
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
 
 
 @pytest.fixture
@@ -202,6 +202,7 @@ async def test_memories_survive_a_restart_of_the_manager(config: Config) -> None
         assert [h.id for h in result.hits] == [added.memories[0].id]
 
 
+@pytest.mark.sqlite_only
 async def test_long_term_memory_switched_off_stores_without_vectors_and_keywords_still_find_it(
     manager: MemoryManager,
 ) -> None:

@@ -8,7 +8,7 @@ from mcp import Client
 
 from tests.helpers import call, call_error
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
 
 WEATHER_CALL = {"id": "call_1", "name": "get_weather", "arguments": {"city": "Lisbon"}}
 

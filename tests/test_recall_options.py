@@ -10,7 +10,7 @@ from mcp import Client
 
 from tests.helpers import call
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
 
 TURNS = [
     "We planned the garden for spring",

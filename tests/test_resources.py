@@ -13,7 +13,7 @@ from mcp.shared.exceptions import MCPError
 
 from tests.helpers import call
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
 
 GROUP = "household"
 SESSION = "monday"

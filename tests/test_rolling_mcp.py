@@ -20,7 +20,7 @@ from mcp_memory.server import build_server
 from tests.fake_openai import FakeOpenAI, RecordedRequest, serve
 from tests.helpers import call
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
 
 GROUP, SESSION = "team", "offsite"
 WINDOW = {"short_term": {"max_episodes": 3}}

@@ -23,7 +23,7 @@ from mcp_memory.server import build_server
 from mcp_memory.server.arguments import MAX_ARGUMENT_DEPTH, MAX_OBJECT_ARGUMENT_CHARS, check_arguments
 from tests.helpers import TOOLS, call, call_error
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
 
 GROUP, SESSION = "household", "monday"
 TURN = {

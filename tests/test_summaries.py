@@ -45,7 +45,7 @@ from mcp_memory.store.records import SessionRecord
 from mcp_memory.store.sqlite.store import Store
 from tests.fake_openai import Delay, FakeOpenAI, serve
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
 
 GROUP, SESSION = "g", "s1"
 START = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)

@@ -33,7 +33,7 @@ from mcp_memory.times import iso
 from tests.fake_openai import Delay, FakeOpenAI
 from tests.helpers import call, call_error, recall
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
 
 GROUP, SESSION, OTHER = "team", "planning", "later"
 USERS, AGENTS = ["ana"], ["helper"]
@@ -139,6 +139,7 @@ async def test_a_full_summary_is_stored_and_recalled_from_every_session_of_the_g
         assert set(scoped["hits"][0]["matched_by"]) == {"keyword", "vector"}
 
 
+@pytest.mark.sqlite_only
 async def test_a_scoped_recall_finds_summaries_of_other_sessions_by_vector_alone(config: Config) -> None:
     """Both vector paths (in-memory and vec0) apply 'this session OR a summary' as a search condition."""
     for cache_mb in (1024, 0):
@@ -171,6 +172,7 @@ async def test_a_scoped_recall_finds_summaries_of_other_sessions_by_vector_alone
             assert only_notes.hits == []
 
 
+@pytest.mark.sqlite_only
 async def test_generate_embedding_false_stores_the_summary_without_a_vector_but_keywords_find_it(
     llm_config: Config,
 ) -> None:
@@ -261,6 +263,7 @@ async def test_a_failing_llm_fails_the_task_with_the_reason_and_gives_the_lightw
             await call(client, "summarize_session", group_id=GROUP, session_id=SESSION, mode="lightweight")
 
 
+@pytest.mark.sqlite_only
 async def test_a_task_cut_off_by_a_shutdown_is_recorded_failed_and_its_slot_given_back(
     llm_config: Config, fake: FakeOpenAI
 ) -> None:
@@ -293,6 +296,7 @@ def insert_task(db_path: Path, owner: str, created: datetime) -> str:
     return task_id
 
 
+@pytest.mark.sqlite_only
 async def test_a_task_left_processing_by_a_dead_process_is_reported_failed(config: Config) -> None:
     async with connected(config) as client:
         await seed(client)
@@ -310,6 +314,7 @@ async def test_a_task_left_processing_by_a_dead_process_is_reported_failed(confi
         assert info["status"] == "failed" and info["error"] == tasks.ORPHAN_REASON
 
 
+@pytest.mark.sqlite_only
 async def test_a_task_of_a_process_that_died_on_this_host_is_failed_at_the_next_start_despite_its_lease(
     config: Config,
 ) -> None:
@@ -409,6 +414,7 @@ async def test_a_configured_llm_comes_before_the_callers_summary(
         ("full", "not json at all", "it is not JSON"),
     ],
 )
+@pytest.mark.sqlite_only
 async def test_a_malformed_caller_summary_is_a_clear_error_and_nothing_is_stored(
     config: Config, mode: str, summary: Any, problem: str
 ) -> None:
@@ -425,6 +431,7 @@ async def test_a_malformed_caller_summary_is_a_clear_error_and_nothing_is_stored
 # -- automatic summaries ------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only
 async def test_every_n_turns_an_automatic_lightweight_summary_is_stored(
     llm_config: Config, fake: FakeOpenAI
 ) -> None:
@@ -456,6 +463,7 @@ async def test_every_n_turns_an_automatic_lightweight_summary_is_stored(
         assert "rate limit exceeded" in text
 
 
+@pytest.mark.sqlite_only
 async def test_without_an_llm_the_automatic_trigger_does_nothing(config: Config) -> None:
     async with connected(replace(config, auto_trigger_threshold=2)) as client:
         await seed(client)

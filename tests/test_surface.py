@@ -14,7 +14,7 @@ from mcp_memory.server import INSTRUCTIONS
 from mcp_memory.tokens import token_counter
 from tests.helpers import TOOLS, call, call_error
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
 
 TOOLS_TOKEN_BUDGET = 1500
 TURNS = [

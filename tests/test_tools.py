@@ -21,7 +21,7 @@ from mcp_memory.config import Config
 from mcp_memory.server import build_server
 from tests.helpers import TOOLS, call, call_error
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
 
 GROUP = "household"
 SESSION = "monday"

@@ -10,7 +10,7 @@ from mcp_memory.manager import MemoryManager
 from mcp_memory.recall.request import RecallStrategy
 from tests.helpers import recall
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
 
 TURNS = [
     {"content": "What did you buy at the market?", "producer": "ana", "timestamp": "2024-05-01T10:00:00Z"},
@@ -31,6 +31,7 @@ async def ids_for(manager: MemoryManager, query: str, strategy: RecallStrategy |
     return [hit.id for hit in (await recall(manager, "g", query, strategy=strategy)).hits]
 
 
+@pytest.mark.sqlite_only
 async def test_new_text_keeps_id_session_sequence_and_time_and_is_found_by_its_new_words(
     manager: MemoryManager, stored: list[int]
 ) -> None:
@@ -62,6 +63,7 @@ async def test_the_neighbours_keyword_context_follows_the_correction(
     assert await ids_for(manager, "tomatoes", RecallStrategy.keyword_only()) == []
 
 
+@pytest.mark.sqlite_only
 async def test_metadata_importance_and_type_are_replaced_and_filter_both_searches(
     manager: MemoryManager, stored: list[int]
 ) -> None:

@@ -10,7 +10,7 @@ from mcp import Client
 from mcp_memory.recall.when import named_period
 from tests.helpers import call
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
 
 NOW = datetime(2026, 11, 21, 15, 30, tzinfo=UTC)
 

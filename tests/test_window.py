@@ -11,7 +11,7 @@ from mcp_memory.manager import MemoryManager
 from mcp_memory.models import Episode
 from mcp_memory.window import trim
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
 
 
 def ep(sequence: int, content: str, role: str = "user") -> Episode:
