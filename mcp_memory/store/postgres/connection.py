@@ -111,10 +111,14 @@ class PgDatabase:
             return work(conn)
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        return self._run(lambda conn: conn.execute(sql, params).fetchall())
+        """One statement's rows (a statement alone is its own transaction: no BEGIN and COMMIT to wait for)."""
+        with self._connection() as conn:
+            return list(conn.execute(sql, params).fetchall())
 
     def _count(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return int(self._run(lambda conn: conn.execute(sql, params).rowcount))
+        """The rows one statement changed (atomic by itself)."""
+        with self._connection() as conn:
+            return int(conn.execute(sql, params).rowcount)
 
     def close(self) -> None:
         self._closed = True

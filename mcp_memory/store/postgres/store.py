@@ -164,7 +164,12 @@ class PostgresStore(Episodes, Facts, KeywordReads, VectorIndex, Transfer):
         self._run(add)
 
     def get_group(self, group_id: str) -> GroupInfo | None:
-        rows = self._rows(_GROUPS + "WHERE g.group_id = %s", (group_id,))
+        """The group without its counts (group_counts has them), as on SQLite: recall reads it every time."""
+        rows = self._rows(
+            "SELECT group_id, user_ids, agent_ids, description, configuration, created_at, 0, 0 FROM groups "
+            "WHERE group_id = %s",
+            (group_id,),
+        )
         return _group(rows[0]) if rows else None
 
     def group_counts(self, group_id: str) -> tuple[int, int]:
