@@ -222,7 +222,7 @@ async def _copy(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     from mcp_memory.transfer.digest import digest, missing
 
     def at(location: str) -> Config:
-        return dataclasses.replace(config, db_url=None, **database_location(location))
+        return dataclasses.replace(config, **{"db_url": None, **database_location(location)})
 
     source, target = at(args.source), at(args.target)
     if source.database == target.database:

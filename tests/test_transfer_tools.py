@@ -19,7 +19,7 @@ from tests.helpers import call, call_error
 from tests.test_surface import listed_tokens
 from tests.transfer_data import read_export, tables
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_backends]
 
 GRAPH = Path(__file__).parent / "data" / "server_memory.jsonl"
 TOOL_TOKEN_BUDGET = 100  # what the tool may cost in every conversation
