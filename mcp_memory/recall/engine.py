@@ -62,6 +62,7 @@ TIME_SLACK = timedelta(days=3)
 # ready (and while a copy made stale by another process reloads) sqlite-vec answers, so no recall
 # waits for a load (about 3 s for 100k vectors, 30 s for 1M). Smaller groups load in the call.
 SYNC_LOAD_ROWS = 20_000
+MAX_VECTOR_CATCH_UP = 5_000  # more vector changes than this since a copy's revision: load it again
 
 
 @dataclass
@@ -297,7 +298,11 @@ class MemoryEngine:
         """The group's current vectors in memory; None means: search sqlite-vec this time."""
         if self.cache is None or group_id in self._uncacheable:
             return None
-        group = self.cache.get(group_id, self.store.vector_revision(group_id))
+        revision = self.store.vector_revision(group_id)
+        group = self.cache.get(group_id, revision)
+        if group is not None:
+            return group
+        group = self._catch_up(group_id, revision)
         if group is not None:
             return group
         if group_id not in self._sizes:
@@ -306,6 +311,27 @@ class MemoryEngine:
             self._load_in_background(group_id)
             return None
         return self._load(group_id)
+
+    def _catch_up(self, group_id: str, revision: int) -> GroupVectors | None:
+        """The group's copy brought up to date from the store's log of vector changes; None when there is no
+        copy, no log, or more changed than is worth replaying (the copy loads again)."""
+        assert self.cache is not None
+        held = self.cache.held(group_id)
+        if held is None or held.revision > revision:
+            return None
+        changes = self.store.vector_changes(group_id, held.revision, MAX_VECTOR_CATCH_UP + 1)
+        if not changes or len(changes) > MAX_VECTOR_CATCH_UP:
+            return None  # no log, or too much to replay
+        numbers = [number for number, _ in changes]
+        if (
+            numbers != list(range(held.revision + 1, held.revision + 1 + len(numbers)))
+            or numbers[-1] < revision
+        ):
+            return None  # a gap (the log trimmed, or every vector reset): only a reload is sure
+        changed = np.asarray(sorted({episode_id for _, episode_id in changes}), np.int64)
+        rows = self.store.vector_rows(group_id, changed.tolist())
+        self.cache.caught_up(group_id, held, changed, rows, numbers[-1])
+        return self.cache.get(group_id, numbers[-1])
 
     def _load(self, group_id: str) -> GroupVectors | None:
         assert self.cache is not None

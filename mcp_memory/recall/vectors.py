@@ -6,7 +6,8 @@ float32 matrix (its rows L2-normalised, so a dot product is the cosine similarit
 searched exactly with numpy: at 100k vectors a matrix-vector product is several times
 faster than a `vec0` KNN scan and loses nothing against exact search. The group's
 `vector_revision` (bumped by triggers on every vector change, from any process) tells
-whether the copy is current; this process's own inserts are appended in place.
+whether the copy is current; this process's own inserts are appended in place, and where the store keeps a
+log of its vector changes (PostgreSQL), a copy behind catches up on just the rows that changed.
 """
 
 from __future__ import annotations
@@ -71,6 +72,23 @@ class GroupVectors:
         for name, column in self._columns.items():
             column.codes[self.size : end] = column.encode(getattr(rows, name))
         self.size = end
+
+    def without(self, ids: np.ndarray) -> GroupVectors:
+        """A new copy holding every row but those of these ids (the arrays of this one stay as they are, so
+        searches running on it are not disturbed)."""
+        n = self.size
+        keep = ~np.isin(self._ids[:n], ids)
+        names = {name: list(column.lookup) for name, column in self._columns.items()}
+        rows = VectorRows(
+            ids=self._ids[:n][keep].copy(),
+            matrix=self._matrix[:n][keep],  # a copy (boolean indexing); already normalised
+            ts=self._ts[:n][keep].copy(),
+            **{
+                name: [names[name][code] for code in column.codes[:n][keep]]
+                for name, column in self._columns.items()
+            },
+        )
+        return GroupVectors(self.revision, rows)
 
     def _reserve(self, needed: int) -> None:
         if needed <= len(self._ids):
@@ -241,10 +259,32 @@ class VectorCache:
                     self._keep(group_id, GroupVectors(after, rows))
                 return
             if group.revision != before:
-                del self._groups[group_id]  # someone else wrote too: reload on next search
-                return
+                return  # someone else wrote too: the copy stays behind, caught up (or reloaded) on next search
             group.append(rows)
             group.revision = after
+
+    def held(self, group_id: str) -> GroupVectors | None:
+        """The group's copy at whatever revision it is."""
+        with self._lock:
+            return self._groups.get(group_id)
+
+    def caught_up(
+        self, group_id: str, group: GroupVectors, changed: np.ndarray, rows: VectorRows, revision: int
+    ) -> None:
+        """`group` brought to `revision`: the rows of the `changed` ids replaced by `rows` (their state now;
+        an id without a row was deleted). Only new rows: appended in place; else a new copy replaces it."""
+        with self._lock:
+            if self._groups.get(group_id) is not group or group.revision >= revision:
+                return  # replaced or caught up meanwhile
+            present = np.isin(changed, group._ids[: group.size])
+            if present.any():
+                group = group.without(changed[present])
+                group.append(rows)
+                group.revision = revision
+                self._keep(group_id, group)
+            else:
+                group.append(rows)
+                group.revision = revision
 
     def drop(self, group_id: str | None = None) -> None:
         with self._lock:

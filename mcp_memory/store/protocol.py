@@ -243,6 +243,15 @@ class SearchStore(Protocol):
 
     def vector_count(self, group_id: str) -> int: ...
 
+    def vector_changes(self, group_id: str, after: int, limit: int) -> list[tuple[int, int]] | None:
+        """Up to `limit` (revision, episode id) changes of the group's vectors after revision `after`, oldest
+        first; None when the backend keeps no such log (an in-memory copy then loads the group again)."""
+        ...
+
+    def vector_rows(self, group_id: str, ids: Sequence[int]) -> VectorRows:
+        """The group's vectors of these episodes as they are now (episodes without one left out)."""
+        ...
+
     def scan_group_vectors(self, group_id: str) -> tuple[int, VectorRows]:
         """Every vector of the group with its filter columns, and the revision they are at (one snapshot)."""
         ...

@@ -368,9 +368,7 @@ def _reindex_vector(
     """New text: its new vector, or pending until one is made. Only a new memory type: the same vector,
     whose filter column (the episode's) moved, so the group's revision moves and in-memory copies reload."""
     if change.content is None:
-        conn.execute(
-            "UPDATE groups SET vector_revision = vector_revision + 1 WHERE group_id = %s", (group_id,)
-        )
+        conn.execute("SELECT log_vector_change(%s, %s)", (group_id, episode_id))
         return
     conn.execute("DELETE FROM episode_vectors WHERE episode_id = %s", (episode_id,))
     conn.execute(

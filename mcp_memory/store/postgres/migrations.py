@@ -116,6 +116,12 @@ M001_INITIAL = [
     END $$""",
     """CREATE TRIGGER keyword_rows_changes AFTER INSERT OR UPDATE OR DELETE ON keyword_rows
         FOR EACH ROW EXECUTE FUNCTION log_keyword_change()""",
+    """CREATE TABLE vector_changes (
+        group_id TEXT NOT NULL,
+        revision BIGINT NOT NULL,
+        episode_id BIGINT NOT NULL,
+        PRIMARY KEY (group_id, revision)
+    )""",
     """CREATE TABLE facts (
         id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         group_id TEXT NOT NULL REFERENCES groups(group_id) ON DELETE CASCADE,
@@ -191,7 +197,9 @@ M001_INITIAL = [
   that has read up to seq n never later finds a change below n. The newest KEEP_CHANGES per group are kept.
 - `session_leases`: which servers hold a session open, until when (a session held elsewhere is not deleted).
 - `episode_vectors` (made with the embedder's dimension when a database first records one, vectors.py):
-  a pgvector column with an HNSW index; every change bumps `groups.vector_revision`.
+  a pgvector column with an HNSW index; every change bumps `groups.vector_revision` under the same lock and
+  logs the episode in `vector_changes` at that revision, so a server's in-memory copy of a group's vectors
+  catches up on what changed instead of loading the group again.
 """
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from mcp_memory.store.postgres.connection import PgDatabase, lock_group, vector_text
 from mcp_memory.store.postgres.filters import filter_sql
+from mcp_memory.store.postgres.migrations import KEEP_CHANGES
 from mcp_memory.store.records import INDEXED, PENDING, Filters, PendingVector, VectorRows
 from mcp_memory.store.sqlite.filters import sql_only
 
@@ -24,7 +25,23 @@ EF_SEARCH = 100
 
 
 def vector_table_sql(dimension: int) -> list[str]:
+    """The vector table with its index, and the trigger that numbers its changes in the group's log."""
     return [
+        f"""CREATE OR REPLACE FUNCTION log_vector_change(changed_group TEXT, changed_episode BIGINT)
+        RETURNS void LANGUAGE plpgsql AS $$
+        DECLARE
+            head BIGINT;
+        BEGIN
+            UPDATE groups SET vector_revision = vector_revision + 1 WHERE group_id = changed_group
+                RETURNING vector_revision INTO head;
+            IF head IS NOT NULL THEN
+                INSERT INTO vector_changes(group_id, revision, episode_id) VALUES (changed_group, head, changed_episode)
+                    ON CONFLICT DO NOTHING;
+                IF head % 1000 = 0 THEN
+                    DELETE FROM vector_changes WHERE group_id = changed_group AND revision <= head - {KEEP_CHANGES};
+                END IF;
+            END IF;
+        END $$""",
         f"""CREATE TABLE episode_vectors (
             episode_id BIGINT PRIMARY KEY REFERENCES episodes(id) ON DELETE CASCADE,
             group_id TEXT NOT NULL,
@@ -33,9 +50,11 @@ def vector_table_sql(dimension: int) -> list[str]:
         "CREATE INDEX episode_vectors_group ON episode_vectors(group_id)",
         "CREATE INDEX episode_vectors_hnsw ON episode_vectors USING hnsw (embedding vector_cosine_ops)",
         """CREATE OR REPLACE FUNCTION bump_vector_revision() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE
+            changed RECORD;
         BEGIN
-            UPDATE groups SET vector_revision = vector_revision + 1
-                WHERE group_id = (CASE WHEN TG_OP = 'DELETE' THEN OLD.group_id ELSE NEW.group_id END);
+            IF TG_OP = 'DELETE' THEN changed := OLD; ELSE changed := NEW; END IF;
+            PERFORM log_vector_change(changed.group_id, changed.episode_id);
             RETURN NULL;
         END $$""",
         """CREATE TRIGGER episode_vectors_revision AFTER INSERT OR UPDATE OR DELETE ON episode_vectors
@@ -156,6 +175,24 @@ class VectorIndex(PgDatabase):
         rows = self._rows("SELECT vector_revision FROM groups WHERE group_id = %s", (group_id,))
         return int(rows[0][0]) if rows else 0
 
+    def vector_changes(self, group_id: str, after: int, limit: int) -> list[tuple[int, int]] | None:
+        """Up to `limit` (revision, episode id) changes of the group's vectors after revision `after`, oldest
+        first (a revision missing from the log: the copy reloads)."""
+        rows = self._rows(
+            "SELECT revision, episode_id FROM vector_changes WHERE group_id = %s AND revision > %s "
+            "ORDER BY revision LIMIT %s",
+            (group_id, after, limit),
+        )
+        return [(int(r[0]), int(r[1])) for r in rows]
+
+    def vector_rows(self, group_id: str, ids: Sequence[int]) -> VectorRows:
+        """The group's vectors of these episodes as they are now (those without one left out)."""
+        return self._run(
+            lambda conn: _vector_rows(
+                conn, self.dimension, "AND v.episode_id = ANY(%s)", (group_id, list(ids))
+            )
+        )
+
     def vector_count(self, group_id: str) -> int:
         return int(self._rows("SELECT count(*) FROM episode_vectors WHERE group_id = %s", (group_id,))[0][0])
 
@@ -163,26 +200,7 @@ class VectorIndex(PgDatabase):
         def scan(conn: Any) -> tuple[int, VectorRows]:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             revision = group_revision(conn, group_id)
-            cursor = conn.cursor(binary=True)
-            cursor.execute(
-                "SELECT e.id, v.embedding, e.session_id, e.producer_id, e.producer_role, e.memory_type, "
-                "e.ts_epoch FROM episode_vectors v JOIN episodes e ON e.id = v.episode_id "
-                "WHERE v.group_id = %s ORDER BY e.id",
-                (group_id,),
-            )
-            rows = cursor.fetchall()
-            matrix = np.empty((len(rows), self.dimension), np.float32)
-            for i, row in enumerate(rows):
-                matrix[i] = row[1]
-            return revision, VectorRows(
-                ids=np.asarray([row[0] for row in rows], np.int64),
-                matrix=matrix,
-                session_id=[row[2] for row in rows],
-                producer_id=[row[3] for row in rows],
-                role=[row[4] for row in rows],
-                memory_type=[row[5] for row in rows],
-                ts=np.asarray([row[6] for row in rows], np.float64),
-            )
+            return revision, _vector_rows(conn, self.dimension, "", (group_id,))
 
         return self._run(scan)
 
@@ -190,3 +208,27 @@ class VectorIndex(PgDatabase):
         where, params = filter_sql(sql_only(filters))
         rows = self._rows(f"SELECT e.id FROM episodes e WHERE e.group_id = %s {where}", (group_id, *params))
         return np.fromiter((row[0] for row in rows), np.int64, len(rows))
+
+
+def _vector_rows(conn: Any, dimension: int, where: str, params: Sequence[Any]) -> VectorRows:
+    """The group's vector rows with the columns the in-memory copy filters on, ids ascending (binary: the
+    vectors arrive as float32 arrays)."""
+    cursor = conn.cursor(binary=True)
+    cursor.execute(
+        "SELECT e.id, v.embedding, e.session_id, e.producer_id, e.producer_role, e.memory_type, e.ts_epoch "
+        f"FROM episode_vectors v JOIN episodes e ON e.id = v.episode_id WHERE v.group_id = %s {where} ORDER BY e.id",
+        params,
+    )
+    rows = cursor.fetchall()
+    matrix = np.empty((len(rows), dimension), np.float32)
+    for i, row in enumerate(rows):
+        matrix[i] = row[1]
+    return VectorRows(
+        ids=np.asarray([row[0] for row in rows], np.int64),
+        matrix=matrix,
+        session_id=[row[2] for row in rows],
+        producer_id=[row[3] for row in rows],
+        role=[row[4] for row in rows],
+        memory_type=[row[5] for row in rows],
+        ts=np.asarray([row[6] for row in rows], np.float64),
+    )

@@ -9,6 +9,7 @@ the cache when what it holds is stale.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -143,6 +144,29 @@ class VectorIndex(Database):
         """How many times the group's vectors have changed, in any process."""
         rows = self.read("SELECT vector_revision FROM groups WHERE group_id = ?", (group_id,))
         return int(rows[0][0]) if rows else 0
+
+    def vector_changes(self, group_id: str, after: int, limit: int) -> list[tuple[int, int]] | None:
+        """None: SQLite keeps no log of vector changes (one machine's copy reloads the group, by rowid)."""
+        return None
+
+    def vector_rows(self, group_id: str, ids: Sequence[int]) -> VectorRows:
+        """The group's vectors of these episodes as they are now (episodes without one left out)."""
+        wanted = sorted({int(i) for i in ids})
+        rows = self.read(
+            "SELECT e.id, v.embedding, e.session_id, e.producer_id, e.producer_role, e.memory_type, e.ts_epoch "
+            "FROM episodes e JOIN episode_vectors v ON v.rowid = e.id WHERE e.group_id = ? AND e.indexed = ? "
+            "AND e.id IN (SELECT value FROM json_each(?)) ORDER BY e.id",
+            (group_id, INDEXED, json.dumps(wanted)),
+        )
+        matrix = np.empty((len(rows), self.dimension), np.float32)
+        for i, row in enumerate(rows):
+            matrix[i] = np.frombuffer(row[1], dtype="<f4")
+        return VectorRows(
+            ids=np.asarray([row[0] for row in rows], np.int64), matrix=matrix,
+            session_id=[row[2] for row in rows], producer_id=[row[3] for row in rows],
+            role=[row[4] for row in rows], memory_type=[row[5] for row in rows],
+            ts=np.asarray([row[6] for row in rows], np.float64),
+        )  # fmt: skip
 
     def vector_count(self, group_id: str) -> int:
         """How many of the group's episodes have a vector in the index."""
