@@ -470,7 +470,9 @@ async def measure_size(
     }
 
 
-def top_overlap(ours: Sequence[tuple[int, float]], fts5: Sequence[tuple[int, float]], k: int = LIMIT) -> float:
+def top_overlap(
+    ours: Sequence[tuple[int, float]], fts5: Sequence[tuple[int, float]], k: int = LIMIT
+) -> float:
     """The share of FTS5's top k that the in-memory index also ranks in its top k (its idf is Lucene's, not
     FTS5's: recall/keywords.py)."""
     theirs = {i for i, _ in fts5[:k]}
