@@ -180,11 +180,11 @@ class KeywordReads(PgDatabase):
             totals = conn.execute(
                 "SELECT keyword_rows, keyword_tokens FROM groups WHERE group_id = %s", (group_id,)
             ).fetchone()
-            found = conn.execute(
-                "SELECT k.episode_id, k.length, u.term, u.col, u.cnt FROM keyword_rows k, "
-                "unnest(k.terms, k.columns, k.counts) AS u(term, col, cnt) "
-                "WHERE k.group_id = %s AND k.terms && %s::text[] AND u.term = ANY(%s::text[])",
-                (group_id, terms, terms),
+            found = conn.execute(  # per matching row, only the query terms' places in its arrays
+                "SELECT k.episode_id, k.length, q.term, k.columns[i], k.counts[i] FROM keyword_rows k "
+                "CROSS JOIN unnest(%s::text[]) AS q(term) CROSS JOIN LATERAL unnest(array_positions(k.terms, "
+                "q.term)) AS i WHERE k.group_id = %s AND k.terms && %s::text[]",
+                (terms, group_id, terms),
             ).fetchall()
             kept = None
             if where and found:
