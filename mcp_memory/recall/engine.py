@@ -117,6 +117,7 @@ class MemoryEngine:
         self._sizes: dict[str, int] = {}
         self._loads: dict[str, Future[None]] = {}
         self._loads_lock = threading.Lock()
+        self._deferred = threading.local()  # per recall: the vector loads it asked for
         self._loader: ThreadPoolExecutor | None = None
 
     def close(self) -> None:
@@ -224,7 +225,23 @@ class MemoryEngine:
     # -- reading ------------------------------------------------------------------------
 
     def recall(self, query: RecallQuery) -> tuple[list[RecallHit], bool]:
-        """Hybrid recall: BM25 and vector candidates fused by weighted RRF; returns hits and whether vectors ran."""
+        """Hybrid recall: BM25 and vector candidates fused by weighted RRF; returns hits and whether vectors ran.
+
+        The loads of in-memory copies this recall finds missing begin once it has its answer: started at
+        once, they would compete (two cores, one GIL) with the store searching in their place."""
+        self._deferred.groups = []
+        if self.keywords is not None:
+            self.keywords.defer_loads()
+        try:
+            return self._recall(query)
+        finally:
+            groups, self._deferred.groups = self._deferred.groups, None
+            for group_id in groups:
+                self._load_in_background(group_id)
+            if self.keywords is not None:
+                self.keywords.start_deferred_loads()
+
+    def _recall(self, query: RecallQuery) -> tuple[list[RecallHit], bool]:
         pool = max(MIN_CANDIDATES, (query.limit + len(query.exclude_ids)) * CANDIDATES_PER_RESULT)
         weights = query.strategy
         keyword = self._keyword_hits(query, pool) if weights.keyword_weight > 0 else []
@@ -346,6 +363,10 @@ class MemoryEngine:
         return group
 
     def _load_in_background(self, group_id: str) -> None:
+        deferred = getattr(self._deferred, "groups", None)
+        if deferred is not None:  # inside a recall: once it has answered
+            deferred.append(group_id)
+            return
         with self._loads_lock:
             running = self._loads.get(group_id)
             if running is not None and not running.done():

@@ -247,6 +247,7 @@ class KeywordSearch:
         self._loads: dict[str, Future[None]] = {}
         self._wait_until: dict[str, float] = {}
         self._closed = False
+        self._deferred = threading.local()  # per recall: the background loads it asked for
 
     def close(self) -> None:
         """Stop the loads under way (waiting for them) and let the copies go."""
@@ -286,6 +287,18 @@ class KeywordSearch:
             allowed = self.store.candidate_ids(group_id, filters)
         with self._lock:
             return index.search(phrases, group_id, cache_conditions(filters), allowed, k)
+
+    def defer_loads(self) -> None:
+        """Hold back the background loads this thread asks for until start_deferred_loads (a recall defers
+        them until it has answered, so they do not compete with the store searching in the copy's place)."""
+        self._deferred.loads = []
+
+    def start_deferred_loads(self) -> None:
+        loads, self._deferred.loads = getattr(self._deferred, "loads", None) or [], None
+        for group_id, whole_table in loads:
+            with self._lock:
+                if not self._closed:
+                    self._submit(group_id, whole_table)
 
     def refresh(self, group_id: str) -> None:
         """After this process wrote to the group: bring its copy up to date now (loading it if it is small),
@@ -350,10 +363,21 @@ class KeywordSearch:
             if index is not None:
                 self._adopt(group_id, index)
             return index
+        deferred = getattr(self._deferred, "loads", None)
+        if deferred is not None:
+            deferred.append((group_id, whole_table))
+        else:
+            self._submit(group_id, whole_table)
+        return self._groups.get(group_id)
+
+    def _submit(self, group_id: str, whole_table: bool) -> None:
+        """Load the group on the loader thread, unless a load of it is under way (the caller holds the lock)."""
+        loading = self._loads.get(group_id)
+        if loading is not None and not loading.done():
+            return
         if self._loader is None:
             self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcp-memory-keywords")
         self._loads[group_id] = self._loader.submit(self._load_in_background, group_id, whole_table)
-        return self._groups.get(group_id)
 
     def _load_now(self, group_id: str, whole_table: bool) -> KeywordIndex | None:
         try:

@@ -127,14 +127,19 @@ class KeywordReads(PgDatabase):
                     (group_id,),
                 ).fetchall()
             )
-            cursor = conn.execute(
-                "SELECT u.term, array_agg(k.episode_id * 4 + u.col ORDER BY k.episode_id, u.col), "
-                "array_agg(u.cnt ORDER BY k.episode_id, u.col) FROM keyword_rows k, "
+            cursor = conn.execute(  # each term's occurrences as two strings of numbers: parsed in C, not as lists
+                "SELECT u.term, string_agg((k.episode_id * 4 + u.col)::text, ' ' ORDER BY k.episode_id, u.col), "
+                "string_agg(u.cnt::text, ' ' ORDER BY k.episode_id, u.col) FROM keyword_rows k, "
                 "unnest(k.terms, k.columns, k.counts) AS u(term, col, cnt) WHERE k.group_id = %s GROUP BY u.term",
                 (group_id,),
             )
             codes = [
-                (term, np.repeat(np.asarray(found, np.int64), np.asarray(counts, np.int64)))
+                (
+                    term,
+                    np.repeat(
+                        np.fromstring(found, np.int64, sep=" "), np.fromstring(counts, np.int64, sep=" ")
+                    ),
+                )
                 for term, found, counts in cursor
             ]
             return (int(head[0]) if head else 0), rows, codes
@@ -212,23 +217,28 @@ def _rank(
     kept: set[int] | None,
     k: int,
 ) -> list[tuple[int, float]]:
-    """BM25 over the group's statistics, as recall/keywords.py's copy computes it."""
-    ids = np.asarray(sorted({row[0] for row in found}), np.int64)
+    """BM25 over the group's statistics, as recall/keywords.py's copy computes it, from (episode id, row
+    length, term, column, count) rows."""
+    episode_ids = np.fromiter((row[0] for row in found), np.int64, len(found))
+    ids, slot = np.unique(episode_ids, return_inverse=True)
     lengths = np.zeros(len(ids))
-    by_term: dict[str, np.ndarray] = {}
-    for episode_id, length, term, column, count in found:
-        row = int(np.searchsorted(ids, episode_id))
-        lengths[row] = length
-        table = by_term.setdefault(term, np.zeros((len(ids), len(WEIGHTS))))
-        table[row, column] = count
+    lengths[slot] = np.fromiter((row[1] for row in found), np.float64, len(found))
+    terms = np.asarray([row[2] for row in found], dtype=object)
+    columns = np.fromiter((row[3] for row in found), np.int64, len(found))
+    counts = np.fromiter((row[4] for row in found), np.float64, len(found))
+    tables: dict[str, np.ndarray] = {}
+    for term in set(terms.tolist()):
+        mine = terms == term
+        table = np.zeros((len(ids), len(WEIGHTS)))
+        np.add.at(table, (slot[mine], columns[mine]), counts[mine])
+        tables[term] = table
     norm = fts.K1 * (1 - fts.B + fts.B * lengths / (group_tokens / group_rows))
     scores = np.zeros(len(ids))
-    for tokens, columns in phrases:
+    for tokens, where in phrases:
         weighted = np.full(len(ids), np.inf)
         for token in tokens:  # a word of several tokens: rows holding all of them, the rarest count
-            held = by_term.get(token)
-            counts = np.zeros(len(ids)) if held is None else held[:, columns] @ WEIGHTS[list(columns)]
-            weighted = np.minimum(weighted, counts)
+            held = tables.get(token)
+            weighted = np.minimum(weighted, 0.0 if held is None else held[:, where] @ WEIGHTS[list(where)])
         rows = np.flatnonzero(weighted > 0)
         weight = fts.idf(group_rows, len(rows))
         scores[rows] += weight * (weighted[rows] * (fts.K1 + 1)) / (weighted[rows] + norm[rows])
