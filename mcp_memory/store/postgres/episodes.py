@@ -17,7 +17,7 @@ import numpy as np
 
 from mcp_memory.errors import IdempotencyConflict
 from mcp_memory.models import Episode
-from mcp_memory.store.postgres.connection import PgDatabase, lock_group
+from mcp_memory.store.postgres.connection import PgDatabase, lock_group, vector_text
 from mcp_memory.store.postgres.filters import filter_sql
 from mcp_memory.store.postgres.keywords import refresh_keywords
 from mcp_memory.store.postgres.vectors import group_revision, insert_vector
@@ -40,12 +40,13 @@ EPISODE_COLUMNS = (
     "e.memory_type, e.importance, e.metadata, e.timestamp, e.created_at, e.content_hash, e.retrieval_count, "
     "e.last_accessed_at, e.indexed, e.updated_at, e.effective_importance, e.step, e.message"
 )
-_INSERT = (
+_INSERT_INTO = (
     "INSERT INTO episodes(group_id, session_id, sequence, producer_id, producer_role, produced_for_id, content, "
     "memory_type, importance, effective_importance, metadata, timestamp, ts_epoch, created_at, content_hash, "
-    "dedup_key, indexed, step, message) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
-    "RETURNING id"
+    "dedup_key, indexed, step, message)"
 )
+_MARKS = "(" + ",".join(["%s"] * 19) + ")"
+_INSERT = f"{_INSERT_INTO} VALUES {_MARKS} RETURNING id"
 
 
 class Episodes(PgDatabase):
@@ -74,22 +75,38 @@ class Episodes(PgDatabase):
             if retried is not None:
                 return InsertBatch(retried, before, before)
             next_seq = next_sequence(conn, group_id, session_id)
-            results = []
+            stored = _stored_keys(conn, group_id, session_id, episodes)
+            results: list[Inserted | None] = []
+            planned: list[tuple[int, NewEpisode, np.ndarray | None]] = []  # (sequence, episode, vector)
+            planned_keys: dict[str, int] = {}  # a key written earlier in this call: its place in `results`
             for i, ep in enumerate(episodes):
-                existing = _find_by_key(conn, group_id, session_id, ep)
+                if ep.dedup_key in planned_keys:
+                    results.append(None)  # the same memory twice in one call: the first one's row, below
+                    continue
+                existing = _match_key(stored.get(ep.dedup_key or ""), session_id, ep)
                 if existing is not None:
                     results.append(existing)
                     continue
-                vector = None if vectors is None else vectors[i]
-                new_id = insert_one(
-                    conn, group_id, session_id, next_seq, ep, vector, index_vectors, created_at
-                )
-                results.append(Inserted(new_id, next_seq, False))
+                if ep.dedup_key is not None:
+                    planned_keys[ep.dedup_key] = len(results)
+                planned.append((next_seq, ep, None if vectors is None else vectors[i]))
+                results.append(Inserted(0, next_seq, False))
                 next_seq += 1
-            new = [r.sequence for r in results if not r.duplicate]
+            ids = insert_many(conn, group_id, session_id, planned, index_vectors, created_at)
+            done = [
+                Inserted(ids[r.sequence], r.sequence, False) if r is not None and not r.duplicate else r
+                for r in results
+            ]
+            for place, ep in enumerate(episodes):  # repeats of a key in this call are that memory again
+                if done[place] is None:
+                    first = done[planned_keys[ep.dedup_key or ""]]
+                    assert first is not None
+                    done[place] = Inserted(first.id, first.sequence, True)
+            results = done
+            new = [r.sequence for r in results if r is not None and not r.duplicate]
             if new:
                 refresh_keywords(conn, self.tokenizer, group_id, session_id, min(new), max(new))
-            return InsertBatch(results, before, group_revision(conn, group_id))
+            return InsertBatch([r for r in results if r is not None], before, group_revision(conn, group_id))
 
         return self._run(insert)
 
@@ -308,14 +325,58 @@ def insert_one(
     return int(episode_id)
 
 
-def _find_by_key(conn: Any, group_id: str, session_id: str, ep: NewEpisode) -> Inserted | None:
-    if ep.dedup_key is None:
-        return None
-    row = conn.execute(
-        "SELECT id, sequence, producer_id, content_hash, updated_at FROM episodes "
-        "WHERE group_id = %s AND session_id = %s AND dedup_key = %s",
-        (group_id, session_id, ep.dedup_key),
-    ).fetchone()
+def insert_many(
+    conn: Any,
+    group_id: str,
+    session_id: str,
+    planned: Sequence[tuple[int, NewEpisode, np.ndarray | None]],
+    index_vectors: bool,
+    created_at: str,
+) -> dict[int, int]:
+    """Insert (sequence, episode, vector) rows in one statement, their vectors in one pipelined batch;
+    returns the new id of each sequence."""
+    if not planned:
+        return {}
+    rows = []
+    for sequence, ep, vector in planned:
+        state = NOT_INDEXED if not index_vectors else (PENDING if vector is None else INDEXED)
+        rows.append((
+            group_id, session_id, sequence, ep.producer_id, ep.producer_role, ep.produced_for_id, ep.content,
+            ep.memory_type, ep.importance, ep.importance, ep.metadata_json, ep.timestamp, ep.ts_epoch,
+            created_at, ep.content_hash, ep.dedup_key, state, ep.step, ep.message_json,
+        ))  # fmt: skip
+    returned = conn.execute(
+        f"{_INSERT_INTO} VALUES {','.join([_MARKS] * len(rows))} RETURNING id, sequence",
+        [value for row in rows for value in row],
+    ).fetchall()
+    ids = {int(sequence): int(episode_id) for episode_id, sequence in returned}
+    indexed = [(ids[sequence], group_id, vector_text(vector)) for sequence, _, vector in planned
+               if index_vectors and vector is not None]  # fmt: skip
+    if indexed:
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO episode_vectors(episode_id, group_id, embedding) VALUES (%s, %s, %s::vector)",
+                indexed,
+            )
+    return ids
+
+
+def _stored_keys(conn: Any, group_id: str, session_id: str, episodes: Sequence[NewEpisode]) -> dict[str, Any]:
+    """The session's stored memories under any of these retry keys, by key (one query for the batch)."""
+    keys = [ep.dedup_key for ep in episodes if ep.dedup_key is not None]
+    if not keys:
+        return {}
+    rows = conn.execute(
+        "SELECT dedup_key, id, sequence, producer_id, content_hash, updated_at FROM episodes "
+        "WHERE group_id = %s AND session_id = %s AND dedup_key = ANY(%s)",
+        (group_id, session_id, keys),
+    ).fetchall()
+    return {row[0]: row[1:] for row in rows}
+
+
+def _match_key(row: Any, session_id: str, ep: NewEpisode) -> Inserted | None:
+    """The stored memory under this memory's retry key, if any; the same key for other words is refused,
+    unless the stored memory was corrected since."""
     if row is None:
         return None
     if (row[2], row[3]) != (ep.producer_id, ep.content_hash) and row[4] is None:
