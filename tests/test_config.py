@@ -102,11 +102,3 @@ def test_a_postgresql_url_names_a_postgres_database_and_a_path_a_file(tmp_path: 
     assert Config.from_env({}, db_path="postgres://db/m").db_url == "postgres://db/m"
     on_file = Config.from_env({"MCP_MEMORY_DB": str(tmp_path / "m.db")})
     assert (on_file.db_url, on_file.db_path) == (None, tmp_path / "m.db")
-
-
-def test_without_the_postgres_extra_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mcp_memory.store.postgres.connection import driver
-
-    monkeypatch.setitem(sys.modules, "psycopg_pool", None)  # as if the extra were not installed
-    with pytest.raises(ConfigurationError, match=r"pip install 'mcp-memory\[postgres\]'"):
-        driver()

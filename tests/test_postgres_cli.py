@@ -1,11 +1,10 @@
 """The command line and the schema on PostgreSQL (slow): stats, maintain, export, import and reindex take a
-postgresql:// --db; servers starting together migrate once; a database built by another embedder is refused
+postgresql:// --db; a database built by another embedder is refused
 with the fix, as on SQLite."""
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from mcp_memory.__main__ import main
 from mcp_memory.config import Config
 from mcp_memory.errors import EmbedderMismatch
 from mcp_memory.manager import MemoryManager
-from mcp_memory.store.postgres.migrations import MIGRATIONS
 from mcp_memory.store.postgres.store import PostgresStore
 from tests.postgres import fresh_database
 from tests.transfer_data import fill
@@ -55,30 +53,6 @@ async def test_every_command_takes_a_postgresql_url(
     reindexed = await run(capsys, "--db", pg, "reindex")
     assert reindexed["marked"] == reindexed["indexed"] > 0
     assert (await run(capsys, "--db", pg, "stats"))["pending_vectors"] == 0
-
-
-def test_servers_starting_together_migrate_once(pg: str) -> None:
-    opened: list[PostgresStore] = []
-    errors: list[BaseException] = []
-
-    def start() -> None:
-        try:
-            opened.append(PostgresStore(pg, embedder_name="together-4", dimension=4))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    try:
-        assert errors == []
-        assert {store.schema_version for store in opened} == {len(MIGRATIONS)}
-        assert opened[0].get_meta("schema_version") == str(len(MIGRATIONS))
-    finally:
-        for store in opened:
-            store.close()
 
 
 def test_a_database_built_by_another_embedder_is_refused_with_the_fix(pg: str) -> None:

@@ -24,17 +24,17 @@ def test_servers_starting_together_migrate_once(postgres_url: str) -> None:
 
         def start() -> None:
             try:
-                stores.append(PostgresStore(url))
+                stores.append(PostgresStore(url, embedder_name="together-4", dimension=4))
             except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
                 errors.append(exc)
 
-        threads = [threading.Thread(target=start) for _ in range(4)]
+        threads = [threading.Thread(target=start) for _ in range(6)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(30)
         try:
-            assert errors == [] and len(stores) == 4
+            assert errors == [] and len(stores) == 6
             assert {store.schema_version for store in stores} == {len(MIGRATIONS)}
             assert stores[0].get_meta("schema_version") == str(len(MIGRATIONS))
         finally:
@@ -51,4 +51,4 @@ def test_the_location_names_the_server_and_database_but_never_the_password() -> 
 def test_without_the_driver_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "psycopg_pool", None)
     with pytest.raises(ConfigurationError, match=r"pip install 'mcp-memory\[postgres\]'"):
-        PostgresStore("postgresql://nowhere/none")
+        PostgresStore("postgresql://nowhere/none", embedder_name="any-4", dimension=4)
