@@ -30,6 +30,11 @@ class ValidationFailed(MemoryServerError, ValueError):
     """An argument is invalid; nothing was written."""
 
 
+class FactNotNewer(ValidationFailed):
+    """A fact would replace a current one that became valid after it; nothing was stored. (A fact stamped
+    "now" meets this only when another server stored its replacement in between: it is stamped again.)"""
+
+
 class InvalidSummary(MemoryServerError, ValueError):
     """A summary (from the LLM or the caller) does not have the required shape; nothing was stored."""
 

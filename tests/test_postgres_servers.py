@@ -125,7 +125,7 @@ async def _retry_and_replace(work: Workload, client: Client, process: str) -> No
 async def _run(work: Workload) -> None:
     arrived: dict[int, int] = Counter()
     passed: dict[int, anyio.Event] = {}
-    ready, go = anyio.Event(), anyio.Event()
+    ready, go, tried = anyio.Event(), anyio.Event(), anyio.Event()
     finished: set[str] = set()
 
     async def barrier(round_: int) -> None:

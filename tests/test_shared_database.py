@@ -13,14 +13,14 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mcp_memory.config import Config
-from mcp_memory.errors import SessionInUse
+from mcp_memory.errors import FactNotNewer, SessionInUse
 from mcp_memory.manager import MemoryManager
 from mcp_memory.recall.request import RecallStrategy
 from mcp_memory.sessions import LEASE_S
@@ -134,8 +134,6 @@ def turn(text: str) -> NewEpisode:
 
 @pytest.mark.slow
 def test_the_change_feed_is_in_commit_order_with_writers_racing(postgres_url: str) -> None:
-    from datetime import UTC, datetime
-
     from mcp_memory.models import GroupInfo
     from mcp_memory.store.records import SessionRecord
 
@@ -187,3 +185,31 @@ def test_lease_time_outlives_several_upkeep_ticks() -> None:
     from mcp_memory.manager import TICK_S
 
     assert timedelta(seconds=LEASE_S) >= timedelta(seconds=3 * TICK_S)
+
+
+async def test_a_fact_stamped_now_is_stamped_again_when_another_server_stored_a_newer_value(
+    shared: dict[str, Any],
+) -> None:
+    """ "now" is taken before the write waits for the group: another server may store a replacement in between
+    that became valid a moment later; the fact is then stamped again rather than refused."""
+    base = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+    ticking = {"at": base}
+
+    def now() -> datetime:  # every reading 0.75 s after the last
+        at = ticking["at"]
+        ticking["at"] = at + timedelta(seconds=0.75)
+        return at
+
+    config = Config(embedder="hashing", **shared)
+    async with MemoryManager(config, now=now) as slow, MemoryManager(config) as quick:
+        await quick.groups.create_group("g", ["ana"])
+        await quick.facts.add_fact(
+            "g", "the team", "meets on", "monday", valid_from=base + timedelta(seconds=1)
+        )
+        ticking["at"] = base  # the first stamp falls before monday's valid_from: refused, then stamped again
+        stored = await slow.facts.add_fact("g", "the team", "meets on", "tuesday", replace=True)
+        assert stored.facts[0].valid_from > base + timedelta(seconds=1)
+        current = [fact.object for fact in (await quick.facts.list_facts("g")).facts if fact.current]
+        assert current == ["tuesday"]
+        with pytest.raises(FactNotNewer):  # a valid_from the caller gave is never moved
+            await slow.facts.add_fact("g", "the team", "meets on", "friday", replace=True, valid_from=base)

@@ -16,7 +16,7 @@ from typing import Any
 
 from anyio.to_thread import run_sync
 
-from mcp_memory.errors import ConfigurationError
+from mcp_memory.errors import ConfigurationError, FactNotNewer
 from mcp_memory.llm.client import LanguageModels
 from mcp_memory.llm.extraction import NOT_CONFIGURED, extract_facts
 from mcp_memory.models import FactList, FactResult
@@ -34,6 +34,8 @@ from mcp_memory.sessions import Sessions
 from mcp_memory.store.protocol import Store
 from mcp_memory.store.records import NewEpisode, NewFact, StoredFacts
 from mcp_memory.times import normalize_timestamp
+
+STAMP_ATTEMPTS = 3  # a fact stamped "now" is stamped again when another server stored a newer value meanwhile
 
 
 class Facts:
@@ -88,16 +90,27 @@ class Facts:
             assert text is not None and llm is not None  # checked just above
             extraction = await extract_facts(text, llm)
             triples = extraction.triplets
-        prepared = [
-            prepare_fact(
-                t, group=group, session_id=session_id, source=source, confidence=confidence,
-                valid_from=start, max_content_chars=max_chars,
-            )
-            for t in triples
-        ]  # fmt: skip
+
+        def prepared(start: datetime) -> list[tuple[NewFact, NewEpisode]]:
+            return [
+                prepare_fact(
+                    t, group=group, session_id=session_id, source=source, confidence=confidence,
+                    valid_from=start, max_content_chars=max_chars,
+                )
+                for t in triples
+            ]  # fmt: skip
+
         if replace is None:  # what a text says is the newest word on its subjects: it updates them
             replace = triple is None
-        stored, pending = await self._write_facts(group_id, session_id, prepared, replace)
+        for attempt in range(STAMP_ATTEMPTS):
+            try:
+                stored, pending = await self._write_facts(group_id, session_id, prepared(start), replace)
+                break
+            except FactNotNewer:
+                # "now" was stamped before another server stored a newer value of this fact: now is later
+                if valid_from is not None or attempt == STAMP_ATTEMPTS - 1:
+                    raise
+                start = self._now()
         if extraction is None:
             return fact_result(group_id, stored, pending=pending)
         return fact_result(

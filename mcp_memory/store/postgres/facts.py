@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mcp_memory.errors import ValidationFailed
+from mcp_memory.errors import FactNotNewer
 from mcp_memory.models import Fact
 from mcp_memory.store.postgres.connection import PgDatabase, lock_group
 from mcp_memory.store.postgres.episodes import insert_one, next_sequence
@@ -135,7 +135,7 @@ def _close_current(conn: Any, group_id: str, fact: NewFact, keep: set[int]) -> l
     closing = [row for row in rows if row[0] not in keep]
     for row in closing:
         if row[4] > fact.valid_from:
-            raise ValidationFailed(
+            raise FactNotNewer(
                 f"valid_from {fact.valid_from} is before the current fact {row[1]!r} {row[2]!r} {row[3]!r} "
                 f"(id {row[0]}) became valid ({row[4]}), so it cannot replace it; pass a later valid_from, "
                 "or leave it out to mean now; nothing was stored"

@@ -15,7 +15,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from mcp_memory.errors import ValidationFailed
+from mcp_memory.errors import FactNotNewer
 from mcp_memory.models import Fact
 from mcp_memory.store.records import NewFact, fact_key
 
@@ -70,7 +70,7 @@ def close_current(conn: Any, group_id: str, fact: NewFact, keep: Collection[int]
         return []
     for row in closing:
         if row["valid_from"] > fact.valid_from:
-            raise ValidationFailed(
+            raise FactNotNewer(
                 f"valid_from {fact.valid_from} is before the current fact {row['subject']!r} "
                 f"{row['predicate']!r} {row['object']!r} (id {row['id']}) became valid ({row['valid_from']}), "
                 "so it cannot replace it; pass a later valid_from, or leave it out to mean now; nothing was stored"
