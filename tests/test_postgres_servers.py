@@ -153,7 +153,8 @@ async def _run(work: Workload) -> None:
                     "delete_session", {"group_id": GROUP, "session_id": "solo-beta"}
                 )
                 work.refused_delete = result.content[0].text if result.is_error else ""  # type: ignore[union-attr]
-            await anyio.sleep(1)  # keep the sessions open until alpha has tried
+                tried.set()
+            await tried.wait()  # every server keeps its sessions open until alpha has tried
 
     async with anyio.create_task_group() as tasks:
         for process, log in zip(PROCESSES, work.logs, strict=True):
