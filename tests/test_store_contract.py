@@ -406,6 +406,22 @@ def test_vector_search_finds_the_nearest_and_keeps_to_the_group_and_filters(stor
     assert store.vector_search("other", matrix[1], Filters(), 3) == []
 
 
+def test_a_session_scoped_vector_search_also_finds_the_groups_summaries_of_other_sessions(
+    store: Store,
+) -> None:
+    store.insert_session(session("t"))
+    mine = add(store, new("one"), new("two"))
+    summary = add(store, new("a summary", "bot", memory_type="summary"), session_id="t")[0]
+    elsewhere = add(store, new("three"), session_id="t")[
+        0
+    ]  # vectors(1) again: the same vector as "a summary"
+    scope = Filters(session_id="s", group_wide_types=("summary",))
+    found = [i for i, _ in store.vector_search("g", vectors(1)[0], scope, 10)]
+    assert set(found) == {*mine, summary} and elsewhere not in found
+    only = Filters(session_id="s", group_wide_types=("summary",), memory_types=("message",))
+    assert set(i for i, _ in store.vector_search("g", vectors(1)[0], only, 10)) == set(mine)
+
+
 def test_a_groups_vectors_are_read_whole_with_their_revision(store: Store) -> None:
     before = store.vector_revision("g")
     ids = add(store, new("one", minutes=1), new("two", "bob", minutes=2))

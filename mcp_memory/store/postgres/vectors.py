@@ -9,7 +9,6 @@ iterative scans (without them, a filter that keeps few rows could leave the inde
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -130,22 +129,9 @@ class VectorIndex(PgDatabase):
     def vector_search(
         self, group_id: str, query: np.ndarray, filters: Filters, k: int
     ) -> list[tuple[int, float]]:
-        """The group's k nearest episodes by cosine distance, filters inside the search."""
-        if filters.session_id is None or not filters.group_wide_types:
-            return self._knn(group_id, query, filters, k)
-        branches = [
-            replace(filters, group_wide_types=())
-        ]  # as on SQLite: the session, and those types anywhere
-        wanted = filters.group_wide_types
-        if filters.memory_types:
-            wanted = tuple(t for t in wanted if t in filters.memory_types)
-        if wanted:
-            branches.append(replace(filters, session_id=None, memory_types=wanted, group_wide_types=()))
-        nearest: dict[int, float] = {}
-        for branch in branches:
-            for episode_id, distance in self._knn(group_id, query, branch, k):
-                nearest[episode_id] = min(distance, nearest.get(episode_id, distance))
-        return sorted(nearest.items(), key=lambda item: (item[1], item[0]))[:k]
+        """The group's k nearest episodes by cosine distance, every filter inside the search (a session scope
+        that admits group-wide types is one OR condition here: no top-k is cut before it applies)."""
+        return self._knn(group_id, query, filters, k)
 
     def _knn(self, group_id: str, query: np.ndarray, filters: Filters, k: int) -> list[tuple[int, float]]:
         where, params = filter_sql(filters)
