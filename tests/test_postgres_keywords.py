@@ -13,7 +13,9 @@ import pytest
 
 from mcp_memory.models import GroupInfo
 from mcp_memory.recall.keywords import KeywordSearch
+from mcp_memory.store.postgres.connection import vector_text
 from mcp_memory.store.postgres.store import PostgresStore
+from mcp_memory.store.postgres.vectors import hnsw_query
 from mcp_memory.store.records import Filters, NewEpisode, SessionRecord
 from mcp_memory.store.sqlite.store import Store as SQLiteStore
 from tests.postgres import fresh_database
@@ -94,3 +96,51 @@ def test_the_cold_path_ranks_as_the_in_memory_copy_and_as_sqlite(
             assert cold or query == "nothing matches zzz"
     finally:
         copy.close()
+
+
+def test_a_large_groups_cold_vector_search_goes_through_hnsw_and_still_finds_a_filtered_few(
+    postgres_url: str,
+) -> None:
+    """Past exact_rows the store searches through the HNSW index with iterative scans: the nearest come back,
+    and a filter that keeps 3 rows of 600 still returns those 3 (without iterative scans the index's first
+    candidates, all filtered out, would leave nothing)."""
+    import numpy as np
+
+    with fresh_database(postgres_url) as url:
+        store = PostgresStore(url, embedder_name="hnsw-16", dimension=16)
+        try:
+            start = datetime(2025, 1, 1, tzinfo=UTC)
+            store.insert_group(
+                GroupInfo(group_id="g", user_ids=["ana", "bob"], agent_ids=[], created_at=start)
+            )
+            store.insert_session(SessionRecord("g", "s", {}, {}, start))
+            rng = np.random.default_rng(3)
+            matrix = rng.normal(size=(600, 16)).astype(np.float32)
+            matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+            written = [
+                NewEpisode("bob" if i % 200 == 7 else "ana", "user", None, f"turn {i}", "message", 0.5, "{}",
+                           "2025-01-01T00:00:00.000000+00:00", 1_735_689_600.0 + i, f"v{i}", None)
+                for i in range(600)
+            ]  # fmt: skip
+            batch = store.insert_episodes(
+                "g", "s", written, matrix, index_vectors=True, created_at="2025-01-01T00:00:00.000000+00:00",
+                retry_window_start="2024-12-31T00:00:00.000000+00:00",
+            )  # fmt: skip
+            ids = [item.id for item in batch.items]
+            store.exact_rows = 100  # 600 vectors: the HNSW path
+            query = matrix[42] + 0.01 * rng.normal(size=16).astype(np.float32)
+            query /= np.linalg.norm(query)
+            nearest = store.vector_search("g", query, Filters(), 5)
+            assert nearest[0][0] == ids[42]
+            exact = np.argsort(-(matrix @ query))[:5]
+            assert len({ids[i] for i in exact} & {i for i, _ in nearest}) >= 4
+            bobs = store.vector_search("g", query, Filters(producer="bob"), 10)
+            assert sorted(i for i, _ in bobs) == sorted(ids[i] for i in range(600) if i % 200 == 7)
+
+            def explain(conn: Any) -> str:  # the index really is what answers
+                sql, params = hnsw_query(conn, "g", vector_text(query), "", [], 5)
+                return " ".join(row[0] for row in conn.execute("EXPLAIN " + sql, params).fetchall())
+
+            assert "episode_vectors_hnsw" in store._run(explain)
+        finally:
+            store.close()

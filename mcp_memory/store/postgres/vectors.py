@@ -78,10 +78,27 @@ def insert_vector(conn: Any, episode_id: int, group_id: str, vector: np.ndarray)
     )
 
 
+def hnsw_query(
+    conn: Any, group_id: str, text: str, where: str, params: Sequence[Any], k: int
+) -> tuple[str, tuple[Any, ...]]:
+    """The KNN through the HNSW index, its settings made for this transaction: iterative scans (a filter may
+    drop the index's first candidates), a wider candidate list for a larger k, and no sorting in its place
+    (left free, the planner sorts a whole group it misjudges as small)."""
+    conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+    conn.execute(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, min(k, 1000))}")
+    conn.execute("SET LOCAL enable_sort = off")
+    sql = (
+        "SELECT v.episode_id, v.embedding <=> %s::vector FROM episode_vectors v JOIN episodes e ON e.id = "
+        f"v.episode_id WHERE v.group_id = %s {where} ORDER BY v.embedding <=> %s::vector LIMIT %s"
+    )
+    return sql, (text, group_id, *params, text, k)
+
+
 class VectorIndex(PgDatabase):
     """The Store's vector operations on PostgreSQL."""
 
     dimension: int
+    exact_rows: int = EXACT_ROWS  # the most vectors a group is searched exactly with (tests lower it)
 
     def reset_vectors(self, name: str, dimension: int) -> int:
         def reset(conn: Any) -> int:
@@ -140,19 +157,13 @@ class VectorIndex(PgDatabase):
 
         def search(conn: Any) -> list[Any]:
             count = conn.execute("SELECT count(*) FROM episode_vectors WHERE group_id = %s", (group_id,))
-            if count.fetchone()[0] <= EXACT_ROWS:  # exact: OFFSET 0 keeps the index out of the ordering
+            if count.fetchone()[0] <= self.exact_rows:  # exact: OFFSET 0 keeps the index out of the ordering
                 return conn.execute(
                     f"SELECT id, d FROM (SELECT v.episode_id AS id, v.embedding <=> %s::vector AS d {join} {where} "
                     "OFFSET 0) s ORDER BY d, id LIMIT %s",
                     (text, group_id, *params, k),
                 ).fetchall()
-            conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            conn.execute(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, min(k, 1000))}")
-            return conn.execute(
-                f"SELECT v.episode_id, v.embedding <=> %s::vector {join} {where} "
-                "ORDER BY v.embedding <=> %s::vector LIMIT %s",
-                (text, group_id, *params, text, k),
-            ).fetchall()
+            return conn.execute(*hnsw_query(conn, group_id, text, where, params, k)).fetchall()
 
         rows = self._run(search)
         return sorted(((int(r[0]), float(r[1])) for r in rows), key=lambda item: (item[1], item[0]))
