@@ -39,8 +39,24 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--transport", choices=("stdio", "streamable-http"), default="stdio", help="default stdio"
     )
-    parser.add_argument("--host", default="127.0.0.1", help="for streamable-http")
-    parser.add_argument("--port", type=int, default=8765, help="for streamable-http")
+    parser.add_argument(
+        "--http", action="store_true", help="serve over streamable HTTP (at /mcp) instead of stdio"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="--http: the address to bind (loopback only, for now)"
+    )
+    parser.add_argument("--port", type=int, default=8765, help="--http: the port (default 8765)")
+    parser.add_argument(
+        "--stateless", action="store_true", help="--http: no MCP sessions (replicas behind a balancer)"
+    )
+    parser.add_argument(
+        "--allowed-hosts",
+        default="",
+        help="--http: more Host header values to accept, comma-separated (a proxy's)",
+    )
+    parser.add_argument(
+        "--allowed-origins", default="", help="--http: more Origin values to accept, comma-separated"
+    )
     parser.add_argument(
         "command", nargs="?", choices=("serve", "stats", "reindex", "maintain", "export", "import", "copy"),
         default="serve",
@@ -136,12 +152,24 @@ def _our_error(exc: BaseException) -> MemoryServerError | None:
 def _serve(config: Config, args: argparse.Namespace) -> None:
     from mcp_memory.server import build_server
 
+    if args.http or args.transport == "streamable-http":
+        from mcp_memory.server.http import serve_http
+
+        log.info(
+            "mcp-memory %s serving %s on http://%s:%d/mcp", __version__, config.database, args.host, args.port
+        )
+        serve_http(
+            config, host=args.host, port=args.port, stateless=args.stateless,
+            allowed_hosts=_listed(args.allowed_hosts), allowed_origins=_listed(args.allowed_origins),
+        )  # fmt: skip
+        return
     server = build_server(config)
-    log.info("mcp-memory %s serving %s on %s", __version__, config.database, args.transport)
-    if args.transport == "stdio":
-        server.run("stdio")
-    else:
-        server.run("streamable-http", host=args.host, port=args.port)
+    log.info("mcp-memory %s serving %s on stdio", __version__, config.database)
+    server.run("stdio")
+
+
+def _listed(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 async def _stats(config: Config) -> dict[str, object]:
