@@ -140,7 +140,13 @@ def check_content(text: str, max_chars: int) -> str:
 
 
 def check_unicode(text: str, field: str) -> str:
-    """Text SQLite can store: valid Unicode, no unpaired surrogate (a Python caller can hold one)."""
+    """Text every backend can store: valid Unicode, no unpaired surrogate (a Python caller can hold one), no
+    NUL (PostgreSQL's text cannot hold U+0000, so a memory SQLite took could not be copied there)."""
+    if "\x00" in text:
+        raise ValidationFailed(
+            f"{field} holds a NUL character (U+0000) at position {text.index(chr(0))}, which memories cannot "
+            "keep; remove it"
+        )
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:

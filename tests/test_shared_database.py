@@ -213,3 +213,23 @@ async def test_a_fact_stamped_now_is_stamped_again_when_another_server_stored_a_
         assert current == ["tuesday"]
         with pytest.raises(FactNotNewer):  # a valid_from the caller gave is never moved
             await slow.facts.add_fact("g", "the team", "meets on", "friday", replace=True, valid_from=base)
+
+
+async def test_text_with_a_nul_is_refused_on_every_backend_and_nothing_is_stored(
+    shared: dict[str, Any],
+) -> None:
+    """SQLite could keep a NUL, PostgreSQL cannot: refused everywhere, so every memory can move between them."""
+    from mcp_memory.errors import ValidationFailed
+
+    async with two_servers(shared) as (server, _):
+        await server.groups.create_group("g", ["ana"])
+        await server.sessions.open_session("g", "s")
+        with pytest.raises(ValidationFailed, match="NUL"):
+            await server.memories.add_memories("g", "s", [{"content": "a\x00b", "producer": "ana"}])
+        odd = [{"content": "fine", "producer": "ana", "metadata": {"note": "a\x00b"}}]
+        if shared.get("db_url"):  # metadata the checks do not read: PostgreSQL refuses it whole
+            with pytest.raises(ValidationFailed, match="NUL"):
+                await server.memories.add_memories("g", "s", odd)
+            assert (await server.sessions.session_info("g", "s")).episode_count == 0
+        else:  # SQLite keeps it
+            await server.memories.add_memories("g", "s", odd)

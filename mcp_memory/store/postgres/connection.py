@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from mcp_memory.errors import ConfigurationError, StoreError
+from mcp_memory.errors import ConfigurationError, StoreError, ValidationFailed
 
 T = TypeVar("T")
 POOL_SIZE = 4
@@ -106,9 +106,24 @@ class PgDatabase:
             yield conn
 
     def _run(self, work: Callable[[Any], T]) -> T:
-        """`work(conn)` in one transaction on a pooled connection."""
-        with self._connection() as conn, conn.transaction():
-            return work(conn)
+        """`work(conn)` in one transaction on a pooled connection; text PostgreSQL cannot hold (a NUL, in
+        metadata or anywhere the callers' checks do not look) rolls it back as a ValidationFailed."""
+        from psycopg import DataError
+        from psycopg.errors import CharacterNotInRepertoire, UntranslatableCharacter
+
+        try:
+            with self._connection() as conn, conn.transaction():
+                return work(conn)
+        except DataError as exc:
+            unstorable = isinstance(exc, UntranslatableCharacter | CharacterNotInRepertoire) or "NUL" in str(
+                exc
+            )
+            if not unstorable:
+                raise
+            raise ValidationFailed(
+                "the text holds a NUL character (U+0000), which PostgreSQL cannot store; remove it; nothing was "
+                "stored"
+            ) from None
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """One statement's rows (a statement alone is its own transaction: no BEGIN and COMMIT to wait for)."""
