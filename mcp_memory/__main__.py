@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,36 +41,48 @@ def _parser() -> argparse.ArgumentParser:
         "--transport", choices=("stdio", "streamable-http"), default="stdio", help="default stdio"
     )
     parser.add_argument(
-        "--http", action="store_true", help="serve over streamable HTTP (at /mcp) instead of stdio"
+        "--http", action="store_true", default=None,
+        help="serve over streamable HTTP (at /mcp) instead of stdio (env MCP_MEMORY_HTTP=1)",
+    )  # fmt: skip
+    http = parser.add_argument_group("serving over HTTP (each also an MCP_MEMORY_* variable: see the README)")
+    http.add_argument("--host", help="address to bind (default 127.0.0.1; others need authentication)")
+    http.add_argument("--port", type=int, help="default 8765")
+    http.add_argument(
+        "--stateless", action="store_true", default=None, help="no MCP sessions (replicas behind a balancer)"
     )
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="--http: the address to bind (loopback only, for now)"
+    http.add_argument(
+        "--allowed-hosts", help="more Host header values to accept, comma-separated (a proxy's)"
     )
-    parser.add_argument("--port", type=int, default=8765, help="--http: the port (default 8765)")
-    parser.add_argument(
-        "--stateless", action="store_true", help="--http: no MCP sessions (replicas behind a balancer)"
+    http.add_argument("--allowed-origins", help="more Origin values to accept, comma-separated")
+    http.add_argument("--public-url", help="the URL clients reach the server at (a proxy's), without /mcp")
+    http.add_argument(
+        "--session-idle-timeout", type=float, help="seconds without a request before a session ends (1800)"
     )
-    parser.add_argument(
-        "--allowed-hosts",
-        default="",
-        help="--http: more Host header values to accept, comma-separated (a proxy's)",
+    http.add_argument("--tokens-file", type=Path, help="bearer tokens (hashed), see `mcp-memory token`")
+    http.add_argument("--jwt-issuer", help="accept JWT access tokens from this issuer (its URL)")
+    http.add_argument("--jwt-audience", help="the audience they must name (default: this server's /mcp URL)")
+    http.add_argument("--jwt-jwks-url", help="the issuer's keys (default: from its metadata)")
+    token = parser.add_argument_group(
+        "token: make a bearer token, print it once, add its digest to --tokens-file"
     )
+    token.add_argument("--principal", help="who the token speaks for")
+    token.add_argument("--scopes", default="read,write", help="read, write and/or admin (default read,write)")
+    token.add_argument("--expires", help="when it stops working: an ISO date, or a span like 90d or 12h")
     parser.add_argument(
-        "--allowed-origins", default="", help="--http: more Origin values to accept, comma-separated"
-    )
-    parser.add_argument(
-        "command", nargs="?", choices=("serve", "stats", "reindex", "maintain", "export", "import", "copy"),
+        "command", nargs="?",
+        choices=("serve", "stats", "reindex", "maintain", "export", "import", "copy", "token"),
         default="serve",
         help="serve (default), stats (print statistics as JSON), reindex (re-embed every memory), "
         "maintain (run the maintenance pass now and print its report), export (write memory as JSON Lines), "
         "import FILE (read an export or a server-memory file back), copy (--from DB --to DB: move a whole "
-        "memory between SQLite and PostgreSQL, checked by counts and checksums)",
+        "memory between SQLite and PostgreSQL, checked by counts and checksums), token (--tokens-file F "
+        "--principal P [--scopes] [--group G ...] [--expires]: a bearer token for serving over HTTP)",
     )  # fmt: skip
     parser.add_argument("file", nargs="?", type=Path, help="import: the file to read")
     parser.add_argument(
         "--group", action="append",
         help="export: only this group (repeat for more); import: only this group of an export, or the group "
-        "a server-memory file goes into (default memory)",
+        "a server-memory file goes into (default memory); token: a group it may use (repeat; * for every one)",
     )  # fmt: skip
     parser.add_argument(
         "--out", default="-", help="export: the file to write (replaced whole), or - for stdout"
@@ -123,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(report, file=sys.stderr if args.out == "-" else sys.stdout)
         elif args.command == "import":
             print(json.dumps(asyncio.run(_import(config, args)), indent=2))
+        elif args.command == "token":
+            _token(args)
         elif args.command == "copy":
             copied = asyncio.run(_copy(config, args))
             print(json.dumps(copied, indent=2))
@@ -152,24 +167,67 @@ def _our_error(exc: BaseException) -> MemoryServerError | None:
 def _serve(config: Config, args: argparse.Namespace) -> None:
     from mcp_memory.server import build_server
 
-    if args.http or args.transport == "streamable-http":
-        from mcp_memory.server.http import serve_http
+    over_http = args.http or args.transport == "streamable-http"
+    if over_http or (args.http is None and os.environ.get("MCP_MEMORY_HTTP", "") in ("1", "true", "yes")):
+        from mcp_memory.server.http import HttpOptions, listed, serve_http
 
-        log.info(
-            "mcp-memory %s serving %s on http://%s:%d/mcp", __version__, config.database, args.host, args.port
-        )
-        serve_http(
-            config, host=args.host, port=args.port, stateless=args.stateless,
-            allowed_hosts=_listed(args.allowed_hosts), allowed_origins=_listed(args.allowed_origins),
+        options = HttpOptions.from_env(
+            host=args.host, port=args.port, stateless=args.stateless,
+            allowed_hosts=None if args.allowed_hosts is None else listed(args.allowed_hosts),
+            allowed_origins=None if args.allowed_origins is None else listed(args.allowed_origins),
+            public_url=args.public_url, session_idle_timeout_s=args.session_idle_timeout,
+            tokens_file=args.tokens_file, jwt_issuer=args.jwt_issuer, jwt_audience=args.jwt_audience,
+            jwt_jwks_url=args.jwt_jwks_url,
         )  # fmt: skip
+        _request_logs(config)
+        log.info(
+            "mcp-memory %s serving %s at %s (%s)", __version__, config.database, options.resource_url,
+            "authenticated" if options.authenticated else "no authentication: loopback only",
+        )  # fmt: skip
+        serve_http(config, options)
         return
     server = build_server(config)
     log.info("mcp-memory %s serving %s on stdio", __version__, config.database)
     server.run("stdio")
 
 
-def _listed(value: str) -> list[str]:
-    return [item.strip() for item in value.split(",") if item.strip()]
+def _request_logs(config: Config) -> None:
+    """Over HTTP a line per request (who, what, how long, the outcome) unless the log level hides INFO."""
+    logging.getLogger("mcp_memory.requests").setLevel(config.log_level.upper())
+
+
+def _token(args: argparse.Namespace) -> None:
+    from mcp_memory.auth.tokens import add_token
+
+    if args.tokens_file is None or not args.principal:
+        raise ValidationFailed(
+            "token needs --tokens-file FILE and --principal NAME (and --group for its groups)"
+        )
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    token, entry = add_token(
+        args.tokens_file, args.principal, scopes, args.group or [], _expiry(args.expires)
+    )
+    print(json.dumps({"token": token, **entry}, indent=2))
+    print(
+        f"The token is shown once; {args.tokens_file} keeps only its SHA-256. Clients send it as "
+        "Authorization: Bearer <token>.",
+        file=sys.stderr,
+    )
+
+
+def _expiry(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    spans = {"d": 86_400, "h": 3_600, "m": 60}
+    if value[:-1].isdigit() and value[-1] in spans:
+        return datetime.now(UTC) + timedelta(seconds=int(value[:-1]) * spans[value[-1]])
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationFailed(
+            f"--expires {value!r}: give an ISO date (2027-06-30) or a span (90d, 12h)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 async def _stats(config: Config) -> dict[str, object]:

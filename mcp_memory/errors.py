@@ -9,6 +9,7 @@ tell a missing thing from a bad argument without parsing the text:
     conflict     it exists already, is in use, or a key was reused for other memories
     limit        a limit was reached (the lightweight summaries of a session)
     unavailable  a dependency cannot serve now: the database, the language model, a closed server
+    denied       the caller's token does not allow it (a scope it lacks, a group it may not use)
 """
 
 from __future__ import annotations
@@ -113,6 +114,12 @@ class EmbedderMismatch(StoreError):
     """The database was built with another embedder or dimension."""
 
 
+class AccessDenied(MemoryServerError, PermissionError):
+    """The authenticated principal may not do this: its token lacks the scope, or the group is not its own."""
+
+    category = "denied"
+
+
 class ManagerClosed(MemoryServerError, RuntimeError):
     """The memory manager has been shut down."""
 
@@ -137,5 +144,5 @@ class EmbeddingError(RuntimeError):
     """An embedding backend failed or returned vectors that cannot be used (recall falls back to keywords)."""
 
 
-CATEGORIES = ("invalid", "not_found", "conflict", "limit", "unavailable", "internal")
+CATEGORIES = ("invalid", "not_found", "conflict", "limit", "unavailable", "denied", "internal")
 """The category words, in the order of the docstring; `internal` marks a bug (the server's log has it)."""

@@ -139,6 +139,9 @@ class GroupInfo(BaseModel):
     session_count: int = 0
     episode_count: int = 0
     created: bool = Field(False, description="True when this call created the group (create_group).")
+    owner: str | None = Field(
+        None, description="The principal that created it over authenticated HTTP; None when made without."
+    )
 
 
 class SessionInfo(BaseModel):
@@ -554,6 +557,7 @@ class TaskInfo(BaseModel):
 
     task_id: str
     kind: str = Field(description="What the task does, e.g. 'summary'.")
+    group_id: str | None = Field(None, description="The group it works on.")
     status: TaskStatus
     created_at: datetime
     updated_at: datetime

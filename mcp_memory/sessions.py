@@ -36,6 +36,7 @@ from mcp_memory.times import iso
 log = logging.getLogger(__name__)
 
 LOCAL_OWNER = "local"
+NO_REFERENCE: Hashable = "no reference"  # a request that holds nothing open (stateless HTTP)
 LEASE_S = 120.0  # four upkeep ticks: a lease outlives a slow tick, and lapses soon after its server died
 RollingStatus = Callable[[Mapping[str, Any]], str]
 """Whether a session with this configuration keeps a rolling summary: "on", or why it is off."""
@@ -98,22 +99,25 @@ class Sessions:
         owner: Hashable = LOCAL_OWNER,
         user_ids: tuple[str, ...] | list[str] = (),
         agent_ids: tuple[str, ...] | list[str] = (),
+        group_owner: str | None = None,
     ) -> tuple[MemorySession, bool]:
-        """Open (or create) a session and take a reference for `owner`; returns it and whether it was created.
-        Given participants, a missing group is created with them first (MemMachine's get-or-create)."""
+        """Open (or create) a session and take a reference for `owner` (none for NO_REFERENCE); returns it and
+        whether it was created. Given participants, a missing group is created with them first (MemMachine's
+        get-or-create), owned by `group_owner`."""
         if mode not in ("create", "open", "open_or_create"):
             raise ValidationFailed(f"mode {mode!r} is not valid; use 'create', 'open' or 'open_or_create'")
         check_id(session_id, "session_id", "2025-03-01")
         if user_ids or agent_ids:
-            await self._groups.ensure_group(group_id, user_ids, agent_ids)
+            await self._groups.ensure_group(group_id, user_ids, agent_ids, owner=group_owner)
         async with self._lock:
             self._check_open()
             group = await self._groups.get_group(group_id)
             created = await self._ensure_session(group, session_id, mode, configuration)
             session = await self._live_session(group_id, session_id)
-            session.references[owner] += 1
-            session.idle_since = None
-            await self._publish_leases()
+            if owner != NO_REFERENCE:
+                session.references[owner] += 1
+                session.idle_since = None
+                await self._publish_leases()
             return session, created
 
     def _check_open(self) -> None:
@@ -179,7 +183,7 @@ class Sessions:
         async with self._lock:
             self._check_open()
             session = self.live.get((group_id, session_id))
-            if session is None or session.references[owner] <= 0:
+            if session is None or owner == NO_REFERENCE or session.references[owner] <= 0:
                 return False, 0 if session is None else session.reference_count
             self._release(session, owner, 1)
             remaining = session.reference_count

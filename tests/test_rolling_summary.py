@@ -278,6 +278,7 @@ def test_a_version_seven_database_with_data_upgrades_to_rolling_summaries(tmp_pa
     conn.execute("ALTER TABLE episodes DROP COLUMN step")
     conn.execute("ALTER TABLE episodes DROP COLUMN message")
     conn.execute("DROP TABLE session_leases")  # m014
+    conn.execute("ALTER TABLE groups DROP COLUMN owner")  # m015
     conn.execute("PRAGMA user_version = 7")
     conn.close()
 

@@ -255,6 +255,7 @@ def test_a_version_four_database_with_data_upgrades_to_tasks_and_summary_counts(
     conn.execute("ALTER TABLE episodes DROP COLUMN step")
     conn.execute("ALTER TABLE episodes DROP COLUMN message")
     conn.execute("DROP TABLE session_leases")  # m014
+    conn.execute("ALTER TABLE groups DROP COLUMN owner")  # m015
     conn.execute("PRAGMA user_version = 4")
     conn.close()
 
@@ -310,12 +311,13 @@ def test_a_version_twelve_change_log_learns_each_changes_group(tmp_path: Path) -
         "INSERT INTO fts_changes(episode_id) VALUES (old.id); END"
     )
     conn.execute("DROP TABLE session_leases")  # m014
+    conn.execute("ALTER TABLE groups DROP COLUMN owner")  # m015
     conn.execute("PRAGMA user_version = 12")
     conn.close()
 
     store = open_store(path)
     try:
-        assert store.schema_version == len(MIGRATIONS) == 14
+        assert store.schema_version == len(MIGRATIONS) == 15
         assert store.keyword_changes("g", 0, 10) and store.keyword_changes("other", 0, 10) == []
         assert {row[0] for row in store.read("SELECT group_id FROM fts_changes")} == {"g"}
         store.delete_episodes("g", [kept[0].id], None)

@@ -15,13 +15,17 @@ import anyio.abc
 from anyio.to_thread import run_sync
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_memory.config import Config
 from mcp_memory.errors import ManagerClosed, MemoryServerError
+from mcp_memory.sessions import NO_REFERENCE
 
 if TYPE_CHECKING:
     from mcp_memory.manager import MemoryManager
+    from mcp_memory.server.guard import Guard
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -31,8 +35,9 @@ OWNER_KEY = "mcp_memory.owner"
 class MemoryAccess:
     """The lifespan's manager, ready once it has started (in the background); requests wait for it."""
 
-    def __init__(self, manager: MemoryManager | None = None) -> None:
+    def __init__(self, manager: MemoryManager | None = None, *, stateless: bool = False) -> None:
         self.owner: Hashable = object()  # references taken where no connection owns them
+        self.stateless = stateless  # served over HTTP without MCP sessions: requests take no references
         self._manager = manager
         self._failure: BaseException | None = None
         self._ready = anyio.Event()
@@ -80,7 +85,9 @@ def _new_manager(config: Config) -> MemoryManager:
     return MemoryManager(config)
 
 
-def shown_as(error: type[Exception]) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+def shown_as(
+    error: Callable[[str], Exception],
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
     """Re-raise our errors as the SDK's `error` (it hides the message of any other), category word first."""
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
@@ -96,8 +103,14 @@ def shown_as(error: type[Exception]) -> Callable[[Callable[P, Awaitable[R]]], Ca
     return decorate
 
 
+def prompt_error(message: str) -> MCPError:
+    """A prompt's error as the client reads it on every protocol (the 2026-07-28 one hides any other)."""
+    return MCPError(INVALID_PARAMS, message)
+
+
 tool_errors = shown_as(ToolError)
 resource_errors = shown_as(ResourceError)
+prompt_errors = shown_as(prompt_error)
 
 
 def access(ctx: Context) -> MemoryAccess:
@@ -106,19 +119,30 @@ def access(ctx: Context) -> MemoryAccess:
     return state
 
 
+def guard_of(ctx: Context) -> Guard:
+    server = ctx.mcp_server
+    assert hasattr(server, "guard")
+    return server.guard  # type: ignore[no-any-return]
+
+
 async def manager_of(ctx: Context) -> MemoryManager:
     return await access(ctx).manager()
 
 
 def owner_of(ctx: Context) -> Hashable:
-    """Who holds the references a request takes: its connection, released when the client disconnects.
+    """Who holds the references a request takes: its connection (over HTTP, its MCP session), released when
+    the client disconnects, ends the session (DELETE) or the server ends it for idleness.
 
-    On the stateless 2026-07-28 protocol every request has a connection of its own, so the
-    references belong to the lifespan instead (one stdio process or in-process client).
+    Stateless HTTP requests (`--stateless`, or the 2026-07-28 protocol, which has no sessions) take none:
+    nothing would ever release them. Elsewhere on the 2026-07-28 protocol every request has a connection of its
+    own, so the references belong to the lifespan (one stdio process or in-process client).
     """
     state = access(ctx)
     connection = getattr(ctx.request_context.session, "_connection", None)
-    if connection is None or connection.protocol_version in MODERN_PROTOCOL_VERSIONS:
+    modern = connection is None or connection.protocol_version in MODERN_PROTOCOL_VERSIONS
+    if ctx.request_context.request is not None and (state.stateless or modern):
+        return NO_REFERENCE
+    if modern or connection is None:
         return state.owner
     if OWNER_KEY not in connection.state:
         token = object()

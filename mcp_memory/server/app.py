@@ -23,13 +23,14 @@ from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedToolError
 from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
-from mcp_types import CallToolResult, InputRequiredResult, TextContent
+from mcp_types import CallToolResult, GetPromptResult, InputRequiredResult, TextContent
 from pydantic import AnyUrl, ValidationError
 
 from mcp_memory import __version__
+from mcp_memory.auth.principal import Principal
 from mcp_memory.config import Config
-from mcp_memory.errors import ManagerClosed, ValidationFailed
-from mcp_memory.server.access import MemoryAccess
+from mcp_memory.errors import ManagerClosed, MemoryServerError, ValidationFailed
+from mcp_memory.server.access import MemoryAccess, manager_of, prompt_error
 from mcp_memory.server.arguments import (
     MAX_ARGUMENT_DEPTH,
     accepted_names,
@@ -39,6 +40,7 @@ from mcp_memory.server.arguments import (
     unknown_tool_message,
     validation_message,
 )
+from mcp_memory.server.guard import ADMIN_RESOURCES, Guard, ServerAuth, category_of, serving
 from mcp_memory.server.render import render
 from mcp_memory.server.schema import lean_schema
 from mcp_memory.server.stdio import serve_stdio
@@ -76,6 +78,10 @@ class MemoryServer(MCPServer[Any]):
     """MCPServer whose tools read their arguments strictly and answer in short text, and whose stdio
     answers every line."""
 
+    def __init__(self, *args: Any, guard: Guard, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard = guard
+
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
@@ -83,32 +89,92 @@ class MemoryServer(MCPServer[Any]):
         if tool is None:
             tools = [t.name for t in self._tool_manager.list_tools()]
             raise ToolError(f"not_found: {unknown_tool_message(name, tools)}")
-        try:
-            check_arguments(name, arguments, accepted_names(tool.fn_metadata.arg_model))
-            result = await super().call_tool(name, arguments, context)
-        except ValidationFailed as exc:
-            raise ToolError(f"invalid: {exc}") from None
-        except ToolError as exc:
-            raise _in_our_words(name, exc, arguments) from exc.__cause__
-        if (
-            isinstance(result, CallToolResult)
-            and not result.is_error
-            and result.structured_content is not None
-        ):
-            result.content = [TextContent(type="text", text=render(name, result.structured_content))]
-        return result
+        principal = self._principal(context, ToolError)
+        with serving("tool", name, principal, arguments.get("group_id")) as outcome:
+            try:
+                check_arguments(name, arguments, accepted_names(tool.fn_metadata.arg_model))
+                if principal is not None:
+                    read_only = bool(tool.annotations and tool.annotations.read_only_hint)
+                    self.guard.check_scope(principal, self.guard.tool_scope(name, read_only), name)
+                    group_id = arguments.get("group_id")
+                    if isinstance(group_id, str):
+                        await self.guard.check_group(
+                            principal,
+                            group_id,
+                            await self._manager(context),
+                            creating=_creates(name, arguments),
+                        )
+                result = await super().call_tool(name, arguments, context)
+            except ValidationFailed as exc:
+                raise ToolError(f"invalid: {exc}") from None
+            except MemoryServerError as exc:  # a denial
+                raise ToolError(f"{exc.category}: {exc}") from None
+            except ToolError as exc:
+                raise _in_our_words(name, exc, arguments) from exc.__cause__
+            if isinstance(result, CallToolResult) and result.is_error:
+                outcome["outcome"] = category_of(" ".join(getattr(c, "text", "") for c in result.content))
+            if (
+                isinstance(result, CallToolResult)
+                and not result.is_error
+                and result.structured_content is not None
+            ):
+                result.content = [TextContent(type="text", text=render(name, result.structured_content))]
+            return result
 
     async def read_resource(
         self, uri: AnyUrl | str, context: Context[Any, Any] | None = None
     ) -> Iterable[ReadResourceContents] | InputRequiredResult:
+        principal = self._principal(context, ResourceError)
+        group_id = self.guard.resource_group(str(uri))
+        with serving("resource", str(uri).split("?", 1)[0][:200], principal, group_id):
+            try:
+                check_text("the uri", str(uri))
+                if principal is not None:
+                    scope = "admin" if str(uri) in ADMIN_RESOURCES else "read"
+                    self.guard.check_scope(principal, scope, f"reading {str(uri)!r}")
+                    if group_id is not None:
+                        await self.guard.check_group(principal, group_id, await self._manager(context))
+            except MemoryServerError as exc:
+                raise ResourceError(f"{exc.category}: {exc}") from None
+            return await super().read_resource(uri, context)
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None = None, context: Context[Any, Any] | None = None
+    ) -> GetPromptResult | InputRequiredResult:
+        principal = self._principal(context, prompt_error)
+        group_id = (arguments or {}).get("group_id")
+        with serving("prompt", name, principal, group_id):
+            if principal is not None:
+                try:
+                    self.guard.check_scope(principal, "read", f"the prompt {name!r}")
+                    if isinstance(group_id, str):
+                        await self.guard.check_group(principal, group_id, await self._manager(context))
+                except MemoryServerError as exc:
+                    raise prompt_error(f"{exc.category}: {exc}") from None
+            return await super().get_prompt(name, arguments, context)
+
+    @staticmethod
+    async def _manager(context: Context[Any, Any] | None) -> MemoryManager:
+        assert context is not None  # a principal comes from a request's context
+        return await manager_of(context)
+
+    def _principal(
+        self, context: Context[Any, Any] | None, error: Callable[[str], Exception]
+    ) -> Principal | None:
         try:
-            check_text("the uri", str(uri))
-        except ValidationFailed as exc:
-            raise ResourceError(f"invalid: {exc}") from None
-        return await super().read_resource(uri, context)
+            return self.guard.principal(context)
+        except MemoryServerError as exc:
+            raise error(f"{exc.category}: {exc}") from None
 
     async def run_stdio_async(self) -> None:
         await serve_stdio(self._lowlevel_server)
+
+
+def _creates(name: str, arguments: dict[str, Any]) -> bool:
+    """Whether the call may create its group (create_group, or open_session given participants)."""
+    return name == "create_group" or (
+        name == "open_session" and bool(arguments.get("user_ids") or arguments.get("agent_ids"))
+    )
 
 
 def _in_our_words(name: str, exc: ToolError, arguments: dict[str, Any]) -> ToolError:
@@ -132,8 +198,17 @@ def _in_our_words(name: str, exc: ToolError, arguments: dict[str, Any]) -> ToolE
     return ToolError(str(exc).removeprefix(f"Error executing tool {name}: "))
 
 
-def build_server(config: Config | None = None, *, manager: MemoryManager | None = None) -> MemoryServer:
-    """The MCP server; it owns a manager made in its lifespan unless one is passed in (and then shares it)."""
+def build_server(
+    config: Config | None = None,
+    *,
+    manager: MemoryManager | None = None,
+    stateless: bool = False,
+    auth: ServerAuth | None = None,
+) -> MemoryServer:
+    """The MCP server; it owns a manager made in its lifespan unless one is passed in (and then shares it).
+
+    Over HTTP: `stateless` requests take no session references; `auth` is the resource server's settings
+    and token verifier (every request then needs a principal, and the guard checks what it may do)."""
     from mcp_memory.server.prompts import register_prompts
     from mcp_memory.server.resources import register_resources
     from mcp_memory.server.tools import register_tools
@@ -145,8 +220,11 @@ def build_server(config: Config | None = None, *, manager: MemoryManager | None 
         title="mcp-memory",
         instructions=INSTRUCTIONS,
         version=__version__,
-        lifespan=_lifespan(config, manager, states),
+        lifespan=_lifespan(config, manager, states, stateless),
         log_level=config.log_level.upper(),  # type: ignore[arg-type]
+        guard=Guard(required=auth is not None),
+        auth=None if auth is None else auth.settings,
+        token_verifier=None if auth is None else auth.verifier,
     )
     register_tools(server)
     register_resources(server, states)
@@ -174,12 +252,12 @@ def _strict_and_lean(server: MCPServer) -> None:
 
 
 def _lifespan(
-    config: Config, shared: MemoryManager | None, states: list[MemoryAccess]
+    config: Config, shared: MemoryManager | None, states: list[MemoryAccess], stateless: bool
 ) -> Callable[[MCPServer], Any]:
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[MemoryAccess]:
         if shared is not None:
-            state = MemoryAccess(shared)
+            state = MemoryAccess(shared, stateless=stateless)
             states.append(state)
             try:
                 yield state

@@ -8,10 +8,9 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.prompts.base import UserMessage
 
 from mcp_memory.recall.request import RecallRequest
-from mcp_memory.server.access import manager_of, shown_as
+from mcp_memory.server.access import manager_of, prompt_errors
 from mcp_memory.server.render import memory_line, render
 
-prompt_errors = shown_as(ValueError)  # the SDK answers a prompt's ValueError with its message
 PROMPT_RECALL_LIMIT = 20
 
 

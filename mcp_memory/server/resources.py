@@ -10,6 +10,7 @@ from mcp.server.mcpserver.exceptions import ResourceError
 
 from mcp_memory.models import FactList, GroupDetail, GroupInfo, SessionDetail, Stats
 from mcp_memory.server.access import MemoryAccess, resource_errors
+from mcp_memory.server.guard import acting_visible
 
 if TYPE_CHECKING:
     from mcp_memory.manager import MemoryManager
@@ -28,7 +29,7 @@ def register_resources(server: MCPServer, states: list[MemoryAccess]) -> None:
     @resource_errors
     async def groups() -> list[GroupInfo]:
         """Every group with its participants and counts."""
-        return await (await manager()).groups.list_groups()
+        return await (await manager()).groups.list_groups(acting_visible())
 
     @server.resource("memory://groups/{group_id}", mime_type="application/json")
     @resource_errors

@@ -43,9 +43,11 @@ from mcp_memory.models import (
     UpdatedMemory,
 )
 from mcp_memory.recall.request import RecallRequest
-from mcp_memory.server.access import manager_of, owner_of, tool_errors
+from mcp_memory.server.access import guard_of, manager_of, owner_of, tool_errors
 from mcp_memory.server.arguments import check_batch, check_names, read_model
+from mcp_memory.server.guard import acting, acting_name, acting_visible
 from mcp_memory.server.transfer import register_transfer_tools
+from mcp_memory.sessions import NO_REFERENCE
 
 READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, openWorldHint=False)
 WRITES = ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=False)
@@ -129,7 +131,13 @@ def _groups(server: MCPServer) -> None:
     ) -> GroupInfo:
         """Create a group of users and agents; repeating it is harmless."""
         manager = await manager_of(ctx)
-        return await manager.groups.create_group(group_id, user_ids, agent_ids, description, configuration)
+        principal = acting()
+        group = await manager.groups.create_group(
+            group_id, user_ids, agent_ids, description, configuration, owner=acting_name()
+        )
+        if principal is not None and not group.created:  # made by another meanwhile: the guard asks again
+            await guard_of(ctx).check_group(principal, group_id, manager)
+        return group
 
     @server.tool(annotations=IDEMPOTENT)
     @tool_errors
@@ -151,7 +159,7 @@ def _groups(server: MCPServer) -> None:
         """List groups, or one group's sessions."""
         manager = await manager_of(ctx)
         if group_id is None:
-            return GroupListing(groups=await manager.groups.list_groups())
+            return GroupListing(groups=await manager.groups.list_groups(acting_visible()))
         detail = await manager.sessions.group_detail(group_id)
         return GroupListing(groups=[detail.group], sessions=detail.sessions)
 
@@ -172,7 +180,7 @@ def _sessions(server: MCPServer) -> None:
         manager = await manager_of(ctx)
         _, created = await manager.sessions.open_session(
             group_id, session_id, mode=mode, configuration=configuration, owner=owner_of(ctx),
-            user_ids=user_ids, agent_ids=agent_ids,
+            user_ids=user_ids, agent_ids=agent_ids, group_owner=acting_name(),
         )  # fmt: skip
         return await manager.sessions.session_info(group_id, session_id, created=created)
 
@@ -182,7 +190,12 @@ def _sessions(server: MCPServer) -> None:
         """Close a session when it ends."""
         manager = await manager_of(ctx)
         released, left = await manager.sessions.close_session(group_id, session_id, owner=owner_of(ctx))
-        message = "closed" if released else "this connection had not opened it"
+        if released:
+            message = "closed"
+        elif owner_of(ctx) == NO_REFERENCE:
+            message = "nothing to close: stateless requests hold no session open"
+        else:
+            message = "this connection had not opened it"
         return CloseResult(
             group_id=group_id, session_id=session_id, released=released, reference_count=left, message=message
         )
@@ -348,7 +361,12 @@ def _knowledge(server: MCPServer) -> None:
         task_id: Annotated[Identifier, Field(description="summarize_session's task.")], ctx: Context
     ) -> TaskInfo:
         """A background summary's state."""
-        return await (await manager_of(ctx)).summaries.get_task(task_id)
+        manager = await manager_of(ctx)
+        task = await manager.summaries.get_task(task_id)
+        principal = acting()
+        if principal is not None and task.group_id is not None:
+            await guard_of(ctx).check_group(principal, task.group_id, manager)
+        return task
 
     @server.tool(annotations=IDEMPOTENT)
     @tool_errors

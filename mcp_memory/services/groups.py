@@ -18,6 +18,7 @@ from mcp_memory.episodes import check_id, check_unicode
 from mcp_memory.errors import GroupExists, GroupNotFound, ValidationFailed
 from mcp_memory.models import GroupInfo
 from mcp_memory.store.protocol import GroupStore
+from mcp_memory.store.records import Visible
 
 LIST_LIMIT = 200  # the most rows a listing (groups, a group's sessions, facts) returns
 MAX_DESCRIPTION_CHARS = 2_000
@@ -41,9 +42,11 @@ class Groups:
         agent_ids: Sequence[str] = (),
         description: str | None = None,
         configuration: Mapping[str, Any] | None = None,
+        owner: str | None = None,
     ) -> GroupInfo:
-        """Register a group and its permanent participants; the same group again returns it, an existing id with
-        other participants (or another configuration) is an error."""
+        """Register a group and its permanent participants (owned by `owner`, the principal creating it, if
+        any); the same group again returns it, an existing id with other participants (or another
+        configuration) is an error."""
         check_id(group_id, "group_id", "family")
         users, agents = _participants(user_ids, "user_ids"), _participants(agent_ids, "agent_ids")
         if not users and not agents:
@@ -57,7 +60,7 @@ class Groups:
         effective_session_config(self._base, configuration)
         group = GroupInfo(
             group_id=group_id, user_ids=users, agent_ids=agents, description=description,
-            configuration=dict(configuration or {}), created_at=self._now(),
+            configuration=dict(configuration or {}), created_at=self._now(), owner=owner,
         )  # fmt: skip
         if await run_sync(self._store.insert_group, group):
             return (await self.get_group(group_id)).model_copy(update={"created": True})
@@ -89,13 +92,15 @@ class Groups:
             )
         return group
 
-    async def ensure_group(self, group_id: str, user_ids: Sequence[str], agent_ids: Sequence[str]) -> bool:
+    async def ensure_group(
+        self, group_id: str, user_ids: Sequence[str], agent_ids: Sequence[str], *, owner: str | None = None
+    ) -> bool:
         """MemMachine's legacy get-or-create: the group, created with these participants when it is missing;
         an existing group must already have them. Returns whether it was created."""
         try:
             group = await self.get_group(group_id)
         except GroupNotFound:
-            return (await self.create_group(group_id, user_ids, agent_ids)).created
+            return (await self.create_group(group_id, user_ids, agent_ids, owner=owner)).created
         missing = sorted((set(user_ids) - set(group.user_ids)) | (set(agent_ids) - set(group.agent_ids)))
         if missing:
             raise GroupExists(
@@ -122,9 +127,9 @@ class Groups:
             raise GroupNotFound(f"group {group_id!r} does not exist; call create_group first")
         return group
 
-    async def list_groups(self) -> list[GroupInfo]:
-        """Every group (up to LIST_LIMIT), with its session and memory counts."""
-        return await run_sync(self._store.list_groups, LIST_LIMIT)
+    async def list_groups(self, visible: Visible | None = None) -> list[GroupInfo]:
+        """Every group (up to LIST_LIMIT), or every `visible` one, with its session and memory counts."""
+        return await run_sync(self._store.list_groups, LIST_LIMIT, 0, visible)
 
 
 def _participants(ids: Sequence[str], field: str) -> list[str]:

@@ -33,6 +33,7 @@ from mcp_memory.store.records import (
     StoredFacts,
     TermCodes,
     VectorRows,
+    Visible,
 )
 
 T = TypeVar("T")
@@ -55,8 +56,8 @@ class GroupStore(Protocol):
         """How many sessions and episodes the group has."""
         ...
 
-    def list_groups(self, limit: int, offset: int = 0) -> list[GroupInfo]:
-        """The groups in id order, with their session and episode counts."""
+    def list_groups(self, limit: int, offset: int = 0, visible: Visible | None = None) -> list[GroupInfo]:
+        """The groups in id order, with their session and episode counts; only the `visible` ones when given."""
         ...
 
 

@@ -269,6 +269,7 @@ class ImportedGroup:
     description: str | None
     configuration: dict[str, Any]
     created_at: str
+    owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -364,3 +365,11 @@ class ChunkOutcome:
     facts_existing: int = 0
     rolling_added: bool = False
     last_sequence: int = 0
+
+
+@dataclass(frozen=True)
+class Visible:
+    """The groups one principal may see in a listing: those it owns, and these ids."""
+
+    owner: str
+    group_ids: tuple[str, ...] = ()

@@ -16,7 +16,7 @@ from typing import Any
 
 # Per kind, the fields that say what a record is (not where a database put it).
 FIELDS: dict[str, tuple[str, ...]] = {
-    "group": ("group_id", "user_ids", "agent_ids", "description", "configuration"),
+    "group": ("group_id", "user_ids", "agent_ids", "description", "configuration", "owner"),
     "session": ("group_id", "session_id", "configuration", "overrides"),
     "memory": (
         "group_id", "session_id", "sequence", "producer", "role", "produced_for", "content", "message",

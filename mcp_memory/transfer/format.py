@@ -93,6 +93,7 @@ class GroupLine(BaseModel):
     description: str | None = Field(max_length=2000)
     configuration: dict[str, JsonValue]
     created_at: Moment
+    owner: Identifier | None = None  # the principal that created it over authenticated HTTP
 
     @model_validator(mode="after")
     def _participants(self) -> GroupLine:

@@ -182,7 +182,7 @@ def tally(counts: Tally, added: bool) -> None:
 def _group(line: GroupLine) -> ImportedGroup:
     return ImportedGroup(
         line.group_id, list(line.user_ids), list(line.agent_ids), line.description, dict(line.configuration),
-        line.created_at,
+        line.created_at, line.owner,
     )  # fmt: skip
 
 

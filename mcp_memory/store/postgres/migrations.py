@@ -211,7 +211,10 @@ def _statements(statements: list[str]) -> Callable[[Any], None]:
     return apply
 
 
-MIGRATIONS: list[Callable[[Any], None]] = [_statements(M001_INITIAL)]
+M002_GROUP_OWNER = ["ALTER TABLE groups ADD COLUMN owner TEXT"]
+"""The principal that created the group over authenticated HTTP (NULL: made without authentication)."""
+
+MIGRATIONS: list[Callable[[Any], None]] = [_statements(M001_INITIAL), _statements(M002_GROUP_OWNER)]
 
 
 def migrate(conn: Any) -> int:

@@ -34,7 +34,7 @@ from mcp_memory.store.postgres.keywords import KeywordReads
 from mcp_memory.store.postgres.migrations import MIGRATION_LOCK, migrate
 from mcp_memory.store.postgres.transfer import Transfer
 from mcp_memory.store.postgres.vectors import VectorIndex, create_vector_table
-from mcp_memory.store.records import INDEXED, PENDING, RollingSummary, SessionRecord
+from mcp_memory.store.records import INDEXED, PENDING, RollingSummary, SessionRecord, Visible
 from mcp_memory.store.sqlite import decay as maintenance
 from mcp_memory.store.sqlite.keywords import Tokenizer
 from mcp_memory.times import iso
@@ -51,7 +51,7 @@ _SESSIONS = (
     "AND r.session_id = s.session_id) FROM sessions s "
 )
 _GROUPS = (
-    "SELECT g.group_id, g.user_ids, g.agent_ids, g.description, g.configuration, g.created_at, "
+    "SELECT g.group_id, g.user_ids, g.agent_ids, g.description, g.configuration, g.created_at, g.owner, "
     "(SELECT count(*) FROM sessions s WHERE s.group_id = g.group_id), "
     "(SELECT count(*) FROM episodes e WHERE e.group_id = g.group_id) FROM groups g "
 )
@@ -142,11 +142,11 @@ class PostgresStore(Episodes, Facts, KeywordReads, VectorIndex, Transfer):
 
     def insert_group(self, group: GroupInfo) -> bool:
         sql = (
-            "INSERT INTO groups(group_id, user_ids, agent_ids, description, configuration, created_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (group_id) DO NOTHING"
+            "INSERT INTO groups(group_id, user_ids, agent_ids, description, configuration, created_at, owner) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (group_id) DO NOTHING"
         )
         row = (group.group_id, json.dumps(group.user_ids), json.dumps(group.agent_ids), group.description,
-               json.dumps(group.configuration), iso(group.created_at))  # fmt: skip
+               json.dumps(group.configuration), iso(group.created_at), group.owner)  # fmt: skip
         return self._count(sql, row) > 0
 
     def add_participants(self, group_id: str, user_ids: Sequence[str], agent_ids: Sequence[str]) -> None:
@@ -166,7 +166,7 @@ class PostgresStore(Episodes, Facts, KeywordReads, VectorIndex, Transfer):
     def get_group(self, group_id: str) -> GroupInfo | None:
         """The group without its counts (group_counts has them), as on SQLite: recall reads it every time."""
         rows = self._rows(
-            "SELECT group_id, user_ids, agent_ids, description, configuration, created_at, 0, 0 FROM groups "
+            "SELECT group_id, user_ids, agent_ids, description, configuration, created_at, owner, 0, 0 FROM groups "
             "WHERE group_id = %s",
             (group_id,),
         )
@@ -180,8 +180,16 @@ class PostgresStore(Episodes, Facts, KeywordReads, VectorIndex, Transfer):
         )[0]
         return int(row[0]), int(row[1])
 
-    def list_groups(self, limit: int, offset: int = 0) -> list[GroupInfo]:
-        rows = self._rows(_GROUPS + 'ORDER BY g.group_id COLLATE "C" LIMIT %s OFFSET %s', (limit, offset))
+    def list_groups(self, limit: int, offset: int = 0, visible: Visible | None = None) -> list[GroupInfo]:
+        where, params = "", ()  # type: tuple[str, tuple[Any, ...]]
+        if visible is not None:
+            where, params = (
+                "WHERE g.owner = %s OR g.group_id = ANY(%s) ",
+                (visible.owner, list(visible.group_ids)),
+            )
+        rows = self._rows(
+            _GROUPS + where + 'ORDER BY g.group_id COLLATE "C" LIMIT %s OFFSET %s', (*params, limit, offset)
+        )
         return [_group(row) for row in rows]
 
     def insert_session(self, session: SessionRecord) -> bool:
@@ -462,7 +470,8 @@ class PostgresStore(Episodes, Facts, KeywordReads, VectorIndex, Transfer):
 
     def get_task(self, task_id: str) -> TaskInfo | None:
         rows = self._rows(
-            "SELECT task_id, kind, status, created_at, updated_at, result, error FROM tasks WHERE task_id = %s",
+            "SELECT task_id, kind, status, created_at, updated_at, result, error, group_id FROM tasks "
+            "WHERE task_id = %s",
             (task_id,),
         )
         return _task(rows[0]) if rows else None
@@ -491,7 +500,7 @@ class PostgresStore(Episodes, Facts, KeywordReads, VectorIndex, Transfer):
 def _group(row: Any) -> GroupInfo:
     return GroupInfo(
         group_id=row[0], user_ids=row[1], agent_ids=row[2], description=row[3], configuration=row[4],
-        created_at=datetime.fromisoformat(row[5]), session_count=int(row[6]), episode_count=int(row[7]),
+        created_at=datetime.fromisoformat(row[5]), owner=row[6], session_count=int(row[7]), episode_count=int(row[8]),
     )  # fmt: skip
 
 
@@ -505,5 +514,5 @@ def _session(row: Any) -> SessionRecord:
 def _task(row: Any) -> TaskInfo:
     return TaskInfo(
         task_id=row[0], kind=row[1], status=row[2], created_at=datetime.fromisoformat(row[3]),
-        updated_at=datetime.fromisoformat(row[4]), result=row[5], error=row[6],
+        updated_at=datetime.fromisoformat(row[4]), result=row[5], error=row[6], group_id=row[7],
     )  # fmt: skip

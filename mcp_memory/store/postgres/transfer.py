@@ -30,7 +30,7 @@ from mcp_memory.store.sqlite.transfer import _LINES, _Found, _Importer, _runs
 
 _GROUP = (
     "SELECT group_id, user_ids::text AS user_ids, agent_ids::text AS agent_ids, description, "
-    "configuration::text AS configuration, created_at FROM groups "
+    "configuration::text AS configuration, created_at, owner FROM groups "
 )
 _SESSION = (
     "SELECT group_id, session_id, configuration::text AS configuration, overrides::text AS overrides, created_at "
@@ -89,10 +89,10 @@ class Transfer(PgDatabase):
     def import_group(self, group: ImportedGroup) -> tuple[bool, list[str], list[str]]:
         def write(conn: Any) -> tuple[bool, list[str], list[str]]:
             created = conn.execute(
-                "INSERT INTO groups(group_id, user_ids, agent_ids, description, configuration, created_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (group_id) DO NOTHING",
+                "INSERT INTO groups(group_id, user_ids, agent_ids, description, configuration, created_at, owner) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (group_id) DO NOTHING",
                 (group.group_id, json.dumps(group.user_ids), json.dumps(group.agent_ids), group.description,
-                 json.dumps(group.configuration), group.created_at),
+                 json.dumps(group.configuration), group.created_at, group.owner),
             ).rowcount  # fmt: skip
             if created:
                 return True, [], []

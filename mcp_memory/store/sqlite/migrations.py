@@ -300,6 +300,11 @@ CREATE TABLE session_leases (
 m014_session_leases = _script(M014_SESSION_LEASES)
 
 
+def m015_group_owner(conn: Any) -> None:
+    """The principal that created the group over authenticated HTTP (NULL: made without authentication)."""
+    conn.execute("ALTER TABLE groups ADD COLUMN owner TEXT")
+
+
 MIGRATIONS: list[Callable[[Any], None]] = [
     m001_initial,
     m002_vector_revision,
@@ -315,6 +320,7 @@ MIGRATIONS: list[Callable[[Any], None]] = [
     m012_messages,
     m013_group_change_log,
     m014_session_leases,
+    m015_group_owner,
 ]
 
 

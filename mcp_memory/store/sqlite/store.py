@@ -41,6 +41,7 @@ from mcp_memory.store.records import (
     NewFact,
     SessionRecord,
     StoredFacts,
+    Visible,
 )
 from mcp_memory.store.sqlite import facts as fact_table
 from mcp_memory.store.sqlite import fts
@@ -94,6 +95,7 @@ def _group(row: Any) -> GroupInfo:
         created_at=datetime.fromisoformat(row["created_at"]),
         session_count=row["session_count"] if "session_count" in keys else 0,
         episode_count=row["episode_count"] if "episode_count" in keys else 0,
+        owner=row["owner"],
     )
 
 
@@ -202,10 +204,10 @@ class Store(Episodes, VectorIndex, KeywordReads, Statistics, TransferStore, Task
     def insert_group(self, group: GroupInfo) -> bool:
         """Insert a group; False when one with that id exists already."""
         row = (group.group_id, json.dumps(group.user_ids), json.dumps(group.agent_ids), group.description,
-               json.dumps(group.configuration), iso(group.created_at))  # fmt: skip
+               json.dumps(group.configuration), iso(group.created_at), group.owner)  # fmt: skip
         sql = (
-            "INSERT INTO groups(group_id, user_ids, agent_ids, description, configuration, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(group_id) DO NOTHING"
+            "INSERT INTO groups(group_id, user_ids, agent_ids, description, configuration, created_at, owner) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(group_id) DO NOTHING"
         )
         return bool(self.write(lambda conn: conn.execute(sql, row).rowcount))
 
@@ -238,13 +240,17 @@ class Store(Episodes, VectorIndex, KeywordReads, Statistics, TransferStore, Task
         )[0]
         return int(row[0]), int(row[1])
 
-    def list_groups(self, limit: int, offset: int = 0) -> list[GroupInfo]:
-        """The groups in id order, with their session and episode counts."""
+    def list_groups(self, limit: int, offset: int = 0, visible: Visible | None = None) -> list[GroupInfo]:
+        """The groups in id order, with their session and episode counts; only the `visible` ones when given."""
+        where, params = "", ()  # type: tuple[str, tuple[Any, ...]]
+        if visible is not None:
+            where = "WHERE g.owner = ? OR g.group_id IN (SELECT value FROM json_each(?)) "
+            params = (visible.owner, json.dumps(visible.group_ids))
         rows = self.read(
             "SELECT g.*, (SELECT count(*) FROM sessions s WHERE s.group_id = g.group_id) AS session_count, "
             "(SELECT count(*) FROM episodes e WHERE e.group_id = g.group_id) AS episode_count "
-            "FROM groups g ORDER BY g.group_id LIMIT ? OFFSET ?",
-            (limit, offset),
+            f"FROM groups g {where}ORDER BY g.group_id LIMIT ? OFFSET ?",
+            (*params, limit, offset),
         )
         return [_group(row) for row in rows]
 

@@ -79,7 +79,8 @@ class TaskRows(Database):
 
     def get_task(self, task_id: str) -> TaskInfo | None:
         rows = self.read(
-            "SELECT task_id, kind, status, created_at, updated_at, result, error FROM tasks WHERE task_id = ?",
+            "SELECT task_id, kind, status, created_at, updated_at, result, error, group_id FROM tasks "
+            "WHERE task_id = ?",
             (task_id,),
         )
         return _task(rows[0]) if rows else None
@@ -126,4 +127,5 @@ def _task(row: Any) -> TaskInfo:
         updated_at=datetime.fromisoformat(row[4]),
         result=None if row[5] is None else json.loads(row[5]),
         error=row[6],
+        group_id=row[7],
     )

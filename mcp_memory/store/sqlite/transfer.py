@@ -113,13 +113,13 @@ class TransferStore(Database):
         row = {
             "group_id": group.group_id, "user_ids": json.dumps(group.user_ids),
             "agent_ids": json.dumps(group.agent_ids), "description": group.description,
-            "configuration": json.dumps(group.configuration), "created_at": group.created_at,
+            "configuration": json.dumps(group.configuration), "created_at": group.created_at, "owner": group.owner,
         }  # fmt: skip
 
         def write(conn: Any) -> tuple[bool, list[str], list[str]]:
             cur = conn.execute(
-                "INSERT INTO groups(group_id, user_ids, agent_ids, description, configuration, created_at) "
-                "VALUES (:group_id, :user_ids, :agent_ids, :description, :configuration, :created_at) "
+                "INSERT INTO groups(group_id, user_ids, agent_ids, description, configuration, created_at, owner) "
+                "VALUES (:group_id, :user_ids, :agent_ids, :description, :configuration, :created_at, :owner) "
                 "ON CONFLICT(group_id) DO NOTHING",
                 row,
             )
@@ -163,7 +163,7 @@ class TransferStore(Database):
 
 
 def group_line(row: Any) -> dict[str, Any]:
-    return {
+    line = {
         "kind": "group",
         "group_id": row["group_id"],
         "user_ids": json.loads(row["user_ids"]),
@@ -172,6 +172,9 @@ def group_line(row: Any) -> dict[str, Any]:
         "configuration": json.loads(row["configuration"]),
         "created_at": row["created_at"],
     }
+    if row["owner"] is not None:  # only groups made over authenticated HTTP have one
+        line["owner"] = row["owner"]
+    return line
 
 
 def session_line(row: Any) -> dict[str, Any]:
