@@ -268,8 +268,10 @@ def _check_transfer_arguments(args: argparse.Namespace) -> None:
         raise ValidationFailed(
             "import takes one --group: the group of the export to import, or to import into"
         )
-    if args.group and args.command not in ("export", "import"):
-        raise ValidationFailed(f"--group is for export and import, not {args.command}")
+    if args.group and args.command not in ("export", "import", "token"):
+        raise ValidationFailed(f"--group is for export, import and token, not {args.command}")
+    if args.command != "token" and args.principal:
+        raise ValidationFailed(f"--principal is for token, not {args.command}")
 
 
 async def _progress(progress: Progress) -> None:
