@@ -291,7 +291,7 @@ async def test_jwt_access_tokens_from_an_identity_provider(tmp_path: Path, issue
             issuer.mint("erin", "read", key=rsa.generate_private_key(public_exponent=65537, key_size=2048)),
             jwt.encode(
                 {"sub": "erin", "aud": "memory-api", "iss": issuer.url, "exp": past + 1200},
-                "secret",
+                "a-shared-secret-of-thirty-two-bytes!",
                 algorithm="HS256",
             ),
         ):
