@@ -197,7 +197,7 @@ def _request_logs(config: Config) -> None:
 
 
 def _token(args: argparse.Namespace) -> None:
-    from mcp_memory.auth.tokens import add_token
+    from mcp_memory.server.auth.tokens import add_token
 
     if args.tokens_file is None or not args.principal:
         raise ValidationFailed(

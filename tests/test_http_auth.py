@@ -25,7 +25,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from mcp.shared.exceptions import MCPError
 
-from mcp_memory.auth.tokens import add_token
+from mcp_memory.server.auth.tokens import add_token
 from tests.helpers import call, call_error
 from tests.http_server import Served, client, environment, post, running
 from tests.test_multiprocess import console_script

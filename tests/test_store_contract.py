@@ -32,6 +32,7 @@ from mcp_memory.store.records import (
     NewEpisode,
     RollingSummary,
     SessionRecord,
+    Visible,
 )
 from mcp_memory.store.sqlite.store import Store as SQLiteStore
 from mcp_memory.times import iso
@@ -123,6 +124,23 @@ def test_groups_are_listed_in_id_order_with_their_counts(store: Store) -> None:
     assert listed[0].description == "first"
     assert [g.group_id for g in store.list_groups(10, offset=1)] == ["g"]
     assert store.group_counts("g") == (1, 1)
+
+
+def test_a_group_keeps_its_owner_and_a_listing_shows_a_principal_its_groups(store: Store) -> None:
+    for group_id, owner in (("alice-1", "alice"), ("alice-2", "alice"), ("bob-1", "bob"), ("shared", None)):
+        store.insert_group(
+            GroupInfo(group_id=group_id, user_ids=["u"], agent_ids=[], created_at=T0, owner=owner)
+        )
+    assert store.get_group("alice-1").owner == "alice" and store.get_group("g").owner is None  # type: ignore[union-attr]
+    mine = store.list_groups(10, 0, Visible("alice"))
+    assert [(g.group_id, g.owner) for g in mine] == [("alice-1", "alice"), ("alice-2", "alice")]
+    named = store.list_groups(10, 0, Visible("bob", ("shared", "g", "nowhere")))
+    assert [g.group_id for g in named] == ["bob-1", "g", "shared"]
+    assert named[1].episode_count == 0 and [
+        g.group_id for g in store.list_groups(1, 1, Visible("bob", ("g",)))
+    ] == ["g"]
+    assert store.list_groups(10, 0, Visible("nobody")) == []
+    assert len(store.list_groups(10)) == 5
 
 
 def test_a_session_keeps_its_configuration_and_counts_its_episodes(store: Store) -> None:
@@ -335,7 +353,11 @@ def test_a_task_is_finished_only_by_its_owner_and_expires_after(store: Store) ->
     assert store.finish_task(task.task_id, "you", status="completed", result={}, **done) is False
     assert store.finish_task(task.task_id, "me", status="completed", result={"memory_id": 3}, **done) is True
     found = store.get_task(task.task_id)
-    assert found is not None and (found.status, found.result) == ("completed", {"memory_id": 3})
+    assert found is not None and (found.status, found.result, found.group_id) == (
+        "completed",
+        {"memory_id": 3},
+        "g",
+    )
     assert store.expire_tasks(T0 + timedelta(minutes=59)) == 0
     assert store.expire_tasks(T0 + timedelta(hours=2)) == 1 and store.get_task(task.task_id) is None
 
@@ -506,8 +528,11 @@ def imported(old_id: int, content: str, minutes: int) -> ImportedEpisode:
 
 
 def test_an_import_writes_once_and_finds_its_records_the_second_time(store: Store) -> None:
-    team = ImportedGroup("team", ["zoe"], [], "imported", {}, iso(T0))
+    team = ImportedGroup("team", ["zoe"], [], "imported", {}, iso(T0), owner="zoe")
     assert store.import_group(team) == (True, [], [])
+    assert store.get_group("team").owner == "zoe"  # type: ignore[union-attr]
+    groups = [record for kind, record in store.export_records(["g", "team"]) if kind == "group"]
+    assert [g.get("owner") for g in groups] == [None, "zoe"] and "owner" not in groups[0]
     assert store.import_group(ImportedGroup("team", ["zoe", "max"], ["bot"], None, {}, iso(T0))) == (
         False, ["max"], ["bot"],
     )  # fmt: skip

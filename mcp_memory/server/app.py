@@ -27,7 +27,6 @@ from mcp_types import CallToolResult, GetPromptResult, InputRequiredResult, Text
 from pydantic import AnyUrl, ValidationError
 
 from mcp_memory import __version__
-from mcp_memory.auth.principal import Principal
 from mcp_memory.config import Config
 from mcp_memory.errors import ManagerClosed, MemoryServerError, ValidationFailed
 from mcp_memory.server.access import MemoryAccess, manager_of, prompt_error
@@ -40,6 +39,7 @@ from mcp_memory.server.arguments import (
     unknown_tool_message,
     validation_message,
 )
+from mcp_memory.server.auth.principal import Principal
 from mcp_memory.server.guard import ADMIN_RESOURCES, Guard, ServerAuth, category_of, serving
 from mcp_memory.server.render import render
 from mcp_memory.server.schema import lean_schema

@@ -28,8 +28,8 @@ from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context
 
-from mcp_memory.auth.principal import MemoryToken, Principal
 from mcp_memory.errors import CATEGORIES, AccessDenied, GroupNotFound
+from mcp_memory.server.auth.principal import MemoryToken, Principal
 from mcp_memory.store.records import Visible
 
 if TYPE_CHECKING:

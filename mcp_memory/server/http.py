@@ -30,11 +30,11 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
 
 from mcp_memory import __version__
-from mcp_memory.auth.oauth import JWTSettings, JWTVerifier
-from mcp_memory.auth.principal import SCOPES, MemoryToken
-from mcp_memory.auth.tokens import StaticTokens
 from mcp_memory.config import Config
 from mcp_memory.errors import ConfigurationError
+from mcp_memory.server.auth.oauth import JWTSettings, JWTVerifier
+from mcp_memory.server.auth.principal import SCOPES, MemoryToken
+from mcp_memory.server.auth.tokens import StaticTokens
 from mcp_memory.server.guard import ServerAuth
 
 LOOPBACK_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")

@@ -271,8 +271,11 @@ class PostgresStore(Episodes, Facts, KeywordReads, VectorIndex, Transfer):
                 "count(*) FILTER (WHERE effective_importance < 0.1), coalesce(sum(retrieval_count), 0), "
                 "count(*) FILTER (WHERE retrieval_count > 0) FROM episodes"
             )[0]
-            by_group = rows(_GROUPS.replace("g.user_ids, g.agent_ids, g.description, g.configuration, "
-                                            "g.created_at, ", "") + 'ORDER BY g.group_id COLLATE "C"')  # fmt: skip
+            by_group = rows(
+                "SELECT g.group_id, (SELECT count(*) FROM sessions s WHERE s.group_id = g.group_id), "
+                "(SELECT count(*) FROM episodes e WHERE e.group_id = g.group_id) FROM groups g "
+                'ORDER BY g.group_id COLLATE "C"'
+            )
             by_session = rows(
                 "SELECT group_id, session_id, count(*) FROM episodes GROUP BY group_id, session_id "
                 "ORDER BY count(*) DESC LIMIT 100"

@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mcp_memory.auth.principal import MemoryToken, check_scopes
 from mcp_memory.errors import ConfigurationError
+from mcp_memory.server.auth.principal import MemoryToken, check_scopes
 
 log = logging.getLogger(__name__)
 TOKEN_PREFIX = "mcpm_"

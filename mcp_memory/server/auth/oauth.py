@@ -19,7 +19,7 @@ from typing import Any
 import jwt
 from anyio.to_thread import run_sync
 
-from mcp_memory.auth.principal import MemoryToken, expand_scopes
+from mcp_memory.server.auth.principal import MemoryToken, expand_scopes
 
 log = logging.getLogger(__name__)
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
