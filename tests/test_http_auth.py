@@ -103,7 +103,14 @@ async def test_a_principal_sees_only_its_groups(served: Served, tokens: dict[str
         # bob reads the group his token names, and nothing of alice's
         assert (await call(bob, "recall", group_id="shared", query="lunch"))["hits"]
         assert [g["group_id"] for g in (await call(bob, "list_groups"))["groups"]] == ["shared"]
-        assert [g["group_id"] for g in (await call(alice, "list_groups"))["groups"]] == ["alice-notes"]
+        await call(
+            alice, "open_session", group_id="alice-2", session_id="s", user_ids=["alice"]
+        )  # creates it
+        assert [g["group_id"] for g in (await call(alice, "list_groups"))["groups"]] == [
+            "alice-2",
+            "alice-notes",
+        ]
+        assert (await call_error(bob, "recall", group_id="alice-2")).startswith("denied: group 'alice-2'")
         listed = json.loads((await bob.read_resource("memory://groups")).contents[0].text)
         assert [g["group_id"] for g in listed] == ["shared"]
         denied = await call_error(bob, "recall", group_id="alice-notes", query="vault code")
