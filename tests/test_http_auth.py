@@ -307,3 +307,25 @@ async def test_jwt_access_tokens_from_an_identity_provider(tmp_path: Path, issue
             server.url, {"Authorization": f"Bearer {issuer.mint('erin', 'openid profile')}"}
         )
         assert status == 403 and 'error="insufficient_scope"' in headers["www-authenticate"]
+        # step-up: a tool call needing a scope the JWT lacks is refused before it runs, naming the scope
+        reader = {"Authorization": f"Bearer {issuer.mint('erin', 'read', groups=['team'])}"}
+        write = {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "add_memory", "arguments": {}},
+        }
+        status, headers, body = post(server.url, reader, write)
+        assert status == 403 and json.loads(body)["error"] == "insufficient_scope"
+        assert (
+            'scope="write"' in headers["www-authenticate"]
+            and "resource_metadata=" in headers["www-authenticate"]
+        )
+        maintain = {**write, "params": {"name": "run_maintenance", "arguments": {}}}
+        assert (
+            'scope="admin"'
+            in post(server.url, {"Authorization": f"Bearer {erin}"}, maintain)[1]["www-authenticate"]
+        )
+        async with client(server.url, issuer.mint("erin", "read", groups=["team"])) as reading:
+            assert (await call(reading, "recall", group_id="team", query="ship"))["hits"]  # reads pass
+        assert "ship on friday" not in server.log_text()

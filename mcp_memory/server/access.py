@@ -21,7 +21,6 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_memory.config import Config
 from mcp_memory.errors import ManagerClosed, MemoryServerError
-from mcp_memory.sessions import NO_REFERENCE
 
 if TYPE_CHECKING:
     from mcp_memory.manager import MemoryManager
@@ -137,6 +136,8 @@ def owner_of(ctx: Context) -> Hashable:
     nothing would ever release them. Elsewhere on the 2026-07-28 protocol every request has a connection of its
     own, so the references belong to the lifespan (one stdio process or in-process client).
     """
+    from mcp_memory.sessions import NO_REFERENCE  # with the store's protocol: not before the handshake
+
     state = access(ctx)
     connection = getattr(ctx.request_context.session, "_connection", None)
     modern = connection is None or connection.protocol_version in MODERN_PROTOCOL_VERSIONS

@@ -81,6 +81,7 @@ class MemoryServer(MCPServer[Any]):
     def __init__(self, *args: Any, guard: Guard, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.guard = guard
+        self._tool_scopes: dict[str, str] | None = None
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
@@ -94,8 +95,7 @@ class MemoryServer(MCPServer[Any]):
             try:
                 check_arguments(name, arguments, accepted_names(tool.fn_metadata.arg_model))
                 if principal is not None:
-                    read_only = bool(tool.annotations and tool.annotations.read_only_hint)
-                    self.guard.check_scope(principal, self.guard.tool_scope(name, read_only), name)
+                    self.guard.check_scope(principal, self.tool_scopes()[name], name)
                     group_id = arguments.get("group_id")
                     if isinstance(group_id, str):
                         await self.guard.check_group(
@@ -152,6 +152,17 @@ class MemoryServer(MCPServer[Any]):
                 except MemoryServerError as exc:
                     raise prompt_error(f"{exc.category}: {exc}") from None
             return await super().get_prompt(name, arguments, context)
+
+    def tool_scopes(self) -> dict[str, str]:
+        """The scope each tool needs: read for the read-only ones, admin for a few, write for the rest."""
+        if self._tool_scopes is None:  # every tool is registered by the first call
+            self._tool_scopes = {
+                tool.name: self.guard.tool_scope(
+                    tool.name, bool(tool.annotations and tool.annotations.read_only_hint)
+                )
+                for tool in self._tool_manager.list_tools()
+            }
+        return self._tool_scopes
 
     @staticmethod
     async def _manager(context: Context[Any, Any] | None) -> MemoryManager:

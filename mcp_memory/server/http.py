@@ -7,7 +7,8 @@ sends DELETE, or the SDK ends it after `session_idle_timeout_s` without a reques
 
 With tokens (a file or MCP_MEMORY_TOKENS, tokens.py) and/or a JWT issuer (oauth.py) configured, the SDK's
 resource-server support checks every request's bearer token (401 without one, 403 without any memory scope),
-serves the protected-resource metadata (RFC 9728) and the guard checks each call's scope and group. Only
+serves the protected-resource metadata (RFC 9728); a tool call needing a scope a JWT lacks is answered 403
+with the scope to ask its provider for (challenge.py), and the guard checks each call's scope and group. Only
 then may the server bind beyond loopback. Host and Origin headers are checked against allow-lists (the SDK
 answers 421 and 403): loopback's, the public URL's, and --allowed-hosts / --allowed-origins for a proxy.
 GET /health answers without a token. On SIGTERM or Ctrl-C the server stops taking connections, lets the
@@ -35,6 +36,7 @@ from mcp_memory.errors import ConfigurationError
 from mcp_memory.server.auth.oauth import JWTSettings, JWTVerifier
 from mcp_memory.server.auth.principal import SCOPES, MemoryToken
 from mcp_memory.server.auth.tokens import StaticTokens
+from mcp_memory.server.challenge import ScopeChallenge
 from mcp_memory.server.guard import ServerAuth
 
 LOOPBACK_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
@@ -219,8 +221,13 @@ def http_app(config: Config, options: HttpOptions | None = None) -> Any:
         streamable_http_path=MCP_PATH, stateless_http=options.stateless, transport_security=security(options),
         host=options.host, session_idle_timeout=None if options.stateless else options.session_idle_timeout_s,
     )  # fmt: skip
+    app: Any = inner
     routes: list[BaseRoute] = []
     if auth is not None:
+        from mcp.server.auth.routes import build_resource_metadata_url
+
+        metadata_url = str(build_resource_metadata_url(auth.settings.resource_server_url))  # type: ignore[arg-type]
+        app = ScopeChallenge(inner, auth.verifier, server.tool_scopes(), MCP_PATH, metadata_url)
         from mcp.server.auth.routes import create_protected_resource_routes
 
         # ahead of the SDK's own, which offers only the scope every request needs (read)
@@ -246,7 +253,7 @@ def http_app(config: Config, options: HttpOptions | None = None) -> Any:
             with anyio.CancelScope(shield=True):
                 await manager.shutdown()
 
-    return Starlette(routes=[*routes, Mount("/", app=inner)], lifespan=lifespan)
+    return Starlette(routes=[*routes, Mount("/", app=app)], lifespan=lifespan)
 
 
 def serve_http(config: Config, options: HttpOptions) -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from mcp_memory.models import Episode, Fact
+
+if TYPE_CHECKING:
+    import numpy as np  # the records hold arrays; importing them needs no numpy (the server starts without it)
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,7 @@ class KeywordRows:
     ts: np.ndarray  # float64 epoch seconds
 
 
-TermCodes = Iterator[tuple[str, np.ndarray]]
+TermCodes = Iterator[tuple[str, "np.ndarray"]]
 """(token, every occurrence of it as row id * 4 + column index, ascending), token by token."""
 
 RowTokens = dict[int, dict[str, list[int]]]
