@@ -70,7 +70,7 @@ class ScopeChallenge:
                 name = call["params"].get("name")
                 if isinstance(name, str) and name in self._scopes:
                     needed.add(self._scopes[name])
-        return needed
+        return needed - {"read"}  # every token that gets this far has read (the SDK requires it)
 
     async def _missing(self, scope: Scope, needed: set[str]) -> list[str]:
         found = await self._backend.authenticate(HTTPConnection(scope))
