@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mcp_memory import __version__
-from mcp_memory.config import EMBEDDER_KINDS, Config, load_configuration_file
+from mcp_memory.config import EMBEDDER_KINDS, Config, env_values, listed, load_configuration_file
 from mcp_memory.errors import MemoryServerError, ValidationFailed
 
 if TYPE_CHECKING:
@@ -168,8 +168,10 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
     from mcp_memory.server import build_server
 
     over_http = args.http or args.transport == "streamable-http"
-    if over_http or (args.http is None and os.environ.get("MCP_MEMORY_HTTP", "") in ("1", "true", "yes")):
-        from mcp_memory.server.http import HttpOptions, listed, serve_http
+    if over_http or (
+        args.http is None and env_values(os.environ, {"http": ("MCP_MEMORY_HTTP", "flag")}).get("http")
+    ):
+        from mcp_memory.server.http import HttpOptions, serve_http
 
         options = HttpOptions.from_env(
             host=args.host, port=args.port, stateless=args.stateless,

@@ -186,11 +186,7 @@ class Config:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
         """Build a Config from `MCP_MEMORY_*` variables; keyword overrides (from the CLI) win."""
         env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for name, (var, cast) in _ENV_VARS.items():
-            raw = env.get(var)
-            if raw not in (None, ""):
-                values[name] = _cast(var, raw, cast)
+        values = env_values(env, _ENV_VARS)
         if "llm_api_key" not in values and env.get("MEMORIA_LLM_API_KEY"):
             values["llm_api_key"] = env["MEMORIA_LLM_API_KEY"]
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -240,7 +236,28 @@ def database_location(value: str) -> dict[str, Any]:
     return {"db_path": Path(value).expanduser()}
 
 
-def _cast(var: str, raw: str, cast: type) -> Any:
+def env_values(env: Mapping[str, str], variables: Mapping[str, tuple[str, Any]]) -> dict[str, Any]:
+    """The fields whose variable is set (and not empty), each read as its type: {field: (variable, type)}."""
+    return {
+        name: env_value(var, raw, cast)
+        for name, (var, cast) in variables.items()
+        if (raw := env.get(var)) not in (None, "")
+    }
+
+
+def listed(value: str) -> tuple[str, ...]:
+    """A comma-separated list, without blanks."""
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def env_value(var: str, raw: str, cast: Any) -> Any:
+    """One variable's value as `cast`: a type, "flag" (1/true/yes or 0/false/no) or "list" (comma-separated)."""
+    if cast == "flag":
+        if raw.lower() not in ("1", "true", "yes", "0", "false", "no"):
+            raise ConfigurationError(f"{var}={raw!r}: use 1 or 0")
+        return raw.lower() in ("1", "true", "yes")
+    if cast == "list":
+        return listed(raw)
     try:
         return Path(raw).expanduser() if cast is Path else cast(raw)
     except ValueError:

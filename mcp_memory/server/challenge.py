@@ -6,10 +6,11 @@ Static tokens have no provider to ask: their calls go on to the guard, whose `de
 model (and the person) what the token lacks, where the SDK's client shows a 403 only as "Server returned an
 error response".
 
-The ASGI middleware reads the POST body to /mcp (up to the SDK's body limit; a larger one passes on to be
-refused there), finds `tools/call` requests (one, or in a legacy batch), verifies the bearer token with the
-server's verifier and compares scopes; anything else, or a token that does not verify (the SDK answers 401),
-passes through untouched with its body replayed. The guard checks the same scopes again inside.
+The ASGI middleware, installed when JWTs are accepted, reads the body of a POST to /mcp that bears a JWT (up
+to the SDK's body limit; a larger one passes on to be refused there), finds `tools/call` requests (one, or in
+a legacy batch), verifies the token with the server's verifier and compares scopes; anything else, or a token
+that does not verify (the SDK answers 401), passes through untouched with its body replayed. The guard checks
+the same scopes again inside.
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ class ScopeChallenge:
         self._metadata_url = metadata_url
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") != self._path:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"].rstrip("/") != self._path
+            or not _bears_a_jwt(scope)
+        ):
             await self.app(scope, receive, send)
             return
         messages, body = await _read(receive)
@@ -96,6 +102,12 @@ class ScopeChallenge:
                         (b"www-authenticate", challenge.encode())],
         })  # fmt: skip
         await send({"type": "http.response.body", "body": body})
+
+
+def _bears_a_jwt(scope: Scope) -> bool:
+    """Whether the Authorization header holds something shaped like a JWT (header.payload.signature)."""
+    value = HTTPConnection(scope).headers.get("authorization", "")
+    return value[:7].lower() == "bearer " and value.count(".") == 2
 
 
 async def _read(receive: Receive) -> tuple[list[Message], bytes | None]:

@@ -31,7 +31,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
 
 from mcp_memory import __version__
-from mcp_memory.config import Config
+from mcp_memory.config import Config, env_values
 from mcp_memory.errors import ConfigurationError
 from mcp_memory.server.auth.oauth import JWTSettings, JWTVerifier
 from mcp_memory.server.auth.principal import SCOPES, MemoryToken
@@ -64,11 +64,7 @@ class HttpOptions:
     def from_env(cls, env: Mapping[str, str] | None = None, **given: Any) -> HttpOptions:
         """The options given (None: not given), the environment's for the rest, then the defaults."""
         env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for name, (var, cast) in _ENV.items():
-            raw = env.get(var)
-            if raw not in (None, ""):
-                values[name] = _cast(var, raw, cast)
+        values = env_values(env, _ENV)
         values.update({k: v for k, v in given.items() if v is not None and not k.startswith("jwt_")})
         jwt = {k[4:]: v for k, v in given.items() if k.startswith("jwt_") and v is not None}
         for name in ("issuer", "audience", "jwks_url", "principal_claim", "groups_claim"):
@@ -127,23 +123,6 @@ _ENV: dict[str, tuple[str, Any]] = {
     "tokens_file": ("MCP_MEMORY_TOKENS_FILE", Path),
     "tokens": ("MCP_MEMORY_TOKENS", str),
 }
-
-
-def listed(value: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in value.split(",") if item.strip())
-
-
-def _cast(var: str, raw: str, cast: Any) -> Any:
-    if cast == "flag":
-        if raw.lower() not in ("1", "true", "yes", "0", "false", "no"):
-            raise ConfigurationError(f"{var}={raw!r}: use 1 or 0")
-        return raw.lower() in ("1", "true", "yes")
-    if cast == "list":
-        return listed(raw)
-    try:
-        return Path(raw).expanduser() if cast is Path else cast(raw)
-    except ValueError:
-        raise ConfigurationError(f"{var}={raw!r} is not a valid {cast.__name__}") from None
 
 
 def _loopback(host: str) -> bool:
@@ -223,11 +202,12 @@ def http_app(config: Config, options: HttpOptions | None = None) -> Any:
     )  # fmt: skip
     app: Any = inner
     routes: list[BaseRoute] = []
-    if auth is not None:
+    if auth is not None and options.jwt is not None:  # only a JWT's provider can grant more scope
         from mcp.server.auth.routes import build_resource_metadata_url
 
         metadata_url = str(build_resource_metadata_url(auth.settings.resource_server_url))  # type: ignore[arg-type]
         app = ScopeChallenge(inner, auth.verifier, server.tool_scopes(), MCP_PATH, metadata_url)
+    if auth is not None:
         from mcp.server.auth.routes import create_protected_resource_routes
 
         # ahead of the SDK's own, which offers only the scope every request needs (read)

@@ -188,11 +188,11 @@ def _sessions(server: MCPServer) -> None:
     @tool_errors
     async def close_session(group_id: GroupId, session_id: SessionId, ctx: Context) -> CloseResult:
         """Close a session when it ends."""
-        manager = await manager_of(ctx)
-        released, left = await manager.sessions.close_session(group_id, session_id, owner=owner_of(ctx))
+        manager, owner = await manager_of(ctx), owner_of(ctx)
+        released, left = await manager.sessions.close_session(group_id, session_id, owner=owner)
         if released:
             message = "closed"
-        elif owner_of(ctx) == NO_REFERENCE:
+        elif owner == NO_REFERENCE:
             message = "nothing to close: stateless requests hold no session open"
         else:
             message = "this connection had not opened it"

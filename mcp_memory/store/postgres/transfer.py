@@ -26,7 +26,7 @@ from mcp_memory.store.records import (
     ImportedSession,
 )
 from mcp_memory.store.sqlite.keywords import Tokenizer
-from mcp_memory.store.sqlite.transfer import _LINES, _Found, _Importer, _runs
+from mcp_memory.store.sqlite.transfer import _LINES, _Found, _Importer
 
 _GROUP = (
     "SELECT group_id, user_ids::text AS user_ids, agent_ids::text AS agent_ids, description, "
@@ -226,16 +226,8 @@ class _PgImporter(_Importer):
             ).fetchone()
         return None if row is None else (row[0], row[1])
 
-    def _insert_episodes(self, new: Sequence[ImportedEpisode]) -> None:
-        sequences = self._sequences(new)
-        for ep, sequence in zip(new, sequences, strict=True):
-            self.out.ids[ep.old_id] = self._insert_episode(ep, sequence)
-            self.out.sequences[ep.old_sequence] = sequence
-        self.out.added = len(new)
-        if sequences:
-            self.out.last_sequence = max(self.out.last_sequence, *sequences)
-        for low, high in _runs(sorted(sequences)):
-            refresh_keywords(self.conn, self.tokenizer, self.chunk.group_id, self.chunk.session_id, low, high)
+    def _refresh_keywords(self, low: int, high: int) -> None:
+        refresh_keywords(self.conn, self.tokenizer, self.chunk.group_id, self.chunk.session_id, low, high)
 
     def _sequences(self, new: Sequence[ImportedEpisode]) -> list[int]:
         if not new:
@@ -300,11 +292,7 @@ class _PgImporter(_Importer):
         ).fetchone()
         if there is not None:
             return
-        sequences = {**self.known_sequences, **self.out.sequences}
-        covered = max(
-            (new for old, new in sequences.items() if old <= rolling.covered_through_sequence), default=0
-        )
-        omitted = [sequences[old] for old in rolling.omitted_sequences if old in sequences]
+        covered, omitted = self._rolling_sequences(rolling)
         self.conn.execute(
             "INSERT INTO rolling_summaries(group_id, session_id, text, covered_through_sequence, updated_at, "
             "omitted_sequences) VALUES (%s, %s, %s, %s, %s, %s)",

@@ -429,7 +429,11 @@ class _Importer:
         if sequences:
             self.out.last_sequence = max(self.out.last_sequence, *sequences)
         for low, high in _runs(sorted(sequences)):
-            fts.refresh_around(self.conn, self.chunk.group_id, self.chunk.session_id, low, high)
+            self._refresh_keywords(low, high)
+
+    def _refresh_keywords(self, low: int, high: int) -> None:
+        """Index the session's keyword rows for these sequences (and the neighbours whose context they are)."""
+        fts.refresh_around(self.conn, self.chunk.group_id, self.chunk.session_id, low, high)
 
     def _sequences(self, new: Sequence[ImportedEpisode]) -> list[int]:
         """The exported sequences when every one is free here (and after what earlier chunks wrote), so a
@@ -509,11 +513,7 @@ class _Importer:
         ).fetchone()
         if there is not None:
             return
-        sequences = {**self.known_sequences, **self.out.sequences}
-        covered = max(
-            (new for old, new in sequences.items() if old <= rolling.covered_through_sequence), default=0
-        )
-        omitted = [sequences[old] for old in rolling.omitted_sequences if old in sequences]
+        covered, omitted = self._rolling_sequences(rolling)
         self.conn.execute(
             "INSERT INTO rolling_summaries(group_id, session_id, text, covered_through_sequence, updated_at, "
             "omitted_sequences) VALUES (?, ?, ?, ?, ?, ?)",
@@ -527,6 +527,14 @@ class _Importer:
             ),
         )
         self.out.rolling_added = True
+
+    def _rolling_sequences(self, rolling: ImportedRolling) -> tuple[int, list[int]]:
+        """The last sequence the summary covers and the ones it leaves out, as this database numbers them."""
+        sequences = {**self.known_sequences, **self.out.sequences}
+        covered = max(
+            (new for old, new in sequences.items() if old <= rolling.covered_through_sequence), default=0
+        )
+        return covered, [sequences[old] for old in rolling.omitted_sequences if old in sequences]
 
     def _summary_count(self, lightweight: int, auto_multiple: int) -> None:
         """The session's summary counters: the higher of what is there and what was exported."""
