@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mcp_memory.errors import ConfigurationError
+from mcp_memory.errors import AccessDenied, ConfigurationError
 from mcp_memory.server.auth.principal import MemoryToken, Principal, expand_scopes
 from mcp_memory.server.auth.tokens import StaticTokens, add_token, digest, parse_tokens
+from mcp_memory.server.guard import Guard
 from mcp_memory.server.http import HttpOptions, security
 from mcp_memory.store.records import Visible
 
@@ -149,3 +150,9 @@ def test_behind_a_proxy_its_public_host_and_origin_are_accepted() -> None:
     assert {"memory.example.com", "10.0.0.5:8765", "127.0.0.1:*"} <= set(settings.allowed_hosts)
     assert "https://memory.example.com" in settings.allowed_origins
     assert "http://evil.example" not in settings.allowed_origins and settings.enable_dns_rebinding_protection
+
+
+def test_with_authentication_on_a_request_without_a_principal_is_refused() -> None:
+    assert Guard().principal(None) is None  # stdio, or HTTP on loopback without tokens
+    with pytest.raises(AccessDenied, match="needs a bearer token"):
+        Guard(required=True).principal(None)

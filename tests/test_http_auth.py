@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcp.shared.exceptions import MCPError
 
 from mcp_memory.server.auth.tokens import add_token
+from tests.fake_openai import FakeOpenAI
 from tests.helpers import call, call_error
 from tests.http_server import Served, client, environment, post, running
 from tests.test_multiprocess import console_script
@@ -137,6 +138,33 @@ async def test_a_principal_sees_only_its_groups(served: Served, tokens: dict[str
         with pytest.raises(MCPError, match="denied: reading 'memory://stats' needs the admin scope"):
             await alice.read_resource("memory://stats")
     assert "1234" not in served.log_text()
+
+
+async def test_a_summary_task_is_read_only_by_principals_of_its_group(
+    tmp_path: Path, tokens: dict[str, str]
+) -> None:
+    with FakeOpenAI() as llm:
+        llm.queue_chat(json.dumps({"topic": "plans", "action": "talked", "outcome": "agreed"}))
+        env = environment(tmp_path, LLM_BASE_URL=llm.base_url, LLM_API_KEY="k", LLM_MODEL="tiny")
+        with running(tmp_path, "--tokens-file", str(tmp_path / "tokens.json"), env=env) as server:
+            async with client(server.url, tokens["alice"]) as alice, client(server.url, tokens["bob"]) as bob:
+                await call(alice, "create_group", group_id="alice-notes", user_ids=["alice"])
+                await call(alice, "open_session", group_id="alice-notes", session_id="s")
+                await call(
+                    alice,
+                    "add_memory",
+                    group_id="alice-notes",
+                    session_id="s",
+                    content="hi",
+                    producer="alice",
+                )
+                started = await call(
+                    alice, "summarize_session", group_id="alice-notes", session_id="s", sync=False
+                )
+                task = await call(alice, "get_task", task_id=started["task_id"])
+                assert task["group_id"] == "alice-notes"
+                refused = await call_error(bob, "get_task", task_id=started["task_id"])
+                assert refused.startswith("denied: group 'alice-notes' is not open to this token")
 
 
 async def test_read_only_tokens_cannot_write_and_admin_tools_need_admin(
@@ -321,6 +349,11 @@ async def test_jwt_access_tokens_from_an_identity_provider(tmp_path: Path, issue
             'scope="write"' in headers["www-authenticate"]
             and "resource_metadata=" in headers["www-authenticate"]
         )
+        batch = [
+            {**write, "params": {"name": "recall", "arguments": {}}},
+            {**write, "id": 3},
+        ]  # a legacy batch
+        assert post(server.url, reader, batch)[0] == 403
         maintain = {**write, "params": {"name": "run_maintenance", "arguments": {}}}
         assert (
             'scope="admin"'

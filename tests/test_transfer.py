@@ -115,6 +115,19 @@ async def test_an_export_imported_elsewhere_exports_again_the_same_field_by_fiel
         assert got == wanted
 
 
+async def test_a_groups_owner_travels_with_it_and_groups_without_one_export_as_before(tmp_path: Path) -> None:
+    async with manager_on(tmp_path / "a.db") as manager:
+        await manager.groups.create_group("team", ["ana"], owner="alice")
+        await manager.groups.create_group("local", ["ana"])
+    lines = await export_from(tmp_path / "a.db", tmp_path / "a.jsonl")
+    groups = {line["group_id"]: line for line in lines if line["kind"] == "group"}
+    assert groups["team"]["owner"] == "alice" and "owner" not in groups["local"]
+    await import_into(tmp_path / "b.db", tmp_path / "a.jsonl")
+    async with manager_on(tmp_path / "b.db") as manager:
+        assert (await manager.groups.get_group("team")).owner == "alice"
+        assert (await manager.groups.get_group("local")).owner is None
+
+
 async def test_imported_memories_are_found_and_indexed_as_in_their_session(
     origin: Path, tmp_path: Path
 ) -> None:
