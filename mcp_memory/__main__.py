@@ -181,7 +181,6 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
             tokens_file=args.tokens_file, jwt_issuer=args.jwt_issuer, jwt_audience=args.jwt_audience,
             jwt_jwks_url=args.jwt_jwks_url,
         )  # fmt: skip
-        _request_logs(config)
         log.info(
             "mcp-memory %s serving %s at %s (%s)", __version__, config.database, options.resource_url,
             "authenticated" if options.authenticated else "no authentication: loopback only",
@@ -189,13 +188,10 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
         serve_http(config, options)
         return
     server = build_server(config)
+    # a line per request is for a shared server's operator; on stdio the one client's log would fill with them
+    logging.getLogger("mcp_memory.requests").setLevel(logging.WARNING)
     log.info("mcp-memory %s serving %s on stdio", __version__, config.database)
     server.run("stdio")
-
-
-def _request_logs(config: Config) -> None:
-    """Over HTTP a line per request (who, what, how long, the outcome) unless the log level hides INFO."""
-    logging.getLogger("mcp_memory.requests").setLevel(config.log_level.upper())
 
 
 def _token(args: argparse.Namespace) -> None:
