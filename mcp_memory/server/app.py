@@ -94,16 +94,10 @@ class MemoryServer(MCPServer[Any]):
         with serving("tool", name, principal, arguments.get("group_id")) as outcome:
             try:
                 check_arguments(name, arguments, accepted_names(tool.fn_metadata.arg_model))
-                if principal is not None:
-                    self.guard.check_scope(principal, self.tool_scopes()[name], name)
-                    group_id = arguments.get("group_id")
-                    if isinstance(group_id, str):
-                        await self.guard.check_group(
-                            principal,
-                            group_id,
-                            await self._manager(context),
-                            creating=_creates(name, arguments),
-                        )
+                await self._admit(
+                    principal, context, self.tool_scopes()[name], name, arguments.get("group_id"),
+                    creating=_creates(name, arguments),
+                )  # fmt: skip
                 result = await super().call_tool(name, arguments, context)
             except ValidationFailed as exc:
                 raise ToolError(f"invalid: {exc}") from None
@@ -129,11 +123,8 @@ class MemoryServer(MCPServer[Any]):
         with serving("resource", str(uri).split("?", 1)[0][:200], principal, group_id):
             try:
                 check_text("the uri", str(uri))
-                if principal is not None:
-                    scope = "admin" if str(uri) in ADMIN_RESOURCES else "read"
-                    self.guard.check_scope(principal, scope, f"reading {str(uri)!r}")
-                    if group_id is not None:
-                        await self.guard.check_group(principal, group_id, await self._manager(context))
+                scope = "admin" if str(uri) in ADMIN_RESOURCES else "read"
+                await self._admit(principal, context, scope, f"reading {str(uri)!r}", group_id)
             except MemoryServerError as exc:
                 raise ResourceError(f"{exc.category}: {exc}") from None
             return await super().read_resource(uri, context)
@@ -144,13 +135,10 @@ class MemoryServer(MCPServer[Any]):
         principal = self._principal(context, prompt_error)
         group_id = (arguments or {}).get("group_id")
         with serving("prompt", name, principal, group_id):
-            if principal is not None:
-                try:
-                    self.guard.check_scope(principal, "read", f"the prompt {name!r}")
-                    if isinstance(group_id, str):
-                        await self.guard.check_group(principal, group_id, await self._manager(context))
-                except MemoryServerError as exc:
-                    raise prompt_error(f"{exc.category}: {exc}") from None
+            try:
+                await self._admit(principal, context, "read", f"the prompt {name!r}", group_id)
+            except MemoryServerError as exc:
+                raise prompt_error(f"{exc.category}: {exc}") from None
             return await super().get_prompt(name, arguments, context)
 
     def tool_scopes(self) -> dict[str, str]:
@@ -164,10 +152,24 @@ class MemoryServer(MCPServer[Any]):
             }
         return self._tool_scopes
 
-    @staticmethod
-    async def _manager(context: Context[Any, Any] | None) -> MemoryManager:
-        assert context is not None  # a principal comes from a request's context
-        return await manager_of(context)
+    async def _admit(
+        self,
+        principal: Principal | None,
+        context: Context[Any, Any] | None,
+        scope: str,
+        what: str,
+        group_id: object,
+        *,
+        creating: bool = False,
+    ) -> None:
+        """The guard's checks, when there is a principal: the scope `what` needs, then the group it names."""
+        if principal is None:
+            return
+        self.guard.check_scope(principal, scope, what)
+        if isinstance(group_id, str):
+            assert context is not None  # a principal comes from a request's context
+            manager = await manager_of(context)
+            await self.guard.check_group(principal, group_id, manager, creating=creating)
 
     def _principal(
         self, context: Context[Any, Any] | None, error: Callable[[str], Exception]
